@@ -1,0 +1,200 @@
+//! Functions other members call on this node, in schema `paxos`. Each runs as one autocommit
+//! statement of a member's connection, so its writes are committed before the caller sees the reply.
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod paxos {
+    use paxos_core::Ballot;
+    use pgrx::prelude::*;
+
+    use crate::error::{OrRaise, PaxosError, Result};
+    use crate::paxos::acceptor::{self, ReplyRow};
+    use crate::paxos::group;
+    use crate::store;
+    use paxos_model::value::LogValue;
+
+    type ReplyTable = TableIterator<
+        'static,
+        (
+            name!(status, String),
+            name!(num, Option<i64>),
+            name!(proposer, Option<String>),
+            name!(value_origin, Option<String>),
+            name!(value_kind, Option<String>),
+            name!(value_body, Option<String>),
+        ),
+    >;
+
+    fn reply(row: ReplyRow) -> ReplyTable {
+        let (num, proposer) = match row.ballot {
+            Some(b) => (Some(b.number as i64), Some(b.proposer)),
+            None => (None, None),
+        };
+        let (origin, kind, body) = match row.value {
+            Some(v) => (Some(v.origin), Some(v.kind.as_str().to_string()), v.body),
+            None => (None, None, None),
+        };
+        TableIterator::once((row.status.to_string(), num, proposer, origin, kind, body))
+    }
+
+    fn round(round: i64) -> Result<u64> {
+        u64::try_from(round).map_err(|_| PaxosError::InvalidArgument {
+            message: format!("round {round} is negative"),
+            hint: "Rounds are numbered from 0.",
+        })
+    }
+
+    fn ballot(num: i64, proposer: &str) -> Result<Ballot> {
+        Ok(Ballot::new(round(num)?, proposer))
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn request_prepare(
+        group_id: &str,
+        round_num: i64,
+        ballot_num: i64,
+        ballot_proposer: &str,
+    ) -> TableIterator<
+        'static,
+        (
+            name!(status, String),
+            name!(num, Option<i64>),
+            name!(proposer, Option<String>),
+            name!(value_origin, Option<String>),
+            name!(value_kind, Option<String>),
+            name!(value_body, Option<String>),
+        ),
+    > {
+        (|| {
+            acceptor::prepare(
+                group_id,
+                round(round_num)?,
+                ballot(ballot_num, ballot_proposer)?,
+            )
+        })()
+        .map(reply)
+        .or_raise()
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn request_accept(
+        group_id: &str,
+        round_num: i64,
+        ballot_num: i64,
+        ballot_proposer: &str,
+        value_origin: &str,
+        value_kind: &str,
+        value_body: Option<&str>,
+    ) -> TableIterator<
+        'static,
+        (
+            name!(status, String),
+            name!(num, Option<i64>),
+            name!(proposer, Option<String>),
+            name!(value_origin, Option<String>),
+            name!(value_kind, Option<String>),
+            name!(value_body, Option<String>),
+        ),
+    > {
+        (|| {
+            let value = LogValue::from_columns(
+                value_origin.to_string(),
+                value_kind,
+                value_body.map(str::to_string),
+            )?;
+            acceptor::accept(
+                group_id,
+                round(round_num)?,
+                ballot(ballot_num, ballot_proposer)?,
+                value,
+            )
+        })()
+        .map(reply)
+        .or_raise()
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn request_learn(
+        group_id: &str,
+        round_num: i64,
+        value_origin: &str,
+        value_kind: &str,
+        value_body: Option<&str>,
+    ) -> bool {
+        (|| {
+            let value = LogValue::from_columns(
+                value_origin.to_string(),
+                value_kind,
+                value_body.map(str::to_string),
+            )?;
+            acceptor::learn(group_id, round(round_num)?, value)
+        })()
+        .or_raise();
+        true
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn request_highest_round(group_id: &str, accepted_only: bool) -> i64 {
+        store::highest_known_round(group_id, accepted_only).or_raise() as i64
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn request_log(
+        group_id: &str,
+        from_round: i64,
+        to_round: i64,
+    ) -> TableIterator<
+        'static,
+        (
+            name!(round, i64),
+            name!(value_origin, String),
+            name!(value_kind, String),
+            name!(value_body, Option<String>),
+        ),
+    > {
+        let rows =
+            store::log_range(group_id, from_round.max(0) as u64, to_round.max(0) as u64).or_raise();
+        TableIterator::new(
+            rows.into_iter()
+                .map(|(r, v)| (r as i64, v.origin, v.kind.as_str().to_string(), v.body)),
+        )
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn request_status(
+        group_id: &str,
+    ) -> TableIterator<
+        'static,
+        (
+            name!(node_id, String),
+            name!(highest_accepted_round, i64),
+            name!(highest_learned_round, i64),
+            name!(applied_round, Option<i64>),
+        ),
+    > {
+        (|| {
+            let accepted = store::highest_known_round(group_id, true)?;
+            let learned = store::highest_learned(group_id)?;
+            let applied = store::group(group_id)?.map(|g| g.applied_round as i64);
+            Ok((
+                crate::guc::node_id(),
+                accepted as i64,
+                learned as i64,
+                applied,
+            ))
+        })()
+        .map(TableIterator::once)
+        .or_raise()
+    }
+
+    #[pg_extern(stable, parallel_safe)]
+    fn node_identity() -> String {
+        group::node_identity().or_raise()
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn admit_member(group_id: &str, member_connection_string: &str) -> i64 {
+        group::admit(group_id, member_connection_string).or_raise() as i64
+    }
+}

@@ -1,0 +1,120 @@
+//! `paxos_status()`: per group and member, whether it answered and how far it is. Read by humans
+//! and by the operator. Connection strings are shown without passwords.
+
+use std::time::Duration;
+
+use pgrx::prelude::*;
+
+use crate::error::{OrRaise, Result};
+use crate::guc;
+use crate::net::pool::Param;
+use crate::net::rpc;
+use crate::paxos::replicated_log::ReplicatedLog;
+use crate::paxos::round;
+use crate::store;
+use paxos_model::conninfo::redact;
+
+type StatusRow = (
+    String,
+    String,
+    bool,
+    bool,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
+
+fn group_status(group_id: &str) -> Result<Vec<StatusRow>> {
+    let log = ReplicatedLog::open(group_id)?;
+    let members = log.current_members()?;
+    let links = members
+        .iter()
+        .map(|m| log.link(m))
+        .collect::<Result<Vec<_>>>()?;
+    let wait = Duration::from_millis(guc::millis(&guc::CONNECT_TIMEOUT_MS) + 500);
+    let net = crate::net::pool::net()?;
+    let answers = net.block_on(round::gather(
+        &links,
+        rpc::STATUS,
+        vec![Param::Text(Some(group_id.to_string()))],
+        true,
+        wait,
+    ));
+    net.emit_warnings();
+    let mut rows = Vec::new();
+    for (i, member) in members.iter().enumerate() {
+        let is_self = *member == log.group.self_conninfo;
+        let answer = answers.iter().find(|(j, _)| *j == i).map(|(_, a)| a);
+        let row = match answer {
+            Some(Ok(result)) => match result.first() {
+                Some(r) => (
+                    r.try_get::<_, String>(0).ok(),
+                    r.try_get::<_, i64>(1).ok(),
+                    r.try_get::<_, i64>(2).ok(),
+                    r.try_get::<_, Option<i64>>(3).ok().flatten(),
+                    None,
+                ),
+                None => (None, None, None, None, Some("empty answer".to_string())),
+            },
+            Some(Err(e)) => (None, None, None, None, Some(e.message().to_string())),
+            None => (
+                None,
+                None,
+                None,
+                None,
+                Some(format!("no answer within {} ms", wait.as_millis())),
+            ),
+        };
+        let reachable = row.4.is_none();
+        rows.push((
+            group_id.to_string(),
+            redact(member),
+            is_self,
+            reachable,
+            row.0,
+            row.1,
+            row.2,
+            row.3,
+            row.4,
+        ));
+    }
+    Ok(rows)
+}
+
+/// One row per member of each group of this node (or of `current_group_id`).
+#[pg_extern(volatile, parallel_unsafe)]
+fn paxos_status(
+    current_group_id: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(group_id, String),
+        name!(member, String),
+        name!(is_self, bool),
+        name!(reachable, bool),
+        name!(node_id, Option<String>),
+        name!(highest_accepted_round, Option<i64>),
+        name!(highest_learned_round, Option<i64>),
+        name!(applied_round, Option<i64>),
+        name!(error, Option<String>),
+    ),
+> {
+    let rows = (|| {
+        let groups = match current_group_id {
+            Some(g) => {
+                store::require_group(g)?;
+                vec![g.to_string()]
+            }
+            None => store::group_ids()?,
+        };
+        let mut rows = Vec::new();
+        for g in groups {
+            rows.extend(group_status(&g)?);
+        }
+        Ok(rows)
+    })()
+    .or_raise();
+    TableIterator::new(rows)
+}

@@ -1,0 +1,222 @@
+//! The one error type of the extension. Each variant carries its context and knows its SQLSTATE
+//! and hint, so every failure reaches the client as a clear PostgreSQL error.
+
+use std::fmt;
+
+use paxos_model::ModelError;
+use pgrx::pg_sys::errcodes::PgSqlErrorCode;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::PgLogLevel;
+
+#[derive(Debug)]
+pub enum PaxosError {
+    /// Invalid names, connection strings or stored values (see `ModelError`).
+    Model(ModelError),
+    UnknownGroup {
+        group: String,
+    },
+    DuplicateGroup {
+        group: String,
+    },
+    /// Too few members answered for a majority.
+    NoMajority {
+        group: String,
+        action: &'static str,
+        answered: usize,
+        total: usize,
+        /// The last transport error; it never contains credentials.
+        last_error: Option<String>,
+    },
+    /// Members answered, but no value was chosen before the round timeout (contention).
+    RoundTimeout {
+        group: String,
+        round: u64,
+        millis: u64,
+        attempts: u32,
+        answered: usize,
+        total: usize,
+    },
+    NotAMember {
+        group: String,
+        member: String,
+    },
+    AlreadyMember {
+        group: String,
+        member: String,
+    },
+    /// The join was recorded in the group, but this node could not copy the group's state.
+    HalfJoined {
+        group: String,
+        round: u64,
+        cause: String,
+    },
+    InvalidArgument {
+        message: String,
+        hint: &'static str,
+    },
+    Remote {
+        member: String,
+        message: String,
+    },
+    Internal(String),
+}
+
+pub type Result<T> = std::result::Result<T, PaxosError>;
+
+impl From<ModelError> for PaxosError {
+    fn from(e: ModelError) -> Self {
+        PaxosError::Model(e)
+    }
+}
+
+impl From<pgrx::spi::SpiError> for PaxosError {
+    fn from(e: pgrx::spi::SpiError) -> Self {
+        PaxosError::Internal(format!("SPI: {e}"))
+    }
+}
+
+impl PaxosError {
+    fn sqlstate(&self) -> PgSqlErrorCode {
+        use PgSqlErrorCode::*;
+        match self {
+            PaxosError::Model(ModelError::InvalidName { .. }) => ERRCODE_INVALID_NAME,
+            PaxosError::Model(ModelError::NameTooLong { .. }) => ERRCODE_NAME_TOO_LONG,
+            PaxosError::Model(ModelError::BadConnectionString { .. })
+            | PaxosError::InvalidArgument { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+            PaxosError::Model(ModelError::UnknownValueKind(_)) => ERRCODE_DATA_CORRUPTED,
+            PaxosError::UnknownGroup { .. } | PaxosError::NotAMember { .. } => {
+                ERRCODE_UNDEFINED_OBJECT
+            }
+            PaxosError::DuplicateGroup { .. } | PaxosError::AlreadyMember { .. } => {
+                ERRCODE_DUPLICATE_OBJECT
+            }
+            PaxosError::NoMajority { .. } => ERRCODE_CONNECTION_FAILURE,
+            PaxosError::RoundTimeout { .. } => ERRCODE_T_R_SERIALIZATION_FAILURE,
+            PaxosError::HalfJoined { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            PaxosError::Remote { .. } => ERRCODE_CONNECTION_EXCEPTION,
+            PaxosError::Internal(_) => ERRCODE_INTERNAL_ERROR,
+        }
+    }
+
+    fn hint(&self) -> Option<&'static str> {
+        Some(match self {
+            PaxosError::Model(ModelError::InvalidName { .. } | ModelError::NameTooLong { .. }) => {
+                "Names must be 1 to 63 bytes without control characters."
+            }
+            PaxosError::Model(ModelError::BadConnectionString { .. }) => {
+                "Use libpq key=value syntax naming at least a host, e.g. 'host=10.0.0.1 port=5432 dbname=postgres'."
+            }
+            PaxosError::UnknownGroup { .. } => {
+                "Create it with paxos_create_group() or join it with paxos_join_group(); paxos_status() lists this node's groups."
+            }
+            PaxosError::DuplicateGroup { .. } => {
+                "Pick another group name, or leave the group first with paxos_leave_group()."
+            }
+            PaxosError::NoMajority { .. } => {
+                "Check that a majority of the members run and accept connections; pg_paxos.connect_timeout bounds each attempt."
+            }
+            PaxosError::RoundTimeout { .. } => {
+                "Retry; if members are slow or frozen, check them with paxos_status(), or raise pg_paxos.round_timeout."
+            }
+            PaxosError::NotAMember { .. } => "paxos_status() lists the members.",
+            PaxosError::AlreadyMember { .. } => {
+                "Run paxos_join_group() on that node to copy the group's state."
+            }
+            PaxosError::HalfJoined { .. } => {
+                "Run paxos_join_group() again on this node: it is idempotent and finishes the join."
+            }
+            PaxosError::InvalidArgument { hint, .. } => hint,
+            PaxosError::Remote { .. } => {
+                "Check that the member runs and has the pg_paxos extension in that database."
+            }
+            PaxosError::Model(ModelError::UnknownValueKind(_)) | PaxosError::Internal(_) => {
+                return None
+            }
+        })
+    }
+
+    /// Raises this error as a PostgreSQL ERROR; never returns.
+    pub fn raise(self) -> ! {
+        let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), "pg_paxos");
+        if let Some(hint) = self.hint() {
+            report = report.set_hint(hint);
+        }
+        report.report(PgLogLevel::ERROR);
+        unreachable!("ereport(ERROR) does not return")
+    }
+}
+
+impl fmt::Display for PaxosError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PaxosError::Model(e) => e.fmt(f),
+            PaxosError::UnknownGroup { group } => {
+                write!(f, "paxos group {group:?} does not exist on this node")
+            }
+            PaxosError::DuplicateGroup { group } => {
+                write!(f, "paxos group {group:?} already exists on this node")
+            }
+            PaxosError::NoMajority {
+                group,
+                action,
+                answered,
+                total,
+                last_error,
+            } => {
+                write!(
+                    f,
+                    "could not {action} in paxos group {group:?}: {answered} of {total} members reachable, {} needed",
+                    total / 2 + 1
+                )?;
+                if let Some(e) = last_error {
+                    write!(f, " (last error: {e})")?;
+                }
+                Ok(())
+            }
+            PaxosError::RoundTimeout {
+                group,
+                round,
+                millis,
+                attempts,
+                answered,
+                total,
+            } => {
+                write!(
+                    f,
+                    "no value was chosen for round {round} of paxos group {group:?} within {millis} ms"
+                )?;
+                if *total > 0 {
+                    write!(
+                        f,
+                        " ({attempts} attempts, {answered} of {total} members answered)"
+                    )?;
+                }
+                Ok(())
+            }
+            PaxosError::NotAMember { group, member } => {
+                write!(f, "{member} is not a member of paxos group {group:?}")
+            }
+            PaxosError::AlreadyMember { group, member } => {
+                write!(f, "{member} is already a member of paxos group {group:?}")
+            }
+            PaxosError::HalfJoined { group, round, cause } => write!(
+                f,
+                "this node was added to paxos group {group:?} in round {round}, but copying the group's state failed: {cause}"
+            ),
+            PaxosError::InvalidArgument { message, .. } => f.write_str(message),
+            PaxosError::Remote { member, message } => write!(f, "member {member} failed: {message}"),
+            PaxosError::Internal(message) => write!(f, "pg_paxos internal error: {message}"),
+        }
+    }
+}
+
+/// Unwraps a result in a `#[pg_extern]` function, raising the error as a PostgreSQL ERROR.
+pub trait OrRaise<T> {
+    fn or_raise(self) -> T;
+}
+
+impl<T> OrRaise<T> for Result<T> {
+    fn or_raise(self) -> T {
+        self.unwrap_or_else(|e| e.raise())
+    }
+}

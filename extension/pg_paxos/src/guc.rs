@@ -1,0 +1,99 @@
+//! Settings (GUCs). Names of the original pg_paxos are kept: node_id and consistency_model.
+
+use std::ffi::CString;
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::PostgresGucEnum;
+
+pub static NODE_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static CONNECT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(2000);
+pub static ROUND_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+pub static MEMBER_RETRY_MS: GucSetting<i32> = GucSetting::<i32>::new(2000);
+pub static CONSISTENCY_MODEL: GucSetting<ConsistencyModel> =
+    GucSetting::<ConsistencyModel>::new(ConsistencyModel::Strong);
+pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static ALLOW_MUTABLE_FUNCTIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PostgresGucEnum)]
+pub enum ConsistencyModel {
+    Strong,
+    Optimistic,
+}
+
+pub fn register() {
+    GucRegistry::define_string_guc(
+        c"pg_paxos.node_id",
+        c"Unique name of this node in its paxos groups.",
+        c"Part of every proposal number this node issues; defaults to node-<port>.",
+        &NODE_ID,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_paxos.connect_timeout",
+        c"How long to wait for a connection to another member.",
+        c"",
+        &CONNECT_TIMEOUT_MS,
+        10,
+        600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_paxos.round_timeout",
+        c"How long one round may take, retries included, before it fails.",
+        c"A call that cannot reach a majority fails earlier, as soon as that is known.",
+        &ROUND_TIMEOUT_MS,
+        10,
+        3_600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_paxos.member_retry_interval",
+        c"How long an unreachable member is skipped before it is tried again.",
+        c"It is still tried when a majority cannot be formed without it.",
+        &MEMBER_RETRY_MS,
+        0,
+        3_600_000,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_enum_guc(
+        c"pg_paxos.consistency_model",
+        c"strong: reads apply the log up to the group's highest accepted round; optimistic: reads are local.",
+        c"",
+        &CONSISTENCY_MODEL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_paxos.enabled",
+        c"Intercept statements on replicated tables (superusers may turn it off to repair a node).",
+        c"",
+        &ENABLED,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_paxos.allow_mutable_functions",
+        c"Log statements whose volatile functions cannot be made deterministic.",
+        c"",
+        &ALLOW_MUTABLE_FUNCTIONS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+/// This node's id: the GUC, or node-<port> when it is not set.
+pub fn node_id() -> String {
+    match NODE_ID.get() {
+        Some(id) if !id.as_bytes().is_empty() => id.to_string_lossy().into_owned(),
+        // SAFETY: PostPortNumber is set by the postmaster before any backend runs.
+        _ => format!("node-{}", unsafe { pgrx::pg_sys::PostPortNumber }),
+    }
+}
+
+pub fn millis(setting: &GucSetting<i32>) -> u64 {
+    setting.get().max(0) as u64
+}

@@ -1,0 +1,89 @@
+//! pg_paxos: Paxos and a Multi-Paxos log inside PostgreSQL.
+//!
+//! Layout: `api` holds the SQL functions (thin), `paxos` the protocol on top of PostgreSQL (the
+//! acceptor over local tables, rounds over the network, the log, membership), `net` the connections
+//! to other members, `store` every query on the extension's tables. The protocol rules themselves
+//! live in the pure `paxos-core` crate.
+
+use pgrx::prelude::*;
+
+mod api;
+mod error;
+mod guc;
+mod net;
+mod paxos;
+mod store;
+
+::pgrx::pg_module_magic!(name, version);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::register();
+}
+
+extension_sql!(
+    r#"
+CREATE SCHEMA IF NOT EXISTS paxos;
+REVOKE ALL ON SCHEMA paxos FROM PUBLIC;
+
+-- The groups this node belongs to.
+CREATE TABLE paxos.groups (
+    group_id text PRIMARY KEY,
+    self_conninfo text NOT NULL,
+    applied_round bigint NOT NULL DEFAULT 0
+);
+
+-- The acceptor's durable state, per round. Never deleted: votes keep chosen values chosen.
+CREATE TABLE paxos.acceptor_slots (
+    group_id text NOT NULL,
+    round bigint NOT NULL,
+    promised_num bigint,
+    promised_by text,
+    accepted_num bigint,
+    accepted_by text,
+    value_origin text,
+    value_kind text,
+    value_body text,
+    PRIMARY KEY (group_id, round)
+);
+
+-- Values known to be chosen. Round 0 records the founder.
+CREATE TABLE paxos.log (
+    group_id text NOT NULL,
+    round bigint NOT NULL,
+    value_origin text NOT NULL,
+    value_kind text NOT NULL,
+    value_body text,
+    PRIMARY KEY (group_id, round)
+);
+CREATE INDEX log_membership_changes ON paxos.log (group_id, round)
+    WHERE value_kind IN ('add_host', 'remove_host');
+
+CREATE TYPE paxos_result AS (accepted_value text, value_changed boolean);
+"#,
+    name = "bootstrap",
+    bootstrap
+);
+
+extension_sql!(
+    r#"
+-- Membership, and the requests members send each other, are for superusers only.
+REVOKE EXECUTE ON FUNCTION paxos_create_group(text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION paxos_join_group(text, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION paxos_leave_group(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION paxos_add_host(text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION paxos_remove_host(text, text) FROM PUBLIC;
+"#,
+    name = "privileges",
+    finalize
+);
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'pg_paxos'"]
+    }
+}

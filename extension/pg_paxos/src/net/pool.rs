@@ -1,0 +1,293 @@
+//! One tokio runtime and one connection per member, per backend, created lazily (never in the
+//! postmaster). Waiting is interruptible: `statement_timeout` and `pg_cancel_backend` stop a call
+//! within ~50 ms, and the queries it had sent to members are cancelled.
+//!
+//! Rule: no `pg_sys` call and no PostgreSQL error inside `block_on`; warnings collected while the
+//! runtime runs are emitted afterwards by [`Net::emit_warnings`].
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::runtime::Runtime;
+use tokio::time::Instant;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Config, NoTls, Row};
+
+use crate::error::{PaxosError, Result};
+
+/// How long to let the runtime run before looking at PostgreSQL's interrupt flags again.
+const INTERRUPT_POLL: Duration = Duration::from_millis(50);
+const CANCEL_BUDGET: Duration = Duration::from_millis(200);
+
+/// A parameter of a remote call, bound with an explicit type (one round trip, no prepare).
+#[derive(Clone, Debug)]
+pub enum Param {
+    Text(Option<String>),
+    Int(i64),
+    Bool(bool),
+}
+
+impl Param {
+    fn typed(&self) -> (&(dyn ToSql + Sync), Type) {
+        match self {
+            Param::Text(v) => (v, Type::TEXT),
+            Param::Int(v) => (v, Type::INT8),
+            Param::Bool(v) => (v, Type::BOOL),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum LinkError {
+    /// No connection, or it broke: the member counts as down for a while.
+    Unreachable(String),
+    /// The member answered with an SQL error.
+    Remote(String),
+}
+
+impl LinkError {
+    pub fn message(&self) -> &str {
+        match self {
+            LinkError::Unreachable(m) | LinkError::Remote(m) => m,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    conns: HashMap<String, Rc<Client>>,
+    /// Members that failed recently, with the time until which they are skipped.
+    down_until: HashMap<String, Instant>,
+    warnings: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct Net {
+    rt: Rc<Runtime>,
+    shared: Rc<RefCell<Shared>>,
+}
+
+thread_local! {
+    static NET: RefCell<Option<Net>> = const { RefCell::new(None) };
+}
+
+/// This backend's network state, created on first use.
+pub fn net() -> Result<Net> {
+    NET.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if let Some(net) = slot.as_ref() {
+            return Ok(net.clone());
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| PaxosError::Internal(format!("cannot start the network runtime: {e}")))?;
+        let net = Net {
+            rt: Rc::new(rt),
+            shared: Rc::new(RefCell::new(Shared::default())),
+        };
+        *slot = Some(net.clone());
+        Ok(net)
+    })
+}
+
+/// An error with its causes ("error connecting to server: Connection refused (os error 111)").
+/// tokio-postgres errors never include connection settings, so no credential can leak through here.
+fn describe(e: &tokio_postgres::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+fn interrupt_pending() -> bool {
+    // SAFETY: a plain read of a sig_atomic_t flag that signal handlers set.
+    unsafe { std::ptr::read_volatile(std::ptr::addr_of!(pgrx::pg_sys::InterruptPending)) != 0 }
+}
+
+impl Net {
+    /// A handle on the member known as `key` (its connection string), reached with `config`.
+    pub fn link(
+        &self,
+        key: &str,
+        label: String,
+        config: Config,
+        connect_timeout: Duration,
+        retry_interval: Duration,
+    ) -> Link {
+        Link {
+            key: key.to_string(),
+            label,
+            config,
+            connect_timeout,
+            retry_interval,
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Runs `fut` to completion, servicing PostgreSQL interrupts between slices.
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            let slice = self
+                .rt
+                .block_on(async { tokio::time::timeout(INTERRUPT_POLL, fut.as_mut()).await });
+            if let Ok(out) = slice {
+                return out;
+            }
+            if interrupt_pending() {
+                self.cancel_all();
+                self.emit_warnings();
+                pgrx::check_for_interrupts!();
+            }
+        }
+    }
+
+    /// Cancels whatever the members run for us and drops the connections: after an interrupt their
+    /// state is unknown.
+    fn cancel_all(&self) {
+        let clients: Vec<Rc<Client>> = self
+            .shared
+            .borrow_mut()
+            .conns
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        let tokens: Vec<_> = clients.iter().map(|c| c.cancel_token()).collect();
+        self.rt.block_on(async {
+            let cancels = futures::future::join_all(tokens.iter().map(|t| t.cancel_query(NoTls)));
+            let _ = tokio::time::timeout(CANCEL_BUDGET, cancels).await;
+        });
+    }
+
+    pub fn emit_warnings(&self) {
+        let warnings = std::mem::take(&mut self.shared.borrow_mut().warnings);
+        for w in warnings {
+            pgrx::warning!("pg_paxos: {w}");
+        }
+    }
+}
+
+/// One member, as seen from this backend.
+#[derive(Clone)]
+pub struct Link {
+    pub key: String,
+    /// Credential-free description for messages.
+    pub label: String,
+    config: Config,
+    connect_timeout: Duration,
+    retry_interval: Duration,
+    shared: Rc<RefCell<Shared>>,
+}
+
+impl Link {
+    /// True while the member is skipped after a recent failure.
+    pub fn recently_down(&self) -> bool {
+        self.shared
+            .borrow()
+            .down_until
+            .get(&self.key)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    fn mark_down(&self, why: &str) {
+        let mut shared = self.shared.borrow_mut();
+        let was_down = shared.down_until.contains_key(&self.key);
+        shared
+            .down_until
+            .insert(self.key.clone(), Instant::now() + self.retry_interval);
+        shared.conns.remove(&self.key);
+        if !was_down {
+            let msg = format!(
+                "member {} is unreachable ({why}); it is skipped for {} ms at a time while a majority answers without it",
+                self.label,
+                self.retry_interval.as_millis()
+            );
+            shared.warnings.push(msg);
+        }
+    }
+
+    fn mark_up(&self) {
+        let mut shared = self.shared.borrow_mut();
+        if shared.down_until.remove(&self.key).is_some() {
+            shared
+                .warnings
+                .push(format!("member {} is reachable again", self.label));
+        }
+    }
+
+    async fn client(&self) -> std::result::Result<(Rc<Client>, bool), LinkError> {
+        let pooled = self.shared.borrow().conns.get(&self.key).cloned();
+        if let Some(client) = pooled {
+            if !client.is_closed() {
+                return Ok((client, true));
+            }
+        }
+        let connect = self.config.connect(NoTls);
+        let (client, connection) = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => return Err(LinkError::Unreachable(describe(&e))),
+            Err(_) => {
+                return Err(LinkError::Unreachable(format!(
+                    "no connection within {} ms",
+                    self.connect_timeout.as_millis()
+                )))
+            }
+        };
+        tokio::spawn(async move {
+            // The connection ends when the client is dropped or the member goes away; the next
+            // call notices through `is_closed` and reconnects.
+            let _ = connection.await;
+        });
+        let client = Rc::new(client);
+        self.shared
+            .borrow_mut()
+            .conns
+            .insert(self.key.clone(), client.clone());
+        Ok((client, false))
+    }
+
+    /// Runs one statement on the member. A pooled connection that turns out to be broken (the
+    /// member restarted) is replaced once before the member counts as unreachable.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[Param],
+    ) -> std::result::Result<Vec<Row>, LinkError> {
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = params.iter().map(Param::typed).collect();
+        loop {
+            let (client, was_pooled) = match self.client().await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.mark_down(e.message());
+                    return Err(e);
+                }
+            };
+            match client.query_typed(sql, &typed).await {
+                Ok(rows) => {
+                    self.mark_up();
+                    return Ok(rows);
+                }
+                Err(e) => {
+                    if let Some(db) = e.as_db_error() {
+                        return Err(LinkError::Remote(db.message().to_string()));
+                    }
+                    self.shared.borrow_mut().conns.remove(&self.key);
+                    if was_pooled {
+                        continue;
+                    }
+                    let err = LinkError::Unreachable(describe(&e));
+                    self.mark_down(err.message());
+                    return Err(err);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The acceptor requests as SQL calls to functions in schema `paxos` on each member, and their
+//! replies decoded into the core's messages.
+
+use paxos_core::{AcceptOutcome, Accepted, Ballot, PromiseOutcome, Reply, Request};
+use tokio_postgres::Row;
+
+use crate::net::pool::{Link, LinkError, Param};
+use paxos_model::value::LogValue;
+
+const PREPARE: &str = "SELECT status, num, proposer, value_origin, value_kind, value_body
+                       FROM paxos.request_prepare($1, $2, $3, $4)";
+const ACCEPT: &str = "SELECT status, num, proposer, value_origin, value_kind, value_body
+                      FROM paxos.request_accept($1, $2, $3, $4, $5, $6, $7)";
+const LEARN: &str = "SELECT paxos.request_learn($1, $2, $3, $4, $5)";
+pub const HIGHEST_ROUND: &str = "SELECT paxos.request_highest_round($1, $2)";
+pub const STATUS: &str =
+    "SELECT node_id, highest_accepted_round, highest_learned_round, applied_round
+                          FROM paxos.request_status($1)";
+pub const IDENTITY: &str = "SELECT paxos.node_identity()";
+pub const ADMIT: &str = "SELECT paxos.admit_member($1, $2)";
+pub const LOG_RANGE: &str = "SELECT round, value_origin, value_kind, value_body
+                             FROM paxos.request_log($1, $2, $3)";
+
+fn text(s: &str) -> Param {
+    Param::Text(Some(s.to_string()))
+}
+
+fn value_params(value: &LogValue) -> [Param; 3] {
+    [
+        text(&value.origin),
+        text(value.kind.as_str()),
+        Param::Text(value.body.clone()),
+    ]
+}
+
+/// Sends one request. Learn requests have no reply.
+pub async fn send(
+    link: &Link,
+    group: &str,
+    request: &Request<LogValue>,
+) -> Result<Option<Reply<LogValue>>, LinkError> {
+    let round = request.round();
+    match request {
+        Request::Prepare { ballot, .. } => {
+            let params = [
+                text(group),
+                Param::Int(round as i64),
+                Param::Int(ballot.number as i64),
+                text(&ballot.proposer),
+            ];
+            let rows = link.query(PREPARE, &params).await?;
+            decode(&rows, round, ballot, true).map(Some)
+        }
+        Request::Accept { ballot, value, .. } => {
+            let mut params = vec![
+                text(group),
+                Param::Int(round as i64),
+                Param::Int(ballot.number as i64),
+                text(&ballot.proposer),
+            ];
+            params.extend(value_params(value));
+            let rows = link.query(ACCEPT, &params).await?;
+            decode(&rows, round, ballot, false).map(Some)
+        }
+        Request::Learn { value, .. } => {
+            let mut params = vec![text(group), Param::Int(round as i64)];
+            params.extend(value_params(value));
+            link.query(LEARN, &params).await?;
+            Ok(None)
+        }
+    }
+}
+
+pub fn value_from_row(row: &Row, first: usize) -> Result<Option<LogValue>, LinkError> {
+    let origin: Option<String> = row.try_get(first).map_err(protocol)?;
+    let kind: Option<String> = row.try_get(first + 1).map_err(protocol)?;
+    let body: Option<String> = row.try_get(first + 2).map_err(protocol)?;
+    match (origin, kind) {
+        (Some(origin), Some(kind)) => LogValue::from_columns(origin, &kind, body)
+            .map(Some)
+            .map_err(|e| LinkError::Remote(e.to_string())),
+        _ => Ok(None),
+    }
+}
+
+pub fn protocol(e: tokio_postgres::Error) -> LinkError {
+    LinkError::Remote(format!("unexpected reply: {e}"))
+}
+
+fn decode(
+    rows: &[Row],
+    round: u64,
+    ballot: &Ballot,
+    prepare: bool,
+) -> Result<Reply<LogValue>, LinkError> {
+    let row = rows
+        .first()
+        .ok_or_else(|| LinkError::Remote("empty reply".into()))?;
+    let status: String = row.try_get(0).map_err(protocol)?;
+    let num: Option<i64> = row.try_get(1).map_err(protocol)?;
+    let proposer: Option<String> = row.try_get(2).map_err(protocol)?;
+    let other_ballot = match (num, proposer) {
+        (Some(n), Some(p)) => Some(Ballot::new(n.max(0) as u64, p)),
+        _ => None,
+    };
+    let value = value_from_row(row, 3)?;
+    let missing = || LinkError::Remote(format!("reply {status:?} lacks its fields"));
+    let ballot = ballot.clone();
+    Ok(match (status.as_str(), prepare) {
+        ("chosen", _) => Reply::Chosen {
+            round,
+            value: value.ok_or_else(missing)?,
+        },
+        ("granted", true) => Reply::Promise {
+            round,
+            ballot,
+            outcome: PromiseOutcome::Granted {
+                accepted: match (other_ballot, value) {
+                    (Some(b), Some(v)) => Some(Accepted {
+                        ballot: b,
+                        value: v,
+                    }),
+                    _ => None,
+                },
+            },
+        },
+        ("refused", true) => Reply::Promise {
+            round,
+            ballot,
+            outcome: PromiseOutcome::Refused {
+                promised: other_ballot.ok_or_else(missing)?,
+            },
+        },
+        ("accepted", false) => Reply::Accept {
+            round,
+            ballot,
+            outcome: AcceptOutcome::Accepted,
+        },
+        ("refused", false) => Reply::Accept {
+            round,
+            ballot,
+            outcome: AcceptOutcome::Refused {
+                promised: other_ballot.ok_or_else(missing)?,
+            },
+        },
+        _ => {
+            return Err(LinkError::Remote(format!(
+                "unknown reply status {status:?}"
+            )))
+        }
+    })
+}

@@ -1,0 +1,104 @@
+//! The acceptor of this node: the core's rules applied to the slot rows of `paxos.acceptor_slots`.
+//! Requests arrive as autocommit SQL calls from proposers; the slot is written and committed (with
+//! synchronous_commit on) before the reply reaches the proposer, because a tokio-postgres query
+//! completes only at ReadyForQuery, after the commit.
+
+use paxos_core::acceptor::{on_accept, on_prepare};
+use paxos_core::{AcceptOutcome, Ballot, PromiseOutcome, SlotState};
+
+use crate::error::{PaxosError, Result};
+use crate::store;
+use paxos_model::value::LogValue;
+
+/// A reply row: status, a ballot (number, proposer) and a value, each possibly absent.
+pub struct ReplyRow {
+    pub status: &'static str,
+    pub ballot: Option<Ballot>,
+    pub value: Option<LogValue>,
+}
+
+impl ReplyRow {
+    fn chosen(value: LogValue) -> Self {
+        ReplyRow {
+            status: "chosen",
+            ballot: None,
+            value: Some(value),
+        }
+    }
+}
+
+/// Applies `rule` to the slot of `round` under a row lock and persists its result. A concurrent
+/// first request for the same round may win the insert; the rule then runs again on its row.
+fn with_slot<R>(
+    group_id: &str,
+    round: u64,
+    rule: impl Fn(&SlotState<LogValue>) -> (Option<SlotState<LogValue>>, R),
+) -> Result<R> {
+    for _ in 0..2 {
+        let existing = store::lock_slot(group_id, round)?;
+        let slot = existing.clone().unwrap_or_default();
+        let (persist, reply) = rule(&slot);
+        match persist {
+            Some(state) => {
+                if store::write_slot(group_id, round, &state, existing.is_some())? {
+                    return Ok(reply);
+                }
+            }
+            None => return Ok(reply),
+        }
+    }
+    Err(PaxosError::Internal(format!(
+        "acceptor slot {round} of group {group_id:?} kept changing"
+    )))
+}
+
+pub fn prepare(group_id: &str, round: u64, ballot: Ballot) -> Result<ReplyRow> {
+    store::force_synchronous_commit()?;
+    if let Some(value) = store::learned(group_id, round)? {
+        return Ok(ReplyRow::chosen(value));
+    }
+    with_slot(group_id, round, |slot| {
+        let step = on_prepare(slot, &ballot);
+        let reply = match step.reply {
+            PromiseOutcome::Granted { accepted } => ReplyRow {
+                status: "granted",
+                ballot: accepted.as_ref().map(|a| a.ballot.clone()),
+                value: accepted.map(|a| a.value),
+            },
+            PromiseOutcome::Refused { promised } => ReplyRow {
+                status: "refused",
+                ballot: Some(promised),
+                value: None,
+            },
+        };
+        (step.persist, reply)
+    })
+}
+
+pub fn accept(group_id: &str, round: u64, ballot: Ballot, value: LogValue) -> Result<ReplyRow> {
+    store::force_synchronous_commit()?;
+    if let Some(chosen) = store::learned(group_id, round)? {
+        return Ok(ReplyRow::chosen(chosen));
+    }
+    with_slot(group_id, round, |slot| {
+        let step = on_accept(slot, &ballot, &value);
+        let reply = match step.reply {
+            AcceptOutcome::Accepted => ReplyRow {
+                status: "accepted",
+                ballot: None,
+                value: None,
+            },
+            AcceptOutcome::Refused { promised } => ReplyRow {
+                status: "refused",
+                ballot: Some(promised),
+                value: None,
+            },
+        };
+        (step.persist, reply)
+    })
+}
+
+pub fn learn(group_id: &str, round: u64, value: LogValue) -> Result<()> {
+    store::relax_synchronous_commit()?;
+    store::record_learned(group_id, round, &value)
+}

@@ -1,0 +1,232 @@
+//! Creating, joining and leaving groups. Membership changes are log entries (see `membership`), so
+//! every member switches to a new membership at the same round.
+
+use crate::error::{PaxosError, Result};
+use crate::net::pool::{LinkError, Param};
+use crate::net::rpc;
+use crate::paxos::replicated_log::{new_value, ReplicatedLog};
+use crate::store::{self, Group};
+use paxos_model::conninfo;
+use paxos_model::names::check_name;
+use paxos_model::value::ValueKind;
+
+/// A text that identifies this database cluster and database, to check that a connection string
+/// given as "this node" really reaches this node.
+pub fn node_identity() -> Result<String> {
+    let identity = pgrx::Spi::get_one::<String>(
+        "SELECT (SELECT system_identifier::text FROM pg_catalog.pg_control_system())
+                || ':' || (SELECT oid::text FROM pg_catalog.pg_database
+                            WHERE datname = pg_catalog.current_database())",
+    )?;
+    identity.ok_or_else(|| PaxosError::Internal("no node identity".into()))
+}
+
+fn validate_conninfo(conninfo: &str) -> Result<()> {
+    let defaults = store::connection_defaults()?;
+    conninfo::parse(conninfo, &defaults, std::time::Duration::from_secs(1))?;
+    Ok(())
+}
+
+/// Connects to `conninfo` and checks that it reaches this very node and database.
+fn check_reaches_self(log: &ReplicatedLog, conninfo: &str) -> Result<()> {
+    let link = log.link(conninfo)?;
+    let rows = crate::net::pool::net()?.block_on(async { link.query(rpc::IDENTITY, &[]).await });
+    let remote: String = match rows {
+        Ok(rows) => rows
+            .first()
+            .and_then(|r| r.try_get::<_, String>(0).ok())
+            .unwrap_or_default(),
+        Err(e) => {
+            return Err(PaxosError::Remote {
+                member: link.label,
+                message: e.message().to_string(),
+            })
+        }
+    };
+    if remote != node_identity()? {
+        return Err(PaxosError::InvalidArgument {
+            message: format!(
+                "connection string {} reaches another server or database, not this one",
+                link.label
+            ),
+            hint: "Give this node's own address as other members reach it.",
+        });
+    }
+    Ok(())
+}
+
+/// A log handle for a group that is not (yet) recorded locally, for talking to members.
+fn detached(group_id: &str, self_conninfo: &str) -> Result<ReplicatedLog> {
+    ReplicatedLog::for_group(Group {
+        id: group_id.to_string(),
+        self_conninfo: self_conninfo.to_string(),
+        applied_round: 0,
+    })
+}
+
+pub fn create(group_id: &str, founder: &str) -> Result<()> {
+    check_name("group name", group_id)?;
+    validate_conninfo(founder)?;
+    if store::group(group_id)?.is_some() {
+        return Err(PaxosError::DuplicateGroup {
+            group: group_id.to_string(),
+        });
+    }
+    check_reaches_self(&detached(group_id, founder)?, founder)?;
+    if !store::insert_group(group_id, founder, 0)? {
+        return Err(PaxosError::DuplicateGroup {
+            group: group_id.to_string(),
+        });
+    }
+    let founding = new_value("founder", ValueKind::AddHost, Some(founder.to_string()));
+    store::record_learned(group_id, 0, &founding)
+}
+
+/// Adds `member` through the log (idempotent) and returns the round its membership was chosen in.
+pub fn admit(group_id: &str, member: &str) -> Result<u64> {
+    validate_conninfo(member)?;
+    let log = ReplicatedLog::open(group_id)?;
+    let next = store::highest_learned(group_id)? + 1;
+    log.learn_through(next - 1)?;
+    if let Some(round) = admission_round(group_id, member, next)? {
+        return Ok(round);
+    }
+    log.append(new_value(
+        "admit",
+        ValueKind::AddHost,
+        Some(member.to_string()),
+    ))
+}
+
+/// The round in which `member` was last added, if it is a member before round `before`.
+fn admission_round(group_id: &str, member: &str, before: u64) -> Result<Option<u64>> {
+    let changes = store::membership_changes(group_id, before)?;
+    let is_member = paxos_model::membership::members_at(&changes, before)
+        .iter()
+        .any(|m| m == member);
+    Ok(is_member
+        .then(|| {
+            changes
+                .iter()
+                .rev()
+                .find(|(_, kind, m)| *kind == ValueKind::AddHost && m == member)
+                .map(|(round, _, _)| *round)
+        })
+        .flatten())
+}
+
+/// Joins through `existing`: it adds this node through the log, then this node copies the log up
+/// to that round. Safe to run again after any failure.
+pub fn join(group_id: &str, existing: &str, own: &str) -> Result<u64> {
+    check_name("group name", group_id)?;
+    validate_conninfo(existing)?;
+    validate_conninfo(own)?;
+    if let Some(group) = store::group(group_id)? {
+        if group.self_conninfo == own {
+            pgrx::notice!("this node is already a member of paxos group {group_id:?}");
+            return Ok(group.applied_round);
+        }
+        return Err(PaxosError::DuplicateGroup {
+            group: group_id.to_string(),
+        });
+    }
+    let log = detached(group_id, own)?;
+    check_reaches_self(&log, own)?;
+    let seed = log.link(existing)?;
+    let group_param = Param::Text(Some(group_id.to_string()));
+    let net = crate::net::pool::net()?;
+    let remote_error = |e: LinkError| PaxosError::Remote {
+        member: seed.label.clone(),
+        message: e.message().to_string(),
+    };
+    let admitted = net
+        .block_on(seed.query(
+            rpc::ADMIT,
+            &[group_param.clone(), Param::Text(Some(own.to_string()))],
+        ))
+        .map_err(remote_error)?;
+    let round = admitted
+        .first()
+        .and_then(|r| r.try_get::<_, i64>(0).ok())
+        .ok_or_else(|| PaxosError::Internal("admit_member returned no round".into()))?
+        .max(0) as u64;
+    let half_joined = |cause: String| PaxosError::HalfJoined {
+        group: group_id.to_string(),
+        round,
+        cause,
+    };
+    let rows = net
+        .block_on(seed.query(
+            rpc::LOG_RANGE,
+            &[group_param, Param::Int(0), Param::Int(round as i64)],
+        ))
+        .map_err(|e| half_joined(e.message().to_string()))?;
+    if !store::insert_group(group_id, own, round)? {
+        return Err(PaxosError::DuplicateGroup {
+            group: group_id.to_string(),
+        });
+    }
+    for row in &rows {
+        let at: i64 = row.try_get(0).map_err(|e| half_joined(e.to_string()))?;
+        let value = rpc::value_from_row(row, 1)
+            .map_err(|e| half_joined(e.message().to_string()))?
+            .ok_or_else(|| half_joined(format!("round {at} came without a value")))?;
+        store::record_learned(group_id, at.max(0) as u64, &value)?;
+    }
+    if store::learned(group_id, round)?.is_none() {
+        return Err(half_joined(format!(
+            "the copied log ends before round {round}"
+        )));
+    }
+    Ok(round)
+}
+
+/// Removes `member` through the log. Returns the round of the removal.
+pub fn remove(group_id: &str, member: &str) -> Result<u64> {
+    let log = ReplicatedLog::open(group_id)?;
+    let next = store::highest_learned(group_id)? + 1;
+    log.learn_through(next - 1)?;
+    let members = log.members_at(next)?;
+    if !members.iter().any(|m| m == member) {
+        return Err(PaxosError::NotAMember {
+            group: group_id.to_string(),
+            member: conninfo::redact(member),
+        });
+    }
+    if members.len() == 1 {
+        return Err(PaxosError::InvalidArgument {
+            message: format!(
+                "{} is the last member of paxos group {group_id:?}",
+                conninfo::redact(member)
+            ),
+            hint: "A group needs at least one member.",
+        });
+    }
+    let round = log.append(new_value(
+        "remove",
+        ValueKind::RemoveHost,
+        Some(member.to_string()),
+    ))?;
+    if member == log.group.self_conninfo {
+        // Slots and log stay: this node's votes may still be needed for the rounds it voted in.
+        store::delete_group(group_id)?;
+    }
+    Ok(round)
+}
+
+pub fn leave(group_id: &str) -> Result<u64> {
+    let group = store::require_group(group_id)?;
+    remove(group_id, &group.self_conninfo)
+}
+
+pub fn add(group_id: &str, member: &str) -> Result<u64> {
+    store::require_group(group_id)?;
+    let next = store::highest_learned(group_id)? + 1;
+    if admission_round(group_id, member, next)?.is_some() {
+        return Err(PaxosError::AlreadyMember {
+            group: group_id.to_string(),
+            member: conninfo::redact(member),
+        });
+    }
+    admit(group_id, member)
+}

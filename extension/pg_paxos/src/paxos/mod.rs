@@ -1,0 +1,8 @@
+//! Paxos on PostgreSQL: the acceptor on top of local tables, the proposer over the network, the log
+//! and group membership.
+
+pub mod acceptor;
+pub mod group;
+
+pub mod replicated_log;
+pub mod round;

@@ -1,0 +1,306 @@
+//! The Multi-Paxos log of one group as this node sees it: deciding rounds, appending, learning and
+//! applying in order. Storage goes through `store` (SPI), the network through `round::drive`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use paxos_core::backoff::BackoffPolicy;
+use paxos_core::Proposer;
+
+use crate::error::{PaxosError, Result};
+use crate::guc;
+use crate::net::pool::{net, Link, Net, Param};
+use crate::net::rpc;
+use crate::paxos::round::{self, RoundFailure, Timing};
+use crate::store::{self, Group};
+use paxos_model::conninfo::{self, Defaults};
+use paxos_model::membership::members_at;
+use paxos_model::value::{LogValue, ValueKind};
+
+thread_local! {
+    static PROPOSAL_SEQ: Cell<u64> = const { Cell::new(0) };
+    /// Per group, a round up to which this backend saw the log without gaps: gap scans start here.
+    static CONTIGUOUS_HINT: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+}
+
+/// A proposer id unique across nodes, backends, restarts and calls: ballots built from it never
+/// collide (see `paxos_core::Ballot`).
+fn unique_proposer_id() -> (String, u64) {
+    let seq = PROPOSAL_SEQ.with(|c| {
+        c.set(c.get() + 1);
+        c.get()
+    });
+    // SAFETY: plain reads of process-global values set at backend start.
+    let (started, pid) = unsafe { (pgrx::pg_sys::MyStartTimestamp, pgrx::pg_sys::MyProcPid) };
+    let id = format!("{}/{:x}/{}/{}", guc::node_id(), started, pid, seq);
+    let seed = (started as u64).rotate_left(17) ^ ((pid as u64) << 32) ^ seq;
+    (id, seed)
+}
+
+pub struct ReplicatedLog {
+    pub group: Group,
+    defaults: Defaults,
+    net: Net,
+    timing: Timing,
+    connect_timeout: Duration,
+    retry_interval: Duration,
+}
+
+impl ReplicatedLog {
+    pub fn open(group_id: &str) -> Result<Self> {
+        let group = store::require_group(group_id)?;
+        Self::for_group(group)
+    }
+
+    pub fn for_group(group: Group) -> Result<Self> {
+        let round_timeout = Duration::from_millis(guc::millis(&guc::ROUND_TIMEOUT_MS));
+        Ok(ReplicatedLog {
+            group,
+            defaults: store::connection_defaults()?,
+            net: net()?,
+            timing: Timing {
+                round_timeout,
+                phase_timeout: (round_timeout / 4)
+                    .clamp(Duration::from_millis(10), Duration::from_secs(2)),
+            },
+            connect_timeout: Duration::from_millis(guc::millis(&guc::CONNECT_TIMEOUT_MS)),
+            retry_interval: Duration::from_millis(guc::millis(&guc::MEMBER_RETRY_MS)),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.group.id
+    }
+
+    /// A handle on a member given by its connection string.
+    pub fn link(&self, conninfo: &str) -> Result<Link> {
+        link_to(
+            &self.net,
+            conninfo,
+            &self.defaults,
+            self.connect_timeout,
+            self.retry_interval,
+        )
+    }
+
+    fn links(&self, members: &[String]) -> Result<Vec<Link>> {
+        members.iter().map(|m| self.link(m)).collect()
+    }
+
+    pub fn members_at(&self, round: u64) -> Result<Vec<String>> {
+        Ok(members_at(
+            &store::membership_changes(self.id(), round)?,
+            round,
+        ))
+    }
+
+    /// The members after every change this node knows of.
+    pub fn current_members(&self) -> Result<Vec<String>> {
+        self.members_at(u64::MAX)
+    }
+
+    /// The value chosen in `round`: known locally, or found by running Paxos with `proposal` (a no-op
+    /// when `None`, which closes an abandoned round without changing anything).
+    pub fn decide(&self, round: u64, proposal: Option<LogValue>) -> Result<LogValue> {
+        if let Some(value) = store::learned(self.id(), round)? {
+            return Ok(value);
+        }
+        let members = self.members_at(round)?;
+        if members.is_empty() {
+            return Err(PaxosError::InvalidArgument {
+                message: format!(
+                    "round {round} of paxos group {:?} has no members",
+                    self.id()
+                ),
+                hint: "Rounds start at 1.",
+            });
+        }
+        let links = self.links(&members)?;
+        let self_index = members.iter().position(|m| *m == self.group.self_conninfo);
+        let (proposer_id, seed) = unique_proposer_id();
+        let own = proposal.unwrap_or_else(|| LogValue {
+            origin: proposer_id.clone(),
+            kind: ValueKind::Noop,
+            body: None,
+        });
+        let policy = BackoffPolicy {
+            base_ms: 2,
+            max_ms: 100,
+        };
+        let mut proposer = Proposer::new(
+            round,
+            (0..members.len()).collect(),
+            proposer_id,
+            own,
+            seed,
+            policy,
+        );
+        proposer.observe_number(store::promised_number(self.id(), round)?);
+        let outcome = self.net.block_on(round::drive(
+            self.id(),
+            &links,
+            self_index,
+            proposer,
+            self.timing,
+        ));
+        self.net.emit_warnings();
+        let value = outcome.map_err(|failure| self.failure(round, "choose a value", failure))?;
+        store::record_learned(self.id(), round, &value)?;
+        Ok(value)
+    }
+
+    fn failure(&self, round: u64, action: &'static str, failure: RoundFailure) -> PaxosError {
+        match failure {
+            RoundFailure::NoMajority {
+                reachable,
+                total,
+                last_error,
+            } => PaxosError::NoMajority {
+                group: self.id().to_string(),
+                action,
+                answered: reachable,
+                total,
+                last_error,
+            },
+            RoundFailure::Timeout {
+                attempts,
+                answered,
+                total,
+            } => PaxosError::RoundTimeout {
+                group: self.id().to_string(),
+                round,
+                millis: self.timing.round_timeout.as_millis() as u64,
+                attempts,
+                answered,
+                total,
+            },
+        }
+    }
+
+    /// Learns every round up to `round` this node does not know yet, oldest first, so that the
+    /// membership of the next round is known before anything is proposed in it.
+    pub fn learn_through(&self, round: u64) -> Result<()> {
+        let hint = CONTIGUOUS_HINT.with(|h| h.borrow().get(self.id()).copied());
+        let mut from = self.group.applied_round + 1;
+        if let Some(hint) = hint.filter(|&h| h >= from && h <= round) {
+            // A hint left by a transaction that rolled back is detected by its missing round.
+            if store::learned(self.id(), hint)?.is_some() {
+                from = hint + 1;
+            }
+        }
+        for missing in store::unlearned_rounds(self.id(), from, round)? {
+            self.decide(missing, None)?;
+        }
+        CONTIGUOUS_HINT.with(|h| h.borrow_mut().insert(self.id().to_string(), round));
+        Ok(())
+    }
+
+    /// Appends `value` in the first round where it can be chosen and returns that round. Losing a
+    /// round to another proposer just means learning its value and trying the next one.
+    pub fn append(&self, value: LogValue) -> Result<u64> {
+        let started = std::time::Instant::now();
+        loop {
+            let next = store::highest_learned(self.id())?.max(self.group.applied_round) + 1;
+            self.learn_through(next - 1)?;
+            let chosen = self.decide(next, Some(value.clone()))?;
+            if chosen.origin == value.origin {
+                return Ok(next);
+            }
+            if started.elapsed() > self.timing.round_timeout {
+                return Err(PaxosError::RoundTimeout {
+                    group: self.id().to_string(),
+                    round: next,
+                    millis: self.timing.round_timeout.as_millis() as u64,
+                    attempts: 0,
+                    answered: 0,
+                    total: 0,
+                });
+            }
+        }
+    }
+
+    /// A round at least as high as every round chosen before this call: the highest round any
+    /// member of a majority accepted a value in (every chosen round has a voter in that majority).
+    pub fn max_group_round(&self, accepted_only: bool) -> Result<u64> {
+        let members = self.current_members()?;
+        let links = self.links(&members)?;
+        let params = vec![
+            Param::Text(Some(self.id().to_string())),
+            Param::Bool(accepted_only),
+        ];
+        let answers = self.net.block_on(round::gather(
+            &links,
+            rpc::HIGHEST_ROUND,
+            params,
+            false,
+            self.timing.round_timeout,
+        ));
+        self.net.emit_warnings();
+        let mut highest = store::highest_learned(self.id())?;
+        let mut ok = 0;
+        let mut last_error = None;
+        for (i, answer) in answers {
+            match answer.and_then(|rows| {
+                rows.first()
+                    .map(|r| r.try_get::<_, Option<i64>>(0).map_err(rpc::protocol))
+                    .transpose()
+            }) {
+                Ok(round) => {
+                    ok += 1;
+                    highest = highest.max(round.flatten().unwrap_or(0).max(0) as u64);
+                }
+                Err(e) => last_error = Some(format!("{}: {}", links[i].label, e.message())),
+            }
+        }
+        if ok < members.len() / 2 + 1 {
+            return Err(PaxosError::NoMajority {
+                group: self.id().to_string(),
+                action: "read the highest round",
+                answered: ok,
+                total: members.len(),
+                last_error,
+            });
+        }
+        Ok(highest)
+    }
+
+    /// Learns and applies every round up to `max_round`, in order, exactly once on this node: the
+    /// applied round advances in the same transaction as the entries it covers, under a row lock.
+    /// Returns the applied round.
+    pub fn apply_log(&self, max_round: u64) -> Result<u64> {
+        self.learn_through(max_round)?;
+        let applied = store::lock_applied_round(self.id())?;
+        if max_round <= applied {
+            return Ok(applied);
+        }
+        // Plain values and membership changes have no effect beyond being applied: membership is
+        // read from the log itself. Replicated tables give entries their effect here.
+        store::set_applied_round(self.id(), max_round)?;
+        Ok(max_round)
+    }
+}
+
+/// A handle on the member with connection string `conninfo`.
+pub fn link_to(
+    net: &Net,
+    conninfo: &str,
+    defaults: &Defaults,
+    connect_timeout: Duration,
+    retry_interval: Duration,
+) -> Result<Link> {
+    let config = conninfo::parse(conninfo, defaults, connect_timeout)?;
+    let label = conninfo::describe(&config);
+    Ok(net.link(conninfo, label, config, connect_timeout, retry_interval))
+}
+
+/// A value proposed by `proposer_label` (the caller's `current_proposer_id`), tagged so that it is
+/// told apart from equal values of other calls.
+pub fn new_value(proposer_label: &str, kind: ValueKind, body: Option<String>) -> LogValue {
+    let (unique, _) = unique_proposer_id();
+    LogValue {
+        origin: format!("{proposer_label}@{unique}"),
+        kind,
+        body,
+    }
+}

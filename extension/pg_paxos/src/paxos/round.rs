@@ -1,0 +1,207 @@
+//! Drives the core proposer of one round over the network: requests go out to every member in
+//! parallel and the round moves on as soon as a majority has answered, so a slow, dead or frozen
+//! member never holds it up. Pure async Rust: no PostgreSQL calls in here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use paxos_core::{Action, Proposer, Request};
+use tokio::time::Instant;
+
+use crate::net::pool::{Link, LinkError};
+use crate::net::rpc;
+use paxos_model::value::LogValue;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Everything, retries included, must finish within this.
+    pub round_timeout: Duration,
+    /// A phase without a decision after this is retried with a higher ballot.
+    pub phase_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub enum RoundFailure {
+    NoMajority {
+        reachable: usize,
+        total: usize,
+        last_error: Option<String>,
+    },
+    Timeout {
+        attempts: u32,
+        answered: usize,
+        total: usize,
+    },
+}
+
+/// The members to skip this attempt: those that failed recently, unless skipping them leaves too
+/// few for a majority (then everybody is tried).
+fn skipped(links: &[Link]) -> BTreeSet<usize> {
+    let down: BTreeSet<usize> = (0..links.len())
+        .filter(|&i| links[i].recently_down())
+        .collect();
+    if links.len() - down.len() >= links.len() / 2 + 1 {
+        down
+    } else {
+        BTreeSet::new()
+    }
+}
+
+/// Runs `proposer` until its round has a chosen value. Learn messages go to every member except
+/// `self_index` (the caller records the value locally) without waiting for their answers.
+pub async fn drive(
+    group: &str,
+    links: &[Link],
+    self_index: Option<usize>,
+    mut proposer: Proposer<usize, LogValue>,
+    timing: Timing,
+) -> Result<LogValue, RoundFailure> {
+    let total = links.len();
+    let tolerated = total - (total / 2 + 1);
+    let deadline = Instant::now() + timing.round_timeout;
+    let mut inflight = FuturesUnordered::new();
+    let mut answered: BTreeSet<usize> = BTreeSet::new();
+    let mut failed: BTreeMap<usize, String> = BTreeMap::new();
+    let mut skip = skipped(links);
+    let mut actions = proposer.start();
+    let mut phase_deadline = Instant::now() + timing.phase_timeout;
+    loop {
+        let mut backoff = None;
+        let mut chosen = None;
+        let mut learns = Vec::new();
+        for action in std::mem::take(&mut actions) {
+            match action {
+                Action::Send { to, request } => {
+                    if matches!(request, Request::Learn { .. }) {
+                        if Some(to) != self_index {
+                            learns.push((to, request));
+                        }
+                    } else if skip.contains(&to) {
+                        failed.insert(to, "skipped: unreachable a moment ago".into());
+                    } else {
+                        let link = links[to].clone();
+                        inflight.push(async move { (to, rpc::send(&link, group, &request).await) });
+                    }
+                }
+                // The learn messages to send come in the same batch.
+                Action::Chosen { value, .. } => chosen = Some(value),
+                Action::BackOff { millis } => backoff = Some(millis),
+            }
+        }
+        if let Some(value) = chosen {
+            send_learns(group, links, learns).await;
+            return Ok(value);
+        }
+        if failed.len() > tolerated {
+            return Err(RoundFailure::NoMajority {
+                reachable: total - failed.len(),
+                total,
+                last_error: failed.values().last().cloned(),
+            });
+        }
+        if let Some(millis) = backoff {
+            let wake = Instant::now() + Duration::from_millis(millis);
+            if wake >= deadline {
+                return Err(RoundFailure::Timeout {
+                    attempts: proposer.attempts(),
+                    answered: answered.len(),
+                    total,
+                });
+            }
+            tokio::time::sleep_until(wake).await;
+            failed.clear();
+            skip = skipped(links);
+            actions = proposer.start();
+            phase_deadline = (Instant::now() + timing.phase_timeout).min(deadline);
+            continue;
+        }
+        if inflight.is_empty() {
+            // Every request of this phase was answered or failed, without a decision.
+            actions = proposer.timeout();
+            continue;
+        }
+        tokio::select! {
+            next = inflight.next() => match next {
+                Some((to, Ok(Some(reply)))) => {
+                    answered.insert(to);
+                    failed.remove(&to);
+                    actions = proposer.handle(to, reply);
+                }
+                Some((_, Ok(None))) | None => {}
+                Some((to, Err(e))) => {
+                    let message = match &e {
+                        LinkError::Unreachable(m) => format!("{}: {m}", links[to].label),
+                        LinkError::Remote(m) => format!("{} answered with an error: {m}", links[to].label),
+                    };
+                    failed.insert(to, message);
+                }
+            },
+            _ = tokio::time::sleep_until(phase_deadline) => {
+                actions = proposer.timeout();
+            }
+        }
+    }
+}
+
+/// Hands the learn messages to the connections and lets them write, without waiting for answers:
+/// learning is an optimisation, every member can learn a chosen value from the acceptors.
+async fn send_learns(group: &str, links: &[Link], learns: Vec<(usize, Request<LogValue>)>) {
+    let mut sending: FuturesUnordered<_> = learns
+        .into_iter()
+        .map(|(to, request)| {
+            let link = links[to].clone();
+            async move {
+                let _ = rpc::send(&link, group, &request).await;
+            }
+        })
+        .collect();
+    let _ = tokio::time::timeout(Duration::ZERO, async {
+        while sending.next().await.is_some() {}
+    })
+    .await;
+    tokio::task::yield_now().await;
+}
+
+/// Sends one query to every member and returns the answers once a majority (or, with `all`,
+/// everybody who can) answered, or `deadline` passed. Each entry is the member's index and result.
+pub async fn gather(
+    links: &[Link],
+    sql: &'static str,
+    params: Vec<crate::net::pool::Param>,
+    all: bool,
+    deadline: Duration,
+) -> Vec<(usize, Result<Vec<tokio_postgres::Row>, LinkError>)> {
+    let majority = links.len() / 2 + 1;
+    let skip = if all { BTreeSet::new() } else { skipped(links) };
+    let mut out = Vec::new();
+    let mut inflight: FuturesUnordered<_> = links
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !skip.contains(i))
+        .map(|(i, link)| {
+            let link = link.clone();
+            let params = params.clone();
+            async move { (i, link.query(sql, &params).await) }
+        })
+        .collect();
+    for i in skip {
+        out.push((
+            i,
+            Err(LinkError::Unreachable(
+                "skipped: unreachable a moment ago".into(),
+            )),
+        ));
+    }
+    let collect = async {
+        while let Some((i, result)) = inflight.next().await {
+            out.push((i, result));
+            let ok = out.iter().filter(|(_, r)| r.is_ok()).count();
+            if !all && ok >= majority {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(deadline, collect).await;
+    out
+}
