@@ -1,1 +1,10 @@
-//! Shared helpers for the integration tests: see `cluster`.
+//! Test support for pg_paxos: local clusters of real PostgreSQL nodes with the extension preloaded
+//! (through `scripts/cluster`), clients, a frozen peer, and waiting with deadlines.
+
+pub mod blackhole;
+pub mod cluster;
+pub mod wait;
+
+pub use blackhole::Blackhole;
+pub use cluster::Cluster;
+pub use wait::wait_until;

@@ -376,9 +376,11 @@ impl Sim {
         voters.insert(acceptor);
         if voters.len() > self.cfg.acceptors / 2 {
             match self.chosen.get(&round) {
-                Some(existing) if existing != value => return Err(format!(
+                Some(existing) if existing != value => {
+                    return Err(format!(
                     "safety: round {round} chose {existing:?} and then {value:?} (ballot {ballot})"
-                )),
+                ))
+                }
                 Some(_) => {}
                 None => {
                     self.chosen.insert(round, value.clone());

@@ -166,7 +166,7 @@ impl fmt::Display for PaxosError {
                 write!(
                     f,
                     "could not {action} in paxos group {group:?}: {answered} of {total} members reachable, {} needed",
-                    total / 2 + 1
+                    paxos_core::proposer::majority(*total)
                 )?;
                 if let Some(e) = last_error {
                     write!(f, " (last error: {e})")?;

@@ -5,6 +5,10 @@
 //! to other members, `store` every query on the extension's tables. The protocol rules themselves
 //! live in the pure `paxos-core` crate.
 
+// pgrx reads SQL result columns from the literal `TableIterator<(name!(..), ..)>` signature, so
+// those types cannot be shortened with aliases.
+#![allow(clippy::type_complexity)]
+
 use pgrx::prelude::*;
 
 mod api;
@@ -58,6 +62,13 @@ CREATE TABLE paxos.log (
 );
 CREATE INDEX log_membership_changes ON paxos.log (group_id, round)
     WHERE value_kind IN ('add_host', 'remove_host');
+
+-- A random token naming this node's copy of the extension, so that a connection string can be
+-- checked to reach this very node (copies of one data directory share their system identifier).
+CREATE TABLE paxos.node (
+    token text NOT NULL DEFAULT pg_catalog.gen_random_uuid()::text
+);
+INSERT INTO paxos.node DEFAULT VALUES;
 
 CREATE TYPE paxos_result AS (accepted_value text, value_changed boolean);
 "#,

@@ -10,15 +10,11 @@ use paxos_model::conninfo;
 use paxos_model::names::check_name;
 use paxos_model::value::ValueKind;
 
-/// A text that identifies this database cluster and database, to check that a connection string
-/// given as "this node" really reaches this node.
+/// The random token of this node's copy of the extension (see table `paxos.node`), to check that a
+/// connection string given as "this node" really reaches this node and database.
 pub fn node_identity() -> Result<String> {
-    let identity = pgrx::Spi::get_one::<String>(
-        "SELECT (SELECT system_identifier::text FROM pg_catalog.pg_control_system())
-                || ':' || (SELECT oid::text FROM pg_catalog.pg_database
-                            WHERE datname = pg_catalog.current_database())",
-    )?;
-    identity.ok_or_else(|| PaxosError::Internal("no node identity".into()))
+    let identity = pgrx::Spi::get_one::<String>("SELECT token FROM paxos.node LIMIT 1")?;
+    identity.ok_or_else(|| PaxosError::Internal("table paxos.node is empty".into()))
 }
 
 fn validate_conninfo(conninfo: &str) -> Result<()> {

@@ -253,7 +253,7 @@ impl ReplicatedLog {
                 Err(e) => last_error = Some(format!("{}: {}", links[i].label, e.message())),
             }
         }
-        if ok < members.len() / 2 + 1 {
+        if ok < paxos_core::proposer::majority(members.len()) {
             return Err(PaxosError::NoMajority {
                 group: self.id().to_string(),
                 action: "read the highest round",

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use paxos_core::proposer::majority;
 use paxos_core::{Action, Proposer, Request};
 use tokio::time::Instant;
 
@@ -41,7 +42,7 @@ fn skipped(links: &[Link]) -> BTreeSet<usize> {
     let down: BTreeSet<usize> = (0..links.len())
         .filter(|&i| links[i].recently_down())
         .collect();
-    if links.len() - down.len() >= links.len() / 2 + 1 {
+    if links.len() - down.len() >= majority(links.len()) {
         down
     } else {
         BTreeSet::new()
@@ -58,7 +59,7 @@ pub async fn drive(
     timing: Timing,
 ) -> Result<LogValue, RoundFailure> {
     let total = links.len();
-    let tolerated = total - (total / 2 + 1);
+    let tolerated = total - majority(total);
     let deadline = Instant::now() + timing.round_timeout;
     let mut inflight = FuturesUnordered::new();
     let mut answered: BTreeSet<usize> = BTreeSet::new();
@@ -172,7 +173,7 @@ pub async fn gather(
     all: bool,
     deadline: Duration,
 ) -> Vec<(usize, Result<Vec<tokio_postgres::Row>, LinkError>)> {
-    let majority = links.len() / 2 + 1;
+    let needed = majority(links.len());
     let skip = if all { BTreeSet::new() } else { skipped(links) };
     let mut out = Vec::new();
     let mut inflight: FuturesUnordered<_> = links
@@ -197,7 +198,7 @@ pub async fn gather(
         while let Some((i, result)) = inflight.next().await {
             out.push((i, result));
             let ok = out.iter().filter(|(_, r)| r.is_ok()).count();
-            if !all && ok >= majority {
+            if !all && ok >= needed {
                 break;
             }
         }

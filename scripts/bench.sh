@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Benchmark of the replicated log on a local 3-node cluster (fsync on), beside plain single-node
+# INSERTs into an ordinary table on the same machine in the same run, as ratios.
+#
+#   scripts/bench.sh [SECONDS_PER_RUN]      (default 10; clients 1, 4 and 8)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh >/dev/null
+
+SECONDS_PER_RUN=${1:-10}
+CLIENT_COUNTS=${BENCH_CLIENTS:-1 4 8}
+export PG_PAXOS_CLUSTER_DIR=${PG_PAXOS_CLUSTER_DIR:-/tmp/pg_paxos_bench}
+export PG_PAXOS_BASE_PORT=${PG_PAXOS_BASE_PORT:-5460}
+PGBENCH=/usr/lib/postgresql/15/bin/pgbench
+work=$(mktemp -d)
+trap 'scripts/cluster teardown; rm -rf "$work"' EXIT
+
+scripts/cluster teardown
+scripts/cluster create 3 >/dev/null
+sql() { local n=$1; shift; scripts/cluster psql "$n" -q -v ON_ERROR_STOP=1 "$@" >/dev/null; }
+sql 1 -c "SELECT paxos_create_group('bench', '$(scripts/cluster conninfo 1)')"
+sql 2 -c "SELECT paxos_join_group('bench', '$(scripts/cluster conninfo 1)', '$(scripts/cluster conninfo 2)')"
+sql 3 -c "SELECT paxos_join_group('bench', '$(scripts/cluster conninfo 1)', '$(scripts/cluster conninfo 3)')"
+sql 1 -c "CREATE TABLE bench_plain (id bigserial PRIMARY KEY, v text)"
+
+cat > "$work/plain.sql" <<'SQL'
+INSERT INTO bench_plain (v) VALUES ('value ' || :client_id);
+SQL
+cat > "$work/append.sql" <<'SQL'
+SELECT paxos_append('bench', 'bench', 'value ' || :client_id);
+SQL
+
+# run NAME SCRIPT CLIENTS -> prints "tps p50_ms p99_ms errors"
+run() {
+  local name=$1 script=$2 clients=$3 prefix="$work/$1-$3"
+  local out
+  out=$(cd "$work" && env -u RUST_BACKTRACE "$PGBENCH" -n -h 127.0.0.1 -p $((PG_PAXOS_BASE_PORT + 1)) -U postgres \
+    -c "$clients" -j "$clients" -T "$SECONDS_PER_RUN" -f "$script" -l --log-prefix="$prefix" postgres 2>&1) \
+    || { echo "$out" >&2; return 1; }
+  local tps failed
+  tps=$(echo "$out" | awk -F'= ' '/^tps/ {split($2, a, " "); print a[1]; exit}')
+  failed=$(echo "$out" | awk '/number of failed transactions/ {print $5; exit}')
+  cat "$prefix".* | awk '{print $3}' | sort -n > "$prefix.lat"
+  local n p50 p99
+  n=$(wc -l < "$prefix.lat")
+  p50=$(awk -v n="$n" 'NR == int(n * 0.50) + 1 {printf "%.2f", $1 / 1000; exit}' "$prefix.lat")
+  p99=$(awk -v n="$n" 'NR == int(n * 0.99) + 1 {printf "%.2f", $1 / 1000; exit}' "$prefix.lat")
+  echo "${tps%.*} $p50 $p99 ${failed:-0}"
+}
+
+printf '\npg_paxos benchmark: 3 local nodes, fsync on, %s s per run, %s cores\n' "$SECONDS_PER_RUN" "$(nproc)"
+printf '%-8s | %-28s | %-28s | %s\n' "clients" "plain INSERT (1 node)" "paxos_append (3 nodes)" "append/plain"
+printf '%-8s | %-28s | %-28s | %s\n' "" "tps   p50 ms  p99 ms" "tps   p50 ms  p99 ms  errors" "tps     p50"
+for c in $CLIENT_COUNTS; do
+  read -r ptps pp50 pp99 _ < <(run plain "$work/plain.sql" "$c")
+  read -r atps ap50 ap99 aerr < <(run append "$work/append.sql" "$c")
+  ratio_tps=$(awk -v a="$atps" -v p="$ptps" 'BEGIN {printf "%.3f", a / p}')
+  ratio_p50=$(awk -v a="$ap50" -v p="$pp50" 'BEGIN {printf "%.1fx", a / p}')
+  printf '%-8s | %-6s %-7s %-13s | %-6s %-7s %-7s %-6s | %s  %s\n' \
+    "$c" "$ptps" "$pp50" "$pp99" "$atps" "$ap50" "$ap99" "$aerr" "$ratio_tps" "$ratio_p50"
+done
+rounds=$(scripts/cluster psql 2 -At -c "SELECT paxos_apply_log('bench', 'bench', paxos_max_group_round('bench'))")
+echo "rounds in the log after the run: $rounds"

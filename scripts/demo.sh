@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The main job: a local 3-node pg_paxos cluster on this machine, walked through step by step.
+# Installs what is missing first. Leaves the cluster running (teardown command printed at the end);
+# `scripts/demo.sh --teardown` removes it again at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+export PG_PAXOS_CLUSTER_DIR=${PG_PAXOS_CLUSTER_DIR:-/tmp/pg_paxos_demo}
+export PG_PAXOS_BASE_PORT=${PG_PAXOS_BASE_PORT:-5440}
+cluster() { scripts/cluster "$@"; }
+sql() { local node=$1; shift; cluster psql "$node" -q -v ON_ERROR_STOP=1 "$@"; }
+step() { printf '\n\033[1;34m== %s\033[0m\n' "$*"; }
+show() { printf '\033[2mnode%s> %s\033[0m\n' "$1" "$2"; sql "$1" -c "$2"; }
+
+step "1. Start three PostgreSQL 15 nodes with pg_paxos preloaded"
+cluster teardown
+cluster create 3
+N1=$(cluster conninfo 1); N2=$(cluster conninfo 2); N3=$(cluster conninfo 3)
+
+step "2. Form the group 'demo': create it on node 1, join nodes 2 and 3"
+show 1 "SELECT paxos_create_group('demo', '$N1')"
+show 2 "SELECT paxos_join_group('demo', '$N1', '$N2') AS joined_in_round"
+show 3 "SELECT paxos_join_group('demo', '$N2', '$N3') AS joined_in_round"
+show 1 "SELECT member, node_id, reachable, highest_accepted_round FROM paxos_status('demo')"
+
+step "3. Append values from different nodes: each lands in its own round of one log"
+show 1 "SELECT paxos_append('node1/1', 'demo', 'primary = node1') AS round"
+show 2 "SELECT paxos_append('node2/1', 'demo', 'config v2') AS round"
+show 3 "SELECT paxos_append('node3/1', 'demo', 'config v3') AS round"
+
+step "4. Read every round back on every node: all nodes agree"
+for n in 1 2 3; do
+  show "$n" "SELECT r AS round, (paxos('reader', 'demo', r)).accepted_value FROM generate_series(3, paxos_max_group_round('demo')) AS r"
+done
+
+step "5. Stop node 3: two of three is a majority, appends go on"
+cluster stop 3
+cluster status
+show 1 "SELECT paxos_append('node1/2', 'demo', 'written while node3 is down') AS round"
+show 2 "SELECT paxos_append('node2/2', 'demo', 'also while node3 is down') AS round"
+
+step "6. Stop node 2 as well: no majority, a clear error instead of a hang"
+cluster stop 2
+sql 1 -c "SET pg_paxos.connect_timeout = 1000" -c "SELECT paxos_append('node1/3', 'demo', 'cannot be chosen')" 2>&1 | sed 's/^/    /' || true
+cluster start 2
+
+step "7. Restart node 3: it catches up by applying the log up to the group's highest round"
+cluster start 3
+show 3 "SELECT paxos_apply_log('node3/2', 'demo', paxos_max_group_round('demo')) AS applied_round"
+for n in 1 2 3; do
+  show "$n" "SELECT round, value_kind, value_body FROM paxos.log WHERE group_id = 'demo' ORDER BY round"
+done
+show 1 "SELECT member, node_id, reachable, highest_accepted_round, applied_round FROM paxos_status('demo')"
+
+step "Done"
+if [[ ${1:-} == --teardown ]]; then
+  cluster teardown
+  echo "The demo cluster was removed."
+else
+  echo "The cluster keeps running. Try: PG_PAXOS_CLUSTER_DIR=$PG_PAXOS_CLUSTER_DIR PG_PAXOS_BASE_PORT=$PG_PAXOS_BASE_PORT scripts/cluster psql 1"
+  echo "Remove it with:   PG_PAXOS_CLUSTER_DIR=$PG_PAXOS_CLUSTER_DIR PG_PAXOS_BASE_PORT=$PG_PAXOS_BASE_PORT scripts/cluster teardown"
+fi

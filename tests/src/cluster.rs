@@ -1,0 +1,135 @@
+//! A local cluster owned by one test. Every node runs as the OS user `postgres` on 127.0.0.1; the
+//! cluster is torn down when the value is dropped, also when the test panics.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use tokio_postgres::{Client, NoTls};
+
+static NEXT_PORT_BLOCK: AtomicU16 = AtomicU16::new(0);
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub struct Cluster {
+    pub name: String,
+    dir: PathBuf,
+    base_port: u16,
+    pub size: usize,
+}
+
+impl Cluster {
+    /// Creates and starts `size` nodes (extension created, no group yet).
+    pub fn new(name: &str, size: usize) -> Cluster {
+        // Distinct ports per test and per test process, so tests can run in parallel.
+        let block = NEXT_PORT_BLOCK.fetch_add(1, Ordering::SeqCst);
+        let base_port = 20_000 + (std::process::id() % 100) as u16 * 200 + block * 10;
+        let dir = std::env::temp_dir().join(format!("pg_paxos_test_{}_{name}", std::process::id()));
+        let cluster = Cluster {
+            name: name.to_string(),
+            dir,
+            base_port,
+            size,
+        };
+        cluster.run(&["teardown"]);
+        cluster.run(&["create", &size.to_string()]);
+        cluster
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(repo_root().join("scripts/cluster"));
+        cmd.args(args)
+            .env("PG_PAXOS_CLUSTER_DIR", &self.dir)
+            .env("PG_PAXOS_BASE_PORT", self.base_port.to_string());
+        cmd
+    }
+
+    /// Runs a cluster command and panics with its output if it fails.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self
+            .command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run scripts/cluster: {e}"));
+        assert!(
+            out.status.success(),
+            "cluster {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn port(&self, node: usize) -> u16 {
+        self.base_port + node as u16
+    }
+
+    /// The connection string node `node` is known by in its groups (as `scripts/cluster` prints it).
+    pub fn conninfo(&self, node: usize) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname=postgres user=postgres",
+            self.port(node)
+        )
+    }
+
+    pub fn nodes(&self) -> std::ops::RangeInclusive<usize> {
+        1..=self.size
+    }
+
+    pub async fn client(&self, node: usize) -> Client {
+        let (client, connection) = tokio_postgres::connect(&self.conninfo(node), NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect to node {node}: {e}"));
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+    }
+
+    pub fn stop(&self, node: usize) {
+        self.run(&["stop", &node.to_string()]);
+    }
+
+    pub fn start(&self, node: usize) {
+        self.run(&["start", &node.to_string()]);
+    }
+
+    pub fn kill(&self, node: usize) {
+        self.run(&["kill", &node.to_string()]);
+    }
+
+    /// The server log of a node.
+    pub fn server_log(&self, node: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("node{node}/postgresql.log")))
+            .unwrap_or_default()
+    }
+
+    /// Creates group `group` on node 1 and joins every other node to it, one after another.
+    pub async fn form_group(&self, group: &str) {
+        let first = self.client(1).await;
+        first
+            .execute(
+                "SELECT paxos_create_group($1, $2)",
+                &[&group, &self.conninfo(1)],
+            )
+            .await
+            .expect("create group");
+        for node in 2..=self.size {
+            let c = self.client(node).await;
+            c.execute(
+                "SELECT paxos_join_group($1, $2, $3)",
+                &[&group, &self.conninfo(node - 1), &self.conninfo(node)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("node {node} joins: {e:?}"));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Never panic here: this runs during unwinding too.
+        let _ = self.command(&["teardown"]).output();
+    }
+}

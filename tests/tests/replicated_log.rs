@@ -1,0 +1,806 @@
+//! The replicated log on real local clusters: appends, reads on every node, concurrency, minority
+//! and majority failures, frozen members, membership changes, SIGKILL, bad input and privileges.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pg_paxos_tests::{wait_until, Blackhole, Cluster};
+use tokio_postgres::{Client, Error};
+
+const TEST_BUDGET: Duration = Duration::from_secs(180);
+
+/// Every test body runs under a deadline: a hang fails the test instead of stalling CI.
+async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
+    tokio::time::timeout(TEST_BUDGET, body)
+        .await
+        .expect("test exceeded its time budget");
+}
+
+async fn append(c: &Client, proposer: &str, group: &str, value: &str) -> Result<i64, Error> {
+    let row = c
+        .query_one(
+            "SELECT paxos_append(current_proposer_id := $1, current_group_id := $2, proposed_value := $3)",
+            &[&proposer, &group, &value],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+fn sqlstate(e: &Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_string())
+        .unwrap_or_else(|| format!("not a server error: {e}"))
+}
+
+fn message(e: &Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
+/// Brings `node` up to the group's highest round and returns its log of user values by round.
+async fn caught_up_log(c: &Client, group: &str) -> BTreeMap<i64, String> {
+    c.execute(
+        "SELECT paxos_apply_log('checker', $1, paxos_max_group_round($1))",
+        &[&group],
+    )
+    .await
+    .expect("apply the log");
+    c.query(
+        "SELECT round, value_body FROM paxos.log WHERE group_id = $1 AND value_kind = 'value' ORDER BY round",
+        &[&group],
+    )
+    .await
+    .expect("read the log")
+    .iter()
+    .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
+    .collect()
+}
+
+/// Every node's complete log (all entry kinds) up to `through`, which must be identical.
+async fn assert_logs_agree(
+    cluster: &Cluster,
+    nodes: &[usize],
+    group: &str,
+) -> BTreeMap<i64, String> {
+    let mut reference: Option<(usize, BTreeMap<i64, String>)> = None;
+    let mut highest = 0i64;
+    for &n in nodes {
+        let c = cluster.client(n).await;
+        let r: i64 = c
+            .query_one("SELECT paxos_max_group_round($1)", &[&group])
+            .await
+            .expect("max round")
+            .get(0);
+        highest = highest.max(r);
+    }
+    for &n in nodes {
+        let c = cluster.client(n).await;
+        c.execute(
+            "SELECT paxos_apply_log('checker', $1, $2)",
+            &[&group, &highest],
+        )
+        .await
+        .expect("apply to the highest round");
+        let full: BTreeMap<i64, String> = c
+            .query(
+                "SELECT round, value_kind || ':' || coalesce(value_body, '') FROM paxos.log
+                 WHERE group_id = $1 AND round <= $2 ORDER BY round",
+                &[&group, &highest],
+            )
+            .await
+            .expect("read log")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(
+            full.len() as i64,
+            highest + 1,
+            "node {n} has gaps in its log"
+        );
+        match &reference {
+            None => reference = Some((n, full)),
+            Some((m, other)) => assert_eq!(&full, other, "logs of node {n} and node {m} differ"),
+        }
+    }
+    reference.map(|(_, l)| l).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_on_one_node_is_read_on_every_node() {
+    bounded(async {
+        let cluster = Cluster::new("read_everywhere", 3);
+        cluster.form_group("mokka").await;
+        let c1 = cluster.client(1).await;
+        let round = append(&c1, "node-a/1", "mokka", "primary = node-a").await.unwrap();
+        for n in cluster.nodes() {
+            let c = cluster.client(n).await;
+            let row = c
+                .query_one(
+                    "SELECT accepted_value, value_changed FROM paxos(current_proposer_id := 'reader',
+                       current_group_id := 'mokka', current_round_num := $1)",
+                    &[&round],
+                )
+                .await
+                .unwrap();
+            assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("primary = node-a"), "node {n}");
+            assert!(!row.get::<_, bool>(1));
+            let max: i64 = c.query_one("SELECT paxos_max_group_round('mokka')", &[]).await.unwrap().get(0);
+            assert!(max >= round, "node {n}: max round {max} < {round}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn original_readme_log_examples_run_unchanged() {
+    bounded(async {
+        let cluster = Cluster::new("readme_log", 3);
+        cluster.form_group("ha_postgres").await;
+        let c = cluster.client(1).await;
+        let statements = [
+            "SELECT * FROM paxos_apply_and_append(
+                current_proposer_id := 'node-a/1251',
+                current_group_id := 'ha_postgres',
+                proposed_value := 'INSERT INTO coordinates VALUES (3,3)')",
+            "SELECT * FROM paxos_apply_log(
+                current_proposer_id := 'node-a/1252',
+                current_group_id := 'ha_postgres',
+                max_round_num := 3)",
+            "SELECT * FROM paxos_max_group_round(
+                current_group_id := 'ha_postgres')",
+            "SELECT * FROM paxos_append(
+                current_proposer_id := 'node-a/1253',
+                current_group_id := 'ha_postgres',
+                proposed_value := 'primary = node-a')",
+        ];
+        for sql in statements {
+            c.query(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        }
+        let latest = c
+            .query_one(
+                "SELECT * FROM paxos(
+                    current_proposer_id := 'node-a/1254',
+                    current_group_id := 'ha_postgres',
+                    current_round_num := paxos_max_group_round('ha_postgres'))",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            latest.get::<_, Option<String>>("accepted_value").as_deref(),
+            Some("primary = node-a")
+        );
+        assert!(!latest.get::<_, bool>("value_changed"));
+    })
+    .await;
+}
+
+/// Clients on every node append unique values at once; each lands exactly once, at the round its
+/// append returned, and every node has the same log.
+async fn concurrent_appends(name: &str, size: usize, clients_per_node: usize, appends_each: usize) {
+    let cluster = Cluster::new(name, size);
+    cluster.form_group("g").await;
+    let mut tasks = Vec::new();
+    for node in cluster.nodes() {
+        for k in 0..clients_per_node {
+            let c = cluster.client(node).await;
+            tasks.push(tokio::spawn(async move {
+                let mut placed = Vec::new();
+                for i in 0..appends_each {
+                    let value = format!("n{node}-c{k}-{i}");
+                    let round = append(&c, &format!("n{node}/{k}"), "g", &value)
+                        .await
+                        .unwrap_or_else(|e| panic!("append {value}: {e:?}"));
+                    placed.push((round, value));
+                }
+                placed
+            }));
+        }
+    }
+    let mut acknowledged = BTreeMap::new();
+    for t in tasks {
+        for (round, value) in t.await.unwrap() {
+            assert!(
+                acknowledged.insert(round, value.clone()).is_none(),
+                "two appends got round {round}"
+            );
+        }
+    }
+    let nodes: Vec<usize> = cluster.nodes().collect();
+    assert_logs_agree(&cluster, &nodes, "g").await;
+    let log = caught_up_log(&cluster.client(1).await, "g").await;
+    assert_eq!(
+        log, acknowledged,
+        "the log holds exactly the acknowledged values at their rounds"
+    );
+    assert_eq!(log.len(), size * clients_per_node * appends_each);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_on_three_nodes_land_once_in_one_order() {
+    bounded(concurrent_appends("concurrent3", 3, 3, 15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_on_five_nodes_land_once_in_one_order() {
+    bounded(concurrent_appends("concurrent5", 5, 2, 10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_five_down_appends_succeed_and_restarted_nodes_catch_up() {
+    bounded(async {
+        let cluster = Cluster::new("minority5", 5);
+        cluster.form_group("g").await;
+        cluster.stop(4);
+        cluster.stop(5);
+        let mut acknowledged = BTreeMap::new();
+        for node in 1..=3 {
+            let c = cluster.client(node).await;
+            for i in 0..3 {
+                let value = format!("while-down-{node}-{i}");
+                let round = append(&c, "p", "g", &value)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e:?}"));
+                acknowledged.insert(round, value);
+            }
+        }
+        cluster.start(4);
+        cluster.start(5);
+        for node in [4, 5] {
+            let log = caught_up_log(&cluster.client(node).await, "g").await;
+            assert_eq!(log, acknowledged, "node {node} caught up");
+        }
+        assert_logs_agree(&cluster, &[1, 2, 3, 4, 5], "g").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_three_down_appends_succeed() {
+    bounded(async {
+        let cluster = Cluster::new("minority3", 3);
+        cluster.form_group("g").await;
+        cluster.stop(2);
+        let c1 = cluster.client(1).await;
+        let c3 = cluster.client(3).await;
+        let a = append(&c1, "p", "g", "a").await.unwrap();
+        let b = append(&c3, "p", "g", "b").await.unwrap();
+        assert!(b > a);
+        cluster.start(2);
+        let log = caught_up_log(&cluster.client(2).await, "g").await;
+        assert_eq!(log.values().cloned().collect::<Vec<_>>(), vec!["a", "b"]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn majority_down_fails_fast_with_a_clear_error() {
+    bounded(async {
+        let cluster = Cluster::new("majority_down", 3);
+        cluster.form_group("g").await;
+        cluster.stop(2);
+        cluster.stop(3);
+        let c1 = cluster.client(1).await;
+        c1.batch_execute("SET pg_paxos.connect_timeout = 500; SET pg_paxos.round_timeout = 3000")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let err = append(&c1, "p", "g", "lost").await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(sqlstate(&err), "08006", "{err:?}");
+        assert!(
+            message(&err).contains("1 of 3 members reachable, 2 needed"),
+            "{}",
+            message(&err)
+        );
+        let err = c1
+            .query_one("SELECT paxos_max_group_round('g')", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "08006");
+        // The failed append left no value behind once the group is whole again.
+        cluster.start(2);
+        cluster.start(3);
+        let log = caught_up_log(&cluster.client(2).await, "g").await;
+        assert!(!log.values().any(|v| v == "lost"), "{log:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_member_never_holds_up_a_round() {
+    bounded(async {
+        let cluster = Cluster::new("frozen_member", 3);
+        cluster.form_group("g").await;
+        let frozen = Blackhole::start();
+        let c1 = cluster.client(1).await;
+        c1.execute("SELECT paxos_add_host('g', $1)", &[&frozen.conninfo()])
+            .await
+            .unwrap();
+        // Four members, majority three: the three real nodes suffice, the frozen one never answers.
+        c1.batch_execute("SET pg_paxos.connect_timeout = 20000")
+            .await
+            .unwrap();
+        for node in cluster.nodes() {
+            let c = cluster.client(node).await;
+            c.batch_execute("SET pg_paxos.connect_timeout = 20000")
+                .await
+                .unwrap();
+            let started = Instant::now();
+            append(&c, "p", "g", &format!("v{node}")).await.unwrap();
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "node {node}: append waited {:?} on the frozen member",
+                started.elapsed()
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_and_cancel_stop_a_waiting_call() {
+    bounded(async {
+        let cluster = Cluster::new("interrupts", 3);
+        cluster.form_group("g").await;
+        let frozen = [Blackhole::start(), Blackhole::start()];
+        let c1 = cluster.client(1).await;
+        for b in &frozen {
+            c1.execute("SELECT paxos_add_host('g', $1)", &[&b.conninfo()]).await.unwrap();
+        }
+        // Five members, three real; with one real node stopped a round needs a frozen member.
+        cluster.stop(3);
+        c1.batch_execute(
+            "SET pg_paxos.connect_timeout = 60000; SET pg_paxos.round_timeout = 60000; SET statement_timeout = 1000",
+        )
+        .await
+        .unwrap();
+        let started = Instant::now();
+        let err = append(&c1, "p", "g", "never").await.unwrap_err();
+        assert_eq!(sqlstate(&err), "57014", "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+
+        // pg_cancel_backend from another session.
+        c1.batch_execute("SET statement_timeout = 0").await.unwrap();
+        let pid: i32 = c1.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+        let c2 = cluster.client(1).await;
+        let started = Instant::now();
+        let waiting = tokio::spawn(async move { append(&c1, "p", "g", "never").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_until("the cancel to be delivered", Duration::from_secs(10), || {
+            let c2 = &c2;
+            async move {
+                c2.query_one("SELECT pg_cancel_backend($1)", &[&pid]).await.unwrap().get::<_, bool>(0)
+            }
+        })
+        .await;
+        let err = waiting.await.unwrap().unwrap_err();
+        assert_eq!(sqlstate(&err), "57014", "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_member_is_reported_once_then_skipped() {
+    bounded(async {
+        let cluster = Cluster::new("down_backoff", 3);
+        cluster.form_group("g").await;
+        cluster.stop(3);
+        let c1 = cluster.client(1).await;
+        c1.batch_execute("SET pg_paxos.member_retry_interval = 60000")
+            .await
+            .unwrap();
+        for i in 0..20 {
+            append(&c1, "p", "g", &format!("v{i}")).await.unwrap();
+        }
+        let warnings = cluster
+            .server_log(1)
+            .matches(&format!(
+                "port={} dbname=postgres user=postgres is unreachable",
+                cluster.port(3)
+            ))
+            .count();
+        assert_eq!(
+            warnings, 1,
+            "one warning for the down member, not one per call"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_and_leave_while_appends_run() {
+    bounded(async {
+        let cluster = Cluster::new("membership", 5);
+        // Group of nodes 1..3 first; 4 and 5 join later, 2 leaves.
+        let c1 = cluster.client(1).await;
+        c1.execute(
+            "SELECT paxos_create_group('g', $1)",
+            &[&cluster.conninfo(1)],
+        )
+        .await
+        .unwrap();
+        for node in [2, 3] {
+            cluster
+                .client(node)
+                .await
+                .execute(
+                    "SELECT paxos_join_group('g', $1, $2)",
+                    &[&cluster.conninfo(1), &cluster.conninfo(node)],
+                )
+                .await
+                .unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for node in [1, 3] {
+            let c = cluster.client(node).await;
+            let stop = stop.clone();
+            writers.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let value = format!("w{node}-{i}");
+                    acked.push((
+                        append(&c, "w", "g", &value)
+                            .await
+                            .expect("append during changes"),
+                        value,
+                    ));
+                    i += 1;
+                }
+                acked
+            }));
+        }
+        let join = |node: usize, via: usize| {
+            let cluster = &cluster;
+            async move {
+                cluster
+                    .client(node)
+                    .await
+                    .execute(
+                        "SELECT paxos_join_group('g', $1, $2)",
+                        &[&cluster.conninfo(via), &cluster.conninfo(node)],
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("node {node} joins: {e:?}"));
+            }
+        };
+        join(4, 2).await;
+        join(5, 4).await;
+        cluster
+            .client(2)
+            .await
+            .execute("SELECT paxos_leave_group('g')", &[])
+            .await
+            .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let mut acknowledged = BTreeMap::new();
+        for w in writers {
+            acknowledged.extend(w.await.unwrap());
+        }
+        assert!(!acknowledged.is_empty());
+        let log = assert_logs_agree(&cluster, &[1, 3, 4, 5], "g").await;
+        for (round, value) in &acknowledged {
+            assert_eq!(
+                log.get(round),
+                Some(&format!("value:{value}")),
+                "round {round}"
+            );
+        }
+        let members: Vec<String> = c1
+            .query("SELECT member FROM paxos_status('g') ORDER BY member", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let expected: BTreeSet<String> =
+            [1, 3, 4, 5].iter().map(|&n| cluster.conninfo(n)).collect();
+        assert_eq!(members.into_iter().collect::<BTreeSet<_>>(), expected);
+        let left = cluster.client(2).await;
+        let err = append(&left, "p", "g", "x").await.unwrap_err();
+        assert_eq!(
+            sqlstate(&err),
+            "42704",
+            "the node that left has no group any more"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_appends_then_every_log_agrees() {
+    bounded(async {
+        let cluster = Cluster::new("sigkill", 3);
+        cluster.form_group("g").await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for node in [1, 2] {
+            for k in 0..2 {
+                let c = cluster.client(node).await;
+                let stop = stop.clone();
+                writers.push(tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let value = format!("n{node}-{k}-{i}");
+                        i += 1;
+                        match append(&c, "w", "g", &value).await {
+                            Ok(round) => acked.push((round, value)),
+                            // Its own node was killed: outcome unknown, the client is gone.
+                            Err(e) if e.is_closed() || e.as_db_error().is_none() => break,
+                            Err(_) => {}
+                        }
+                    }
+                    acked
+                }));
+            }
+        }
+        let c1 = cluster.client(1).await;
+        let progressed = |min: i64| {
+            let c1 = &c1;
+            async move {
+                c1.query_one("SELECT max(round) FROM paxos.log WHERE group_id = 'g'", &[])
+                    .await
+                    .map(|r| r.get::<_, Option<i64>>(0).unwrap_or(0) >= min)
+                    .unwrap_or(false)
+            }
+        };
+        wait_until("appends to start", Duration::from_secs(30), || {
+            progressed(10)
+        })
+        .await;
+        cluster.kill(3);
+        wait_until(
+            "appends to go on without node 3",
+            Duration::from_secs(30),
+            || progressed(25),
+        )
+        .await;
+        cluster.start(3);
+        cluster.kill(2);
+        wait_until(
+            "appends to go on without node 2",
+            Duration::from_secs(30),
+            || progressed(40),
+        )
+        .await;
+        cluster.start(2);
+        stop.store(true, Ordering::Relaxed);
+        let mut acknowledged = BTreeMap::new();
+        for w in writers {
+            acknowledged.extend(w.await.unwrap());
+        }
+        let log = assert_logs_agree(&cluster, &[1, 2, 3], "g").await;
+        for (round, value) in &acknowledged {
+            assert_eq!(
+                log.get(round),
+                Some(&format!("value:{value}")),
+                "acknowledged round {round}"
+            );
+        }
+        let values: Vec<&String> = log.values().filter(|v| v.starts_with("value:")).collect();
+        let unique: BTreeSet<&&String> = values.iter().collect();
+        assert_eq!(values.len(), unique.len(), "no value was chosen twice");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learning_an_abandoned_round_closes_it_with_a_noop() {
+    bounded(async {
+        let cluster = Cluster::new("noop", 3);
+        cluster.form_group("g").await;
+        let c = cluster.client(2).await;
+        let row = c
+            .query_one("SELECT * FROM paxos('r', 'g', 5)", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, Option<String>>(0), None);
+        assert!(!row.get::<_, bool>(1));
+        let row = cluster
+            .client(3)
+            .await
+            .query_one("SELECT * FROM paxos('r', 'g', 5, 'late')", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            row.get::<_, Option<String>>(0),
+            None,
+            "a closed round keeps its no-op"
+        );
+        assert!(
+            row.get::<_, bool>(1),
+            "value_changed tells the proposer it lost"
+        );
+        let round = append(&c, "p", "g", "next").await.unwrap();
+        assert_eq!(round, 6);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gives_clear_errors_and_creates_nothing() {
+    bounded(async {
+        let cluster = Cluster::new("bad_input", 2);
+        let c = cluster.client(1).await;
+        let me = cluster.conninfo(1);
+        let expect =
+            |sql: &'static str, args: Vec<String>, code: &'static str, text: &'static str| {
+                let c = &c;
+                async move {
+                    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = args
+                        .iter()
+                        .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
+                        .collect();
+                    let err = c.query(sql, &params).await.expect_err(sql);
+                    assert_eq!(sqlstate(&err), code, "{sql} {args:?}: {err:?}");
+                    assert!(
+                        message(&err).contains(text),
+                        "{sql}: {:?} lacks {text:?}",
+                        message(&err)
+                    );
+                    let hint = err.as_db_error().and_then(|d| d.hint().map(str::to_string));
+                    assert!(hint.is_some() || code == "57014", "{sql}: no hint");
+                }
+            };
+        expect(
+            "SELECT paxos_append('p', $1, 'v')",
+            vec!["nope".into()],
+            "42704",
+            "does not exist",
+        )
+        .await;
+        expect(
+            "SELECT paxos_create_group($1, $2)",
+            vec!["x".repeat(64), me.clone()],
+            "42622",
+            "64 bytes",
+        )
+        .await;
+        expect(
+            "SELECT paxos_create_group($1, $2)",
+            vec!["".into(), me.clone()],
+            "42602",
+            "empty",
+        )
+        .await;
+        expect(
+            "SELECT paxos_create_group($1, $2)",
+            vec!["a\nb".into(), me.clone()],
+            "42602",
+            "control",
+        )
+        .await;
+        expect(
+            "SELECT paxos_create_group('g', $1)",
+            vec!["host=127.0.0.1 bogus=1".into()],
+            "22023",
+            "connection string",
+        )
+        .await;
+        expect(
+            "SELECT paxos_create_group('g', $1)",
+            vec!["".into()],
+            "22023",
+            "empty",
+        )
+        .await;
+        expect(
+            "SELECT paxos_create_group('g', $1)",
+            vec!["port=5".into()],
+            "22023",
+            "no host",
+        )
+        .await;
+        expect(
+            "SELECT paxos_create_group('g', $1)",
+            vec![cluster.conninfo(2)],
+            "22023",
+            "another server",
+        )
+        .await;
+        // A password never shows up in an error.
+        let secret = format!("{} password=hunter2", Blackhole::start().conninfo());
+        let err = c
+            .query("SELECT paxos_join_group('g', $1, $2)", &[&secret, &me])
+            .await
+            .unwrap_err();
+        assert!(!message(&err).contains("hunter2"), "{}", message(&err));
+        let count: i64 = c
+            .query_one("SELECT count(*) FROM paxos.groups", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(count, 0, "failed calls created nothing");
+
+        // Hostile but valid names are just names.
+        let hostile = "a'b\"; DROP TABLE paxos.log; -- grüße";
+        c.execute("SELECT paxos_create_group($1, $2)", &[&hostile, &me])
+            .await
+            .unwrap();
+        let round = append(&c, "p'; --", hostile, "v'); DELETE FROM paxos.log; --")
+            .await
+            .unwrap();
+        assert_eq!(round, 1);
+        let rows: i64 = c
+            .query_one("SELECT count(*) FROM paxos.log", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 2, "founder and the value, nothing dropped or deleted");
+        expect(
+            "SELECT paxos_create_group($1, $2)",
+            vec![hostile.into(), me.clone()],
+            "42710",
+            "already exists",
+        )
+        .await;
+        expect(
+            "SELECT * FROM paxos('p', $1, 0, 'v')",
+            vec![hostile.into()],
+            "22023",
+            "at least 1",
+        )
+        .await;
+        expect(
+            "SELECT paxos_join_group($1, $2, $3)",
+            vec![
+                "j".into(),
+                "host=127.0.0.1 port=1".into(),
+                cluster.conninfo(1),
+            ],
+            "08000",
+            "failed",
+        )
+        .await;
+        let count: i64 = c
+            .query_one(
+                "SELECT count(*) FROM paxos.groups WHERE group_id = 'j'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(count, 0, "a failed join leaves no group behind");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_superusers_manage_groups_and_read_internal_state() {
+    bounded(async {
+        let cluster = Cluster::new("privileges", 1);
+        let c = cluster.client(1).await;
+        c.batch_execute("CREATE ROLE app LOGIN; SET ROLE app")
+            .await
+            .unwrap();
+        let err = c
+            .query(
+                "SELECT paxos_create_group('g', $1)",
+                &[&cluster.conninfo(1)],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "42501", "{err:?}");
+        let err = c.query("SELECT * FROM paxos.log", &[]).await.unwrap_err();
+        assert_eq!(sqlstate(&err), "42501", "{err:?}");
+        let err = c
+            .query("SELECT * FROM paxos.request_prepare('g', 1, 1, 'x')", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "42501", "{err:?}");
+    })
+    .await;
+}
