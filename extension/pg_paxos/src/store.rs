@@ -1,23 +1,74 @@
-//! Durable state of this node, in the tables of schema `paxos`, through SPI. Every query names
-//! its tables schema-qualified and binds its values.
+//! Durable state of this node, in the tables of schema `paxos`, through SPI. Every statement is a
+//! fixed text with bound arguments, prepared once per backend and kept (the plan cache revalidates
+//! kept plans after DDL), since the Paxos hot path runs them several times per round.
 //!
 //! - `groups`: the groups this node belongs to, its own connection string and its applied round.
 //! - `acceptor_slots`: the acceptor's promise and vote per round; never deleted, since a vote may
 //!   be needed to keep a chosen value chosen.
 //! - `log`: values known to be chosen, per round; membership changes are read from here.
 
-use paxos_core::{Accepted, Ballot, SlotState};
-use pgrx::datum::DatumWithOid;
-use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
-use crate::error::{PaxosError, Result};
+use paxos_core::{Accepted, Ballot, SlotState};
 use paxos_model::conninfo::Defaults;
 use paxos_model::value::{LogValue, ValueKind};
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::{BuiltinOid, PgOid};
+use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiHeapTupleData, SpiTupleTable};
 
-pub struct Group {
-    pub id: String,
-    pub self_conninfo: String,
-    pub applied_round: u64,
+use crate::error::{PaxosError, Result};
+
+/// A statement of this module: its text and the types of its arguments.
+struct Sql {
+    text: &'static str,
+    args: &'static [BuiltinOid],
+}
+
+use BuiltinOid::{BOOLOID as BOOL, INT8OID as INT8, TEXTOID as TEXT};
+
+thread_local! {
+    static PLANS: RefCell<HashMap<&'static str, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+    static DEFAULTS: RefCell<Option<Defaults>> = const { RefCell::new(None) };
+}
+
+/// Runs `sql` with `args` and hands the result to `read`, inside one SPI connection.
+fn query<R>(
+    sql: &Sql,
+    args: &[DatumWithOid],
+    read: impl FnOnce(SpiTupleTable) -> Result<R>,
+) -> Result<R> {
+    Spi::connect_mut(|client| {
+        let cached = PLANS.with(|p| p.borrow().get(sql.text).cloned());
+        let plan = match cached {
+            Some(plan) => plan,
+            None => {
+                let types: Vec<PgOid> = sql.args.iter().map(|t| PgOid::BuiltIn(*t)).collect();
+                let plan = Rc::new(client.prepare_mut(sql.text, &types)?.keep());
+                PLANS.with(|p| p.borrow_mut().insert(sql.text, plan.clone()));
+                plan
+            }
+        };
+        let table = client.update(&*plan, None, args)?;
+        read(table)
+    })
+}
+
+/// Runs a statement for its effect.
+fn execute(sql: &Sql, args: &[DatumWithOid]) -> Result<()> {
+    query(sql, args, |_| Ok(()))
+}
+
+/// The first column of the first row, or `None` without rows (or for NULL).
+fn first_value<T: FromDatum + IntoDatum>(sql: &Sql, args: &[DatumWithOid]) -> Result<Option<T>> {
+    query(sql, args, |table| {
+        if table.is_empty() {
+            return Ok(None);
+        }
+        Ok(table.first().get_one::<T>()?)
+    })
 }
 
 /// Rounds are u64 in Rust and bigint in SQL; `u64::MAX` means "after every round".
@@ -29,34 +80,29 @@ fn to_round(v: Option<i64>) -> u64 {
     v.unwrap_or(0).max(0) as u64
 }
 
-/// The first column of the first row of `sql`, or `None` when it returns no row (or NULL).
-fn first_value<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> Result<Option<T>> {
-    Ok(Spi::connect_mut(|client| {
-        let table = client.update(sql, Some(1), args)?;
-        if table.is_empty() {
-            return Ok::<_, pgrx::spi::SpiError>(None);
-        }
-        table.first().get_one::<T>()
-    })?)
+pub struct Group {
+    pub id: String,
+    pub self_conninfo: String,
+    pub applied_round: u64,
 }
 
+const GROUP: Sql = Sql {
+    text: "SELECT self_conninfo, applied_round FROM paxos.groups WHERE group_id = $1",
+    args: &[TEXT],
+};
+
 pub fn group(group_id: &str) -> Result<Option<Group>> {
-    Ok(Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT self_conninfo, applied_round FROM paxos.groups WHERE group_id = $1",
-            Some(1),
-            &[group_id.into()],
-        )?;
+    query(&GROUP, &[group_id.into()], |table| {
         let mut out = None;
-        for row in rows {
+        for row in table {
             out = Some(Group {
                 id: group_id.to_string(),
                 self_conninfo: row.get::<String>(1)?.unwrap_or_default(),
                 applied_round: to_round(row.get::<i64>(2)?),
             });
         }
-        Ok::<_, pgrx::spi::SpiError>(out)
-    })?)
+        Ok(out)
+    })
 }
 
 pub fn require_group(group_id: &str) -> Result<Group> {
@@ -65,62 +111,71 @@ pub fn require_group(group_id: &str) -> Result<Group> {
     })
 }
 
+const GROUP_IDS: Sql = Sql {
+    text: "SELECT group_id FROM paxos.groups ORDER BY 1",
+    args: &[],
+};
+
 pub fn group_ids() -> Result<Vec<String>> {
-    Ok(Spi::connect(|client| {
-        let rows = client.select("SELECT group_id FROM paxos.groups ORDER BY 1", None, &[])?;
+    query(&GROUP_IDS, &[], |table| {
         let mut out = Vec::new();
-        for row in rows {
+        for row in table {
             out.extend(row.get::<String>(1)?);
         }
-        Ok::<_, pgrx::spi::SpiError>(out)
-    })?)
+        Ok(out)
+    })
 }
+
+const INSERT_GROUP: Sql = Sql {
+    text: "INSERT INTO paxos.groups (group_id, self_conninfo, applied_round) VALUES ($1, $2, $3)
+           ON CONFLICT (group_id) DO NOTHING RETURNING true",
+    args: &[TEXT, TEXT, INT8],
+};
 
 /// Creates the local record of a group. False when it exists already.
 pub fn insert_group(group_id: &str, self_conninfo: &str, applied_round: u64) -> Result<bool> {
-    let inserted = first_value::<bool>(
-        "INSERT INTO paxos.groups (group_id, self_conninfo, applied_round) VALUES ($1, $2, $3)
-         ON CONFLICT (group_id) DO NOTHING RETURNING true",
-        &[
-            group_id.into(),
-            self_conninfo.into(),
-            round_arg(applied_round),
-        ],
-    )?;
-    Ok(inserted.unwrap_or(false))
+    let args = [
+        group_id.into(),
+        self_conninfo.into(),
+        round_arg(applied_round),
+    ];
+    Ok(first_value::<bool>(&INSERT_GROUP, &args)?.unwrap_or(false))
 }
 
+const DELETE_GROUP: Sql = Sql {
+    text: "DELETE FROM paxos.groups WHERE group_id = $1",
+    args: &[TEXT],
+};
+
 pub fn delete_group(group_id: &str) -> Result<()> {
-    Spi::run_with_args(
-        "DELETE FROM paxos.groups WHERE group_id = $1",
-        &[group_id.into()],
-    )?;
-    Ok(())
+    execute(&DELETE_GROUP, &[group_id.into()])
 }
+
+const LOCK_APPLIED: Sql = Sql {
+    text: "SELECT applied_round FROM paxos.groups WHERE group_id = $1 FOR UPDATE",
+    args: &[TEXT],
+};
 
 /// The applied round, locked until the end of the transaction so that concurrent appliers on this
 /// node apply every entry exactly once.
 pub fn lock_applied_round(group_id: &str) -> Result<u64> {
-    let round = first_value::<i64>(
-        "SELECT applied_round FROM paxos.groups WHERE group_id = $1 FOR UPDATE",
-        &[group_id.into()],
-    )?;
-    round
+    first_value::<i64>(&LOCK_APPLIED, &[group_id.into()])?
         .map(|r| r.max(0) as u64)
         .ok_or_else(|| PaxosError::UnknownGroup {
             group: group_id.to_string(),
         })
 }
 
+const SET_APPLIED: Sql = Sql {
+    text: "UPDATE paxos.groups SET applied_round = $2 WHERE group_id = $1",
+    args: &[TEXT, INT8],
+};
+
 pub fn set_applied_round(group_id: &str, round: u64) -> Result<()> {
-    Spi::run_with_args(
-        "UPDATE paxos.groups SET applied_round = $2 WHERE group_id = $1",
-        &[group_id.into(), round_arg(round)],
-    )?;
-    Ok(())
+    execute(&SET_APPLIED, &[group_id.into(), round_arg(round)])
 }
 
-fn value_from_row(row: &pgrx::spi::SpiHeapTupleData, first: usize) -> Result<Option<LogValue>> {
+fn value_from_row(row: &SpiHeapTupleData, first: usize) -> Result<Option<LogValue>> {
     let origin = row.get::<String>(first)?;
     let kind = row.get::<String>(first + 1)?;
     let body = row.get::<String>(first + 2)?;
@@ -130,82 +185,91 @@ fn value_from_row(row: &pgrx::spi::SpiHeapTupleData, first: usize) -> Result<Opt
     }
 }
 
+const LEARNED: Sql = Sql {
+    text: "SELECT value_origin, value_kind, value_body FROM paxos.log
+           WHERE group_id = $1 AND round = $2",
+    args: &[TEXT, INT8],
+};
+
 pub fn learned(group_id: &str, round: u64) -> Result<Option<LogValue>> {
-    Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT value_origin, value_kind, value_body FROM paxos.log
-             WHERE group_id = $1 AND round = $2",
-            Some(1),
-            &[group_id.into(), round_arg(round)],
-        )?;
+    query(&LEARNED, &[group_id.into(), round_arg(round)], |table| {
         let mut out = None;
-        for row in rows {
+        for row in table {
             out = value_from_row(&row, 1)?;
         }
         Ok(out)
     })
 }
 
+const RECORD_LEARNED: Sql = Sql {
+    text: "INSERT INTO paxos.log (group_id, round, value_origin, value_kind, value_body)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (group_id, round) DO NOTHING",
+    args: &[TEXT, INT8, TEXT, TEXT, TEXT],
+};
+
 /// Records a chosen value. Idempotent: a chosen value never changes, so a second record of the same
 /// round is the same value.
 pub fn record_learned(group_id: &str, round: u64, value: &LogValue) -> Result<()> {
-    Spi::run_with_args(
-        "INSERT INTO paxos.log (group_id, round, value_origin, value_kind, value_body)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (group_id, round) DO NOTHING",
-        &[
-            group_id.into(),
-            round_arg(round),
-            value.origin.as_str().into(),
-            value.kind.as_str().into(),
-            value.body.as_deref().into(),
-        ],
-    )?;
-    Ok(())
+    let args = [
+        group_id.into(),
+        round_arg(round),
+        value.origin.as_str().into(),
+        value.kind.as_str().into(),
+        value.body.as_deref().into(),
+    ];
+    execute(&RECORD_LEARNED, &args)
 }
+
+const HIGHEST_LEARNED: Sql = Sql {
+    text: "SELECT max(round) FROM paxos.log WHERE group_id = $1",
+    args: &[TEXT],
+};
 
 pub fn highest_learned(group_id: &str) -> Result<u64> {
     Ok(to_round(first_value::<i64>(
-        "SELECT max(round) FROM paxos.log WHERE group_id = $1",
+        &HIGHEST_LEARNED,
         &[group_id.into()],
     )?))
 }
+
+const UNLEARNED: Sql = Sql {
+    text: "SELECT r FROM generate_series($2::bigint, $3::bigint) AS r
+           WHERE NOT EXISTS (SELECT 1 FROM paxos.log WHERE group_id = $1 AND round = r)
+           ORDER BY r",
+    args: &[TEXT, INT8, INT8],
+};
 
 /// Rounds in `from..=to` whose value this node does not know yet, ascending.
 pub fn unlearned_rounds(group_id: &str, from: u64, to: u64) -> Result<Vec<u64>> {
     if from > to {
         return Ok(Vec::new());
     }
-    Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT r FROM generate_series($2::bigint, $3::bigint) AS r
-             WHERE NOT EXISTS (SELECT 1 FROM paxos.log WHERE group_id = $1 AND round = r)
-             ORDER BY r",
-            None,
-            &[group_id.into(), round_arg(from), round_arg(to)],
-        )?;
+    let args = [group_id.into(), round_arg(from), round_arg(to)];
+    query(&UNLEARNED, &args, |table| {
         let mut out = Vec::new();
-        for row in rows {
+        for row in table {
             out.push(to_round(row.get::<i64>(1)?));
         }
         Ok(out)
     })
 }
 
+const MEMBERSHIP_CHANGES: Sql = Sql {
+    text: "SELECT round, value_kind, value_body FROM paxos.log
+           WHERE group_id = $1 AND round < $2 AND value_kind IN ('add_host', 'remove_host')
+           ORDER BY round",
+    args: &[TEXT, INT8],
+};
+
 /// Membership changes recorded in the log before `round`, ascending: (round, kind, member).
 pub fn membership_changes(
     group_id: &str,
     before_round: u64,
 ) -> Result<Vec<(u64, ValueKind, String)>> {
-    Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT round, value_kind, value_body FROM paxos.log
-             WHERE group_id = $1 AND round < $2 AND value_kind IN ('add_host', 'remove_host')
-             ORDER BY round",
-            None,
-            &[group_id.into(), round_arg(before_round)],
-        )?;
+    let args = [group_id.into(), round_arg(before_round)];
+    query(&MEMBERSHIP_CHANGES, &args, |table| {
         let mut out = Vec::new();
-        for row in rows {
+        for row in table {
             let kind = ValueKind::parse(&row.get::<String>(2)?.unwrap_or_default())?;
             out.push((
                 to_round(row.get::<i64>(1)?),
@@ -217,17 +281,18 @@ pub fn membership_changes(
     })
 }
 
+const LOG_RANGE: Sql = Sql {
+    text: "SELECT round, value_origin, value_kind, value_body FROM paxos.log
+           WHERE group_id = $1 AND round BETWEEN $2 AND $3 ORDER BY round",
+    args: &[TEXT, INT8, INT8],
+};
+
 /// Chosen values in `from..=to`, ascending, for a joining member.
 pub fn log_range(group_id: &str, from: u64, to: u64) -> Result<Vec<(u64, LogValue)>> {
-    Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT round, value_origin, value_kind, value_body FROM paxos.log
-             WHERE group_id = $1 AND round BETWEEN $2 AND $3 ORDER BY round",
-            None,
-            &[group_id.into(), round_arg(from), round_arg(to)],
-        )?;
+    let args = [group_id.into(), round_arg(from), round_arg(to)];
+    query(&LOG_RANGE, &args, |table| {
         let mut out = Vec::new();
-        for row in rows {
+        for row in table {
             if let Some(value) = value_from_row(&row, 2)? {
                 out.push((to_round(row.get::<i64>(1)?), value));
             }
@@ -236,32 +301,32 @@ pub fn log_range(group_id: &str, from: u64, to: u64) -> Result<Vec<(u64, LogValu
     })
 }
 
+const LOCK_SLOT: Sql = Sql {
+    text: "SELECT promised_num, promised_by, accepted_num, accepted_by,
+                  value_origin, value_kind, value_body
+           FROM paxos.acceptor_slots WHERE group_id = $1 AND round = $2 FOR UPDATE",
+    args: &[TEXT, INT8],
+};
+
+fn ballot(number: Option<i64>, by: Option<String>) -> Option<Ballot> {
+    match (number, by) {
+        (Some(n), Some(by)) => Some(Ballot::new(n.max(0) as u64, by)),
+        _ => None,
+    }
+}
+
 /// The acceptor's slot for a round, row-locked so that concurrent requests for the same round are
 /// handled one after another. `None` when the acceptor never saw this round.
 pub fn lock_slot(group_id: &str, round: u64) -> Result<Option<SlotState<LogValue>>> {
-    Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT promised_num, promised_by, accepted_num, accepted_by,
-                    value_origin, value_kind, value_body
-             FROM paxos.acceptor_slots WHERE group_id = $1 AND round = $2 FOR UPDATE",
-            Some(1),
-            &[group_id.into(), round_arg(round)],
-        )?;
+    query(&LOCK_SLOT, &[group_id.into(), round_arg(round)], |table| {
         let mut out = None;
-        for row in rows {
-            let promised = match (row.get::<i64>(1)?, row.get::<String>(2)?) {
-                (Some(n), Some(by)) => Some(Ballot::new(n as u64, by)),
-                _ => None,
-            };
+        for row in table {
+            let promised = ballot(row.get::<i64>(1)?, row.get::<String>(2)?);
             let accepted = match (
-                row.get::<i64>(3)?,
-                row.get::<String>(4)?,
+                ballot(row.get::<i64>(3)?, row.get::<String>(4)?),
                 value_from_row(&row, 5)?,
             ) {
-                (Some(n), Some(by), Some(value)) => Some(Accepted {
-                    ballot: Ballot::new(n as u64, by),
-                    value,
-                }),
+                (Some(ballot), Some(value)) => Some(Accepted { ballot, value }),
                 _ => None,
             };
             out = Some(SlotState { promised, accepted });
@@ -269,6 +334,22 @@ pub fn lock_slot(group_id: &str, round: u64) -> Result<Option<SlotState<LogValue
         Ok(out)
     })
 }
+
+const UPDATE_SLOT: Sql = Sql {
+    text: "UPDATE paxos.acceptor_slots SET promised_num = $3, promised_by = $4,
+                  accepted_num = $5, accepted_by = $6,
+                  value_origin = $7, value_kind = $8, value_body = $9
+           WHERE group_id = $1 AND round = $2",
+    args: &[TEXT, INT8, INT8, TEXT, INT8, TEXT, TEXT, TEXT, TEXT],
+};
+
+const INSERT_SLOT: Sql = Sql {
+    text: "INSERT INTO paxos.acceptor_slots (group_id, round, promised_num, promised_by,
+                  accepted_num, accepted_by, value_origin, value_kind, value_body)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+           ON CONFLICT (group_id, round) DO NOTHING RETURNING true",
+    args: &[TEXT, INT8, INT8, TEXT, INT8, TEXT, TEXT, TEXT, TEXT],
+};
 
 /// Writes a slot. With `existed` false it inserts, and returns false if a concurrent request created
 /// the row first (the caller then retries against the locked row).
@@ -292,67 +373,90 @@ pub fn write_slot(
         accepted.and_then(|a| a.value.body.as_deref()).into(),
     ];
     if existed {
-        Spi::run_with_args(
-            "UPDATE paxos.acceptor_slots SET promised_num = $3, promised_by = $4,
-                    accepted_num = $5, accepted_by = $6,
-                    value_origin = $7, value_kind = $8, value_body = $9
-             WHERE group_id = $1 AND round = $2",
-            &args,
-        )?;
+        execute(&UPDATE_SLOT, &args)?;
         return Ok(true);
     }
-    let inserted = first_value::<bool>(
-        "INSERT INTO paxos.acceptor_slots (group_id, round, promised_num, promised_by,
-                accepted_num, accepted_by, value_origin, value_kind, value_body)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (group_id, round) DO NOTHING RETURNING true",
-        &args,
-    )?;
-    Ok(inserted.unwrap_or(false))
+    Ok(first_value::<bool>(&INSERT_SLOT, &args)?.unwrap_or(false))
 }
+
+const HIGHEST_KNOWN: Sql = Sql {
+    text: "SELECT greatest(
+              (SELECT max(round) FROM paxos.acceptor_slots
+                WHERE group_id = $1 AND ($2 = false OR accepted_num IS NOT NULL)),
+              (SELECT max(round) FROM paxos.log WHERE group_id = $1))",
+    args: &[TEXT, BOOL],
+};
 
 /// The highest round in which this acceptor voted (or, with `accepted_only` false, promised), or
 /// learned a value.
 pub fn highest_known_round(group_id: &str, accepted_only: bool) -> Result<u64> {
-    Ok(to_round(first_value::<i64>(
-        "SELECT greatest(
-            (SELECT max(round) FROM paxos.acceptor_slots
-              WHERE group_id = $1 AND ($2 = false OR accepted_num IS NOT NULL)),
-            (SELECT max(round) FROM paxos.log WHERE group_id = $1))",
-        &[group_id.into(), accepted_only.into()],
-    )?))
+    let args = [group_id.into(), accepted_only.into()];
+    Ok(to_round(first_value::<i64>(&HIGHEST_KNOWN, &args)?))
 }
+
+const PROMISED_NUMBER: Sql = Sql {
+    text: "SELECT promised_num FROM paxos.acceptor_slots WHERE group_id = $1 AND round = $2",
+    args: &[TEXT, INT8],
+};
 
 /// The promised ballot number of this node's own acceptor for a round (0 if none): a proposer here
 /// starts above it instead of learning it from a refusal.
 pub fn promised_number(group_id: &str, round: u64) -> Result<u64> {
-    Ok(to_round(first_value::<i64>(
-        "SELECT promised_num FROM paxos.acceptor_slots WHERE group_id = $1 AND round = $2",
-        &[group_id.into(), round_arg(round)],
-    )?))
+    let args = [group_id.into(), round_arg(round)];
+    Ok(to_round(first_value::<i64>(&PROMISED_NUMBER, &args)?))
 }
 
-/// Makes this transaction's commit durable before the reply that follows it.
-pub fn force_synchronous_commit() -> Result<()> {
-    Spi::run("SELECT pg_catalog.set_config('synchronous_commit', 'on', true)")?;
+const NODE_TOKEN: Sql = Sql {
+    text: "SELECT token FROM paxos.node LIMIT 1",
+    args: &[],
+};
+
+/// The random token of this node's copy of the extension (see table `paxos.node`).
+pub fn node_token() -> Result<String> {
+    first_value::<String>(&NODE_TOKEN, &[])?
+        .ok_or_else(|| PaxosError::Internal("table paxos.node is empty".into()))
+}
+
+const SET_SYNCHRONOUS_COMMIT: Sql = Sql {
+    text: "SELECT pg_catalog.set_config('synchronous_commit', $1, true)",
+    args: &[TEXT],
+};
+
+/// Makes this transaction's commit durable before the reply that follows it. Members' connections
+/// set it at start-up already; this guards against any other caller.
+pub fn require_synchronous_commit() -> Result<()> {
+    // SAFETY: reads a GUC variable of this backend.
+    let level = unsafe { pgrx::pg_sys::synchronous_commit };
+    if level < pgrx::pg_sys::SyncCommitLevel::SYNCHRONOUS_COMMIT_LOCAL_FLUSH as i32 {
+        execute(&SET_SYNCHRONOUS_COMMIT, &["on".into()])?;
+    }
     Ok(())
 }
 
 /// A learned value needs no flush of its own: it can always be learned again from the acceptors.
 pub fn relax_synchronous_commit() -> Result<()> {
-    Spi::run("SELECT pg_catalog.set_config('synchronous_commit', 'off', true)")?;
-    Ok(())
+    execute(&SET_SYNCHRONOUS_COMMIT, &["off".into()])
 }
 
+const CONNECTION_DEFAULTS: Sql = Sql {
+    text: "SELECT (SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10),
+                  pg_catalog.current_database()::text",
+    args: &[],
+};
+
 /// What libpq would fill in for a connection string without user or dbname: the bootstrap
-/// superuser (the server's OS user) and this database.
+/// superuser (the server's OS user) and this database. Fixed for the life of a backend.
 pub fn connection_defaults() -> Result<Defaults> {
-    let (user, dbname) = Spi::get_two::<String, String>(
-        "SELECT (SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10),
-                pg_catalog.current_database()::text",
-    )?;
-    Ok(Defaults {
-        user: user.unwrap_or_else(|| "postgres".into()),
-        dbname: dbname.unwrap_or_else(|| "postgres".into()),
-    })
+    if let Some(d) = DEFAULTS.with(|d| d.borrow().clone()) {
+        return Ok(d);
+    }
+    let defaults = query(&CONNECTION_DEFAULTS, &[], |table| {
+        let row = table.first();
+        Ok(Defaults {
+            user: row.get::<String>(1)?.unwrap_or_else(|| "postgres".into()),
+            dbname: row.get::<String>(2)?.unwrap_or_else(|| "postgres".into()),
+        })
+    })?;
+    DEFAULTS.with(|d| *d.borrow_mut() = Some(defaults.clone()));
+    Ok(defaults)
 }

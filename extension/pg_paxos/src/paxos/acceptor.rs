@@ -53,7 +53,7 @@ fn with_slot<R>(
 }
 
 pub fn prepare(group_id: &str, round: u64, ballot: Ballot) -> Result<ReplyRow> {
-    store::force_synchronous_commit()?;
+    store::require_synchronous_commit()?;
     if let Some(value) = store::learned(group_id, round)? {
         return Ok(ReplyRow::chosen(value));
     }
@@ -76,7 +76,7 @@ pub fn prepare(group_id: &str, round: u64, ballot: Ballot) -> Result<ReplyRow> {
 }
 
 pub fn accept(group_id: &str, round: u64, ballot: Ballot, value: LogValue) -> Result<ReplyRow> {
-    store::force_synchronous_commit()?;
+    store::require_synchronous_commit()?;
     if let Some(chosen) = store::learned(group_id, round)? {
         return Ok(ReplyRow::chosen(chosen));
     }

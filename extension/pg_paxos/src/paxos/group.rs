@@ -10,11 +10,10 @@ use paxos_model::conninfo;
 use paxos_model::names::check_name;
 use paxos_model::value::ValueKind;
 
-/// The random token of this node's copy of the extension (see table `paxos.node`), to check that a
-/// connection string given as "this node" really reaches this node and database.
+/// The random token of this node's copy of the extension, to check that a connection string given
+/// as "this node" really reaches this node and database.
 pub fn node_identity() -> Result<String> {
-    let identity = pgrx::Spi::get_one::<String>("SELECT token FROM paxos.node LIMIT 1")?;
-    identity.ok_or_else(|| PaxosError::Internal("table paxos.node is empty".into()))
+    store::node_token()
 }
 
 fn validate_conninfo(conninfo: &str) -> Result<()> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use paxos_core::backoff::BackoffPolicy;
-use paxos_core::Proposer;
+use paxos_core::{Proposer, Request};
 
 use crate::error::{PaxosError, Result};
 use crate::guc;
@@ -146,8 +146,26 @@ impl ReplicatedLog {
         ));
         self.net.emit_warnings();
         let value = outcome.map_err(|failure| self.failure(round, "choose a value", failure))?;
-        store::record_learned(self.id(), round, &value)?;
+        self.record_chosen(round, &value)?;
         Ok(value)
+    }
+
+    /// Records a chosen value in this node's log in a transaction of its own, through the loopback
+    /// connection: the caller's transaction must never hold uncommitted log rows, or learn messages
+    /// from other proposers would block on them, and every request queued behind those on the same
+    /// connections with them (a distributed stall that only round timeouts would break).
+    fn record_chosen(&self, round: u64, value: &LogValue) -> Result<()> {
+        let link = self.link(&self.group.self_conninfo)?;
+        let learn = Request::Learn {
+            round,
+            value: value.clone(),
+        };
+        match self.net.block_on(rpc::send(&link, self.id(), &learn)) {
+            Ok(_) => Ok(()),
+            // Without a loopback connection (this node's own address is wrong or overloaded) the
+            // value is still recorded, in this transaction.
+            Err(_) => store::record_learned(self.id(), round, value),
+        }
     }
 
     fn failure(&self, round: u64, action: &'static str, failure: RoundFailure) -> PaxosError {
