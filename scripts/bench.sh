@@ -5,7 +5,7 @@
 #   scripts/bench.sh [SECONDS_PER_RUN]      (default 10; clients 1, 4 and 8)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh >/dev/null
+[[ ${BENCH_SKIP_SETUP:-} == 1 ]] || bash scripts/setup.sh >/dev/null
 
 SECONDS_PER_RUN=${1:-10}
 CLIENT_COUNTS=${BENCH_CLIENTS:-1 4 8}

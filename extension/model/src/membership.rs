@@ -1,15 +1,29 @@
-//! Who counts in which round. A membership change chosen in round `c` takes effect from round
-//! `c + 1`: a proposer learns every round below the one it proposes in, so it always knows the
-//! members of its round. The founder is recorded as an add in round 0.
+//! Who counts in which round.
+//!
+//! A membership change chosen in round `c` takes effect in round `c + CHANGE_DELAY` (the founder,
+//! recorded in round 0, counts from round 1). So a proposer only needs to know every round up to
+//! `r - CHANGE_DELAY` to know the members of round `r`, and backends of one node can have up to
+//! `CHANGE_DELAY` rounds in flight at once, each with a known membership (Lamport's alpha).
 
 use crate::value::ValueKind;
 
-/// The members of round `round`, given the changes recorded before it (ascending by round).
+pub const CHANGE_DELAY: u64 = 32;
+
+/// The first round in which a change chosen in round `at` counts.
+pub fn effective_round(at: u64) -> u64 {
+    if at == 0 {
+        1
+    } else {
+        at.saturating_add(CHANGE_DELAY)
+    }
+}
+
+/// The members of round `round`, given membership changes (ascending by round).
 pub fn members_at(changes: &[(u64, ValueKind, String)], round: u64) -> Vec<String> {
     let mut members: Vec<String> = Vec::new();
     for (at, kind, member) in changes {
-        if *at >= round {
-            break;
+        if effective_round(*at) > round {
+            continue;
         }
         match kind {
             ValueKind::AddHost => {
@@ -24,6 +38,23 @@ pub fn members_at(changes: &[(u64, ValueKind, String)], round: u64) -> Vec<Strin
     members
 }
 
+/// Every distinct membership in force from `round` on: the one of `round` and one more for each
+/// change that takes effect later. Rounds chosen from `round` on were chosen by a majority of one
+/// of these.
+pub fn configurations_from(changes: &[(u64, ValueKind, String)], round: u64) -> Vec<Vec<String>> {
+    let mut configs = vec![members_at(changes, round)];
+    for (at, _, _) in changes {
+        let from = effective_round(*at);
+        if from > round {
+            let config = members_at(changes, from);
+            if !configs.contains(&config) {
+                configs.push(config);
+            }
+        }
+    }
+    configs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,22 +63,41 @@ mod tests {
         (r, ValueKind::AddHost, m.to_string())
     }
 
+    fn remove(r: u64, m: &str) -> (u64, ValueKind, String) {
+        (r, ValueKind::RemoveHost, m.to_string())
+    }
+
     #[test]
-    fn changes_count_from_the_next_round() {
-        let changes = vec![
-            add(0, "a"),
-            add(3, "b"),
-            (5, ValueKind::RemoveHost, "a".to_string()),
-        ];
+    fn founder_counts_at_once_changes_after_the_delay() {
+        let changes = vec![add(0, "a"), add(3, "b"), remove(5, "a")];
         assert_eq!(members_at(&changes, 1), vec!["a"]);
-        assert_eq!(members_at(&changes, 3), vec!["a"]);
-        assert_eq!(members_at(&changes, 4), vec!["a", "b"]);
-        assert_eq!(members_at(&changes, 6), vec!["b"]);
+        assert_eq!(members_at(&changes, 3 + CHANGE_DELAY - 1), vec!["a"]);
+        assert_eq!(members_at(&changes, 3 + CHANGE_DELAY), vec!["a", "b"]);
+        assert_eq!(members_at(&changes, 5 + CHANGE_DELAY), vec!["b"]);
+        assert_eq!(members_at(&changes, u64::MAX), vec!["b"]);
     }
 
     #[test]
     fn adding_twice_is_one_member() {
         let changes = vec![add(0, "a"), add(1, "a")];
-        assert_eq!(members_at(&changes, 9), vec!["a"]);
+        assert_eq!(members_at(&changes, u64::MAX), vec!["a"]);
+    }
+
+    #[test]
+    fn configurations_cover_pending_changes() {
+        let changes = vec![add(0, "a"), add(1, "b"), add(10, "c")];
+        let now = 20;
+        assert_eq!(
+            configurations_from(&changes, now),
+            vec![
+                vec!["a".to_string()],
+                vec!["a".to_string(), "b".to_string()],
+                vec!["a".to_string(), "b".to_string(), "c".to_string()],
+            ]
+        );
+        assert_eq!(
+            configurations_from(&changes, 100),
+            vec![vec!["a".to_string(), "b".to_string(), "c".to_string()]]
+        );
     }
 }

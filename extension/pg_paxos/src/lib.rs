@@ -23,6 +23,7 @@ mod store;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    paxos::round_claims::init();
 }
 
 extension_sql!(

@@ -31,7 +31,7 @@ fn paxos(
         let log = ReplicatedLog::open(current_group_id)?;
         let proposal = proposed_value
             .map(|v| new_value(current_proposer_id, ValueKind::Value, Some(v.to_string())));
-        log.learn_through(round - 1)?;
+        log.prepare_to_propose(round)?;
         let chosen = log.decide(round, proposal.clone())?;
         let changed = proposal.is_some_and(|p| p.origin != chosen.origin);
         Ok((chosen.body, changed))

@@ -39,7 +39,8 @@ fn group_status(group_id: &str) -> Result<Vec<StatusRow>> {
         &links,
         rpc::STATUS,
         vec![Param::Text(Some(group_id.to_string()))],
-        true,
+        false,
+        &|_| false,
         wait,
     ));
     net.emit_warnings();

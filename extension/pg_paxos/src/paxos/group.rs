@@ -7,6 +7,7 @@ use crate::net::rpc;
 use crate::paxos::replicated_log::{new_value, ReplicatedLog};
 use crate::store::{self, Group};
 use paxos_model::conninfo;
+use paxos_model::membership::CHANGE_DELAY;
 use paxos_model::names::check_name;
 use paxos_model::value::ValueKind;
 
@@ -84,19 +85,23 @@ pub fn admit(group_id: &str, member: &str) -> Result<u64> {
     let next = store::highest_learned(group_id)? + 1;
     log.learn_through(next - 1)?;
     if let Some(round) = admission_round(group_id, member, next)? {
+        // Admitted before (a retried join): make sure its window is closed and learned here too.
+        log.close_change_window(round)?;
         return Ok(round);
     }
-    log.append(new_value(
+    let round = log.append(new_value(
         "admit",
         ValueKind::AddHost,
         Some(member.to_string()),
-    ))
+    ))?;
+    log.close_change_window(round)?;
+    Ok(round)
 }
 
 /// The round in which `member` was last added, if it is a member before round `before`.
 fn admission_round(group_id: &str, member: &str, before: u64) -> Result<Option<u64>> {
     let changes = store::membership_changes(group_id, before)?;
-    let is_member = paxos_model::membership::members_at(&changes, before)
+    let is_member = paxos_model::membership::members_at(&changes, u64::MAX)
         .iter()
         .any(|m| m == member);
     Ok(is_member
@@ -145,6 +150,9 @@ pub fn join(group_id: &str, existing: &str, own: &str) -> Result<u64> {
         .and_then(|r| r.try_get::<_, i64>(0).ok())
         .ok_or_else(|| PaxosError::Internal("admit_member returned no round".into()))?
         .max(0) as u64;
+    // The member closed the window after this node's addition: copying through it, this node knows
+    // every round before the first one it counts in.
+    let window_end = round + CHANGE_DELAY - 1;
     let half_joined = |cause: String| PaxosError::HalfJoined {
         group: group_id.to_string(),
         round,
@@ -153,7 +161,7 @@ pub fn join(group_id: &str, existing: &str, own: &str) -> Result<u64> {
     let rows = net
         .block_on(seed.query(
             rpc::LOG_RANGE,
-            &[group_param, Param::Int(0), Param::Int(round as i64)],
+            &[group_param, Param::Int(0), Param::Int(window_end as i64)],
         ))
         .map_err(|e| half_joined(e.message().to_string()))?;
     if !store::insert_group(group_id, own, round)? {
@@ -168,9 +176,9 @@ pub fn join(group_id: &str, existing: &str, own: &str) -> Result<u64> {
             .ok_or_else(|| half_joined(format!("round {at} came without a value")))?;
         store::record_learned(group_id, at.max(0) as u64, &value)?;
     }
-    if store::learned(group_id, round)?.is_none() {
+    if store::learned(group_id, window_end)?.is_none() {
         return Err(half_joined(format!(
-            "the copied log ends before round {round}"
+            "the copied log ends before round {window_end}"
         )));
     }
     Ok(round)
@@ -181,7 +189,7 @@ pub fn remove(group_id: &str, member: &str) -> Result<u64> {
     let log = ReplicatedLog::open(group_id)?;
     let next = store::highest_learned(group_id)? + 1;
     log.learn_through(next - 1)?;
-    let members = log.members_at(next)?;
+    let members = log.current_members()?;
     if !members.iter().any(|m| m == member) {
         return Err(PaxosError::NotAMember {
             group: group_id.to_string(),
@@ -202,6 +210,7 @@ pub fn remove(group_id: &str, member: &str) -> Result<u64> {
         ValueKind::RemoveHost,
         Some(member.to_string()),
     ))?;
+    log.close_change_window(round)?;
     if member == log.group.self_conninfo {
         // Slots and log stay: this node's votes may still be needed for the rounds it voted in.
         store::delete_group(group_id)?;

@@ -6,3 +6,4 @@ pub mod group;
 
 pub mod replicated_log;
 pub mod round;
+pub mod round_claims;

@@ -13,9 +13,10 @@ use crate::guc;
 use crate::net::pool::{net, Link, Net, Param};
 use crate::net::rpc;
 use crate::paxos::round::{self, RoundFailure, Timing};
+use crate::paxos::round_claims;
 use crate::store::{self, Group};
 use paxos_model::conninfo::{self, Defaults};
-use paxos_model::membership::members_at;
+use paxos_model::membership::{configurations_from, members_at, CHANGE_DELAY};
 use paxos_model::value::{LogValue, ValueKind};
 
 thread_local! {
@@ -103,69 +104,104 @@ impl ReplicatedLog {
     /// The value chosen in `round`: known locally, or found by running Paxos with `proposal` (a no-op
     /// when `None`, which closes an abandoned round without changing anything).
     pub fn decide(&self, round: u64, proposal: Option<LogValue>) -> Result<LogValue> {
-        if let Some(value) = store::learned(self.id(), round)? {
-            return Ok(value);
-        }
-        let members = self.members_at(round)?;
-        if members.is_empty() {
-            return Err(PaxosError::InvalidArgument {
-                message: format!(
-                    "round {round} of paxos group {:?} has no members",
-                    self.id()
-                ),
-                hint: "Rounds start at 1.",
-            });
-        }
-        let links = self.links(&members)?;
-        let self_index = members.iter().position(|m| *m == self.group.self_conninfo);
-        let (proposer_id, seed) = unique_proposer_id();
-        let own = proposal.unwrap_or_else(|| LogValue {
-            origin: proposer_id.clone(),
-            kind: ValueKind::Noop,
-            body: None,
-        });
-        let policy = BackoffPolicy {
-            base_ms: 2,
-            max_ms: 100,
-        };
-        let mut proposer = Proposer::new(
-            round,
-            (0..members.len()).collect(),
-            proposer_id,
-            own,
-            seed,
-            policy,
-        );
-        proposer.observe_number(store::promised_number(self.id(), round)?);
-        let outcome = self.net.block_on(round::drive(
-            self.id(),
-            &links,
-            self_index,
-            proposer,
-            self.timing,
-        ));
-        self.net.emit_warnings();
-        let value = outcome.map_err(|failure| self.failure(round, "choose a value", failure))?;
-        self.record_chosen(round, &value)?;
-        Ok(value)
+        let mut chosen = self.decide_many(vec![(round, proposal)])?;
+        chosen
+            .pop()
+            .ok_or_else(|| PaxosError::Internal(format!("round {round} was not decided")))
     }
 
-    /// Records a chosen value in this node's log in a transaction of its own, through the loopback
+    /// Decides several rounds at once, each its own Paxos instance, all in flight together. The
+    /// caller makes sure the membership of every round is known (see `prepare_to_propose`).
+    /// Returns the chosen values in the order of `proposals`.
+    fn decide_many(&self, proposals: Vec<(u64, Option<LogValue>)>) -> Result<Vec<LogValue>> {
+        let mut chosen: Vec<Option<LogValue>> = Vec::with_capacity(proposals.len());
+        let mut runs = Vec::new();
+        for (i, (round, proposal)) in proposals.into_iter().enumerate() {
+            if let Some(value) = store::learned(self.id(), round)? {
+                chosen.push(Some(value));
+                continue;
+            }
+            chosen.push(None);
+            let members = self.members_at(round)?;
+            if members.is_empty() {
+                return Err(PaxosError::InvalidArgument {
+                    message: format!(
+                        "round {round} of paxos group {:?} has no members",
+                        self.id()
+                    ),
+                    hint: "Rounds start at 1.",
+                });
+            }
+            let links = self.links(&members)?;
+            let self_index = members.iter().position(|m| *m == self.group.self_conninfo);
+            let (proposer_id, seed) = unique_proposer_id();
+            let own = proposal.unwrap_or_else(|| LogValue {
+                origin: proposer_id.clone(),
+                kind: ValueKind::Noop,
+                body: None,
+            });
+            let policy = BackoffPolicy {
+                base_ms: 2,
+                max_ms: 100,
+            };
+            let mut proposer = Proposer::new(
+                round,
+                (0..members.len()).collect(),
+                proposer_id,
+                own,
+                seed,
+                policy,
+            );
+            proposer.observe_number(store::promised_number(self.id(), round)?);
+            runs.push((i, round, links, self_index, proposer));
+        }
+        if runs.is_empty() {
+            return Ok(chosen.into_iter().flatten().collect());
+        }
+        let group = self.id();
+        let timing = self.timing;
+        let outcomes = self
+            .net
+            .block_on(futures::future::join_all(runs.into_iter().map(
+                |(i, round, links, self_index, proposer)| async move {
+                    let outcome = round::drive(group, &links, self_index, proposer, timing).await;
+                    (i, round, outcome)
+                },
+            )));
+        self.net.emit_warnings();
+        let mut decided = Vec::with_capacity(outcomes.len());
+        for (i, round, outcome) in outcomes {
+            let value = outcome.map_err(|f| self.failure(round, "choose a value", f))?;
+            decided.push((round, value.clone()));
+            chosen[i] = Some(value);
+        }
+        self.record_chosen(&decided)?;
+        Ok(chosen.into_iter().flatten().collect())
+    }
+
+    /// Records chosen values in this node's log in transactions of their own, through the loopback
     /// connection: the caller's transaction must never hold uncommitted log rows, or learn messages
     /// from other proposers would block on them, and every request queued behind those on the same
     /// connections with them (a distributed stall that only round timeouts would break).
-    fn record_chosen(&self, round: u64, value: &LogValue) -> Result<()> {
+    fn record_chosen(&self, decided: &[(u64, LogValue)]) -> Result<()> {
         let link = self.link(&self.group.self_conninfo)?;
-        let learn = Request::Learn {
-            round,
-            value: value.clone(),
-        };
-        match self.net.block_on(rpc::send(&link, self.id(), &learn)) {
-            Ok(_) => Ok(()),
-            // Without a loopback connection (this node's own address is wrong or overloaded) the
-            // value is still recorded, in this transaction.
-            Err(_) => store::record_learned(self.id(), round, value),
+        let learns = decided.iter().map(|(round, value)| {
+            let learn = Request::Learn {
+                round: *round,
+                value: value.clone(),
+            };
+            let link = &link;
+            async move { rpc::send(link, self.id(), &learn).await.is_ok() }
+        });
+        let sent = self.net.block_on(futures::future::join_all(learns));
+        for ((round, value), ok) in decided.iter().zip(sent) {
+            if !ok {
+                // Without a loopback connection (this node's own address is wrong, or it is out of
+                // connections) the value is still recorded, in this transaction.
+                store::record_learned(self.id(), *round, value)?;
+            }
         }
+        Ok(())
     }
 
     fn failure(&self, round: u64, action: &'static str, failure: RoundFailure) -> PaxosError {
@@ -196,8 +232,8 @@ impl ReplicatedLog {
         }
     }
 
-    /// Learns every round up to `round` this node does not know yet, oldest first, so that the
-    /// membership of the next round is known before anything is proposed in it.
+    /// Learns every round up to `round` this node does not know yet, oldest first (a round nobody
+    /// finished is closed with a no-op).
     pub fn learn_through(&self, round: u64) -> Result<()> {
         let hint = CONTIGUOUS_HINT.with(|h| h.borrow().get(self.id()).copied());
         let mut from = self.group.applied_round + 1;
@@ -207,28 +243,48 @@ impl ReplicatedLog {
                 from = hint + 1;
             }
         }
-        for missing in store::unlearned_rounds(self.id(), from, round)? {
-            self.decide(missing, None)?;
+        // Rounds of one window only depend on rounds before it (see CHANGE_DELAY): decide each
+        // window's missing rounds together.
+        let missing = store::unlearned_rounds(self.id(), from, round)?;
+        let mut rest = missing.as_slice();
+        while let Some(&first) = rest.first() {
+            let end = rest.partition_point(|&r| r < first + CHANGE_DELAY);
+            self.decide_many(rest[..end].iter().map(|&r| (r, None)).collect())?;
+            rest = &rest[end..];
         }
         CONTIGUOUS_HINT.with(|h| h.borrow_mut().insert(self.id().to_string(), round));
         Ok(())
     }
 
-    /// Appends `value` in the first round where it can be chosen and returns that round. Losing a
-    /// round to another proposer just means learning its value and trying the next one.
+    /// Makes a membership change chosen in `round` take effect for every later proposal: the rounds
+    /// of its delay window are learned, or closed with no-ops.
+    pub fn close_change_window(&self, round: u64) -> Result<()> {
+        self.learn_through(round + CHANGE_DELAY - 1)
+    }
+
+    /// Learns what a proposal in `round` must know first: every round whose membership changes
+    /// could affect `round`.
+    pub fn prepare_to_propose(&self, round: u64) -> Result<()> {
+        self.learn_through(round.saturating_sub(CHANGE_DELAY))
+    }
+
+    /// Appends `value` in the first round where it can be chosen and returns that round. Backends of
+    /// this node claim distinct rounds (see `round_claims`); losing a round to another node just
+    /// means learning its value and claiming another.
     pub fn append(&self, value: LogValue) -> Result<u64> {
         let started = std::time::Instant::now();
         loop {
-            let next = store::highest_learned(self.id())?.max(self.group.applied_round) + 1;
-            self.learn_through(next - 1)?;
-            let chosen = self.decide(next, Some(value.clone()))?;
+            let floor = store::highest_learned(self.id())?.max(self.group.applied_round) + 1;
+            let round = round_claims::claim(self.id(), floor, CHANGE_DELAY);
+            self.prepare_to_propose(round)?;
+            let chosen = self.decide(round, Some(value.clone()))?;
             if chosen.origin == value.origin {
-                return Ok(next);
+                return Ok(round);
             }
             if started.elapsed() > self.timing.round_timeout {
                 return Err(PaxosError::RoundTimeout {
                     group: self.id().to_string(),
-                    round: next,
+                    round,
                     millis: self.timing.round_timeout.as_millis() as u64,
                     attempts: 0,
                     answered: 0,
@@ -238,10 +294,33 @@ impl ReplicatedLog {
         }
     }
 
-    /// A round at least as high as every round chosen before this call: the highest round any
-    /// member of a majority accepted a value in (every chosen round has a voter in that majority).
+    /// A round at least as high as every round chosen before this call: the highest round in which
+    /// any member of a majority voted. Every chosen round has a voter in each majority of its
+    /// membership, so a majority of every membership that may still be choosing rounds is asked.
     pub fn max_group_round(&self, accepted_only: bool) -> Result<u64> {
-        let members = self.current_members()?;
+        let learned = store::highest_learned(self.id())?;
+        let changes = store::membership_changes(self.id(), u64::MAX)?;
+        let configs = configurations_from(&changes, learned + 1);
+        let mut members: Vec<String> = Vec::new();
+        for m in configs.iter().flatten() {
+            if !members.contains(m) {
+                members.push(m.clone());
+            }
+        }
+        let config_indexes: Vec<Vec<usize>> = configs
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .filter_map(|m| members.iter().position(|x| x == m))
+                    .collect()
+            })
+            .collect();
+        let enough = |answered: &std::collections::BTreeSet<usize>| {
+            config_indexes.iter().all(|c| {
+                c.iter().filter(|i| answered.contains(i)).count()
+                    >= paxos_core::proposer::majority(c.len())
+            })
+        };
         let links = self.links(&members)?;
         let params = vec![
             Param::Text(Some(self.id().to_string())),
@@ -251,12 +330,13 @@ impl ReplicatedLog {
             &links,
             rpc::HIGHEST_ROUND,
             params,
-            false,
+            true,
+            &enough,
             self.timing.round_timeout,
         ));
         self.net.emit_warnings();
-        let mut highest = store::highest_learned(self.id())?;
-        let mut ok = 0;
+        let mut highest = learned;
+        let mut ok = std::collections::BTreeSet::new();
         let mut last_error = None;
         for (i, answer) in answers {
             match answer.and_then(|rows| {
@@ -265,17 +345,17 @@ impl ReplicatedLog {
                     .transpose()
             }) {
                 Ok(round) => {
-                    ok += 1;
+                    ok.insert(i);
                     highest = highest.max(round.flatten().unwrap_or(0).max(0) as u64);
                 }
                 Err(e) => last_error = Some(format!("{}: {}", links[i].label, e.message())),
             }
         }
-        if ok < paxos_core::proposer::majority(members.len()) {
+        if !enough(&ok) {
             return Err(PaxosError::NoMajority {
                 group: self.id().to_string(),
                 action: "read the highest round",
-                answered: ok,
+                answered: ok.len(),
                 total: members.len(),
                 last_error,
             });

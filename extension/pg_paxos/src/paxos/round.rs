@@ -164,18 +164,25 @@ async fn send_learns(group: &str, links: &[Link], learns: Vec<(usize, Request<Lo
     tokio::task::yield_now().await;
 }
 
-/// Sends one query to every member and returns the answers once a majority (or, with `all`,
-/// everybody who can) answered, or `deadline` passed. Each entry is the member's index and result.
+/// Sends one query to every member and returns the answers once `enough` holds for the set of
+/// members that answered successfully, or every member answered, or `deadline` passed. With
+/// `skip_down`, members that failed a moment ago are not asked. Each entry is a member's index and
+/// its result.
 pub async fn gather(
     links: &[Link],
     sql: &'static str,
     params: Vec<crate::net::pool::Param>,
-    all: bool,
+    skip_down: bool,
+    enough: &dyn Fn(&BTreeSet<usize>) -> bool,
     deadline: Duration,
 ) -> Vec<(usize, Result<Vec<tokio_postgres::Row>, LinkError>)> {
-    let needed = majority(links.len());
-    let skip = if all { BTreeSet::new() } else { skipped(links) };
+    let skip = if skip_down {
+        skipped(links)
+    } else {
+        BTreeSet::new()
+    };
     let mut out = Vec::new();
+    let mut answered = BTreeSet::new();
     let mut inflight: FuturesUnordered<_> = links
         .iter()
         .enumerate()
@@ -196,9 +203,11 @@ pub async fn gather(
     }
     let collect = async {
         while let Some((i, result)) = inflight.next().await {
+            if result.is_ok() {
+                answered.insert(i);
+            }
             out.push((i, result));
-            let ok = out.iter().filter(|(_, r)| r.is_ok()).count();
-            if !all && ok >= needed {
+            if enough(&answered) {
                 break;
             }
         }
