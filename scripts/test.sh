@@ -5,6 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export RUST_BACKTRACE=0
+
+# Test clusters tear themselves down, also when a test fails; this catches a test process that was
+# itself killed: nothing is left running.
+cleanup() {
+  for data in "${TMPDIR:-/tmp}"/pg_paxos_test_*/node*/data; do
+    [[ -f $data/postmaster.pid ]] && runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$data" -m immediate stop >/dev/null 2>&1
+  done
+  rm -rf "${TMPDIR:-/tmp}"/pg_paxos_test_*
+}
+trap cleanup EXIT
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
