@@ -108,13 +108,15 @@ async fn assert_logs_agree(
     reference.map(|(_, l)| l).unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn append_on_one_node_is_read_on_every_node() {
-    bounded(async {
-        let cluster = Cluster::new("read_everywhere", 3);
-        cluster.form_group("mokka").await;
-        let c1 = cluster.client(1).await;
-        let round = append(&c1, "node-a/1", "mokka", "primary = node-a").await.unwrap();
+/// An append on one node is read with the same value for its round on every node.
+async fn read_everywhere(name: &str, size: usize) {
+    let cluster = Cluster::new(name, size);
+    cluster.form_group("mokka").await;
+    for writer in [1, size] {
+        let value = format!("primary = node-{writer}");
+        let round = append(&cluster.client(writer).await, "node-a/1", "mokka", &value)
+            .await
+            .unwrap();
         for n in cluster.nodes() {
             let c = cluster.client(n).await;
             let row = c
@@ -125,11 +127,83 @@ async fn append_on_one_node_is_read_on_every_node() {
                 )
                 .await
                 .unwrap();
-            assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("primary = node-a"), "node {n}");
+            assert_eq!(
+                row.get::<_, Option<String>>(0),
+                Some(value.clone()),
+                "node {n}"
+            );
             assert!(!row.get::<_, bool>(1));
-            let max: i64 = c.query_one("SELECT paxos_max_group_round('mokka')", &[]).await.unwrap().get(0);
+            let max: i64 = c
+                .query_one("SELECT paxos_max_group_round('mokka')", &[])
+                .await
+                .unwrap()
+                .get(0);
             assert!(max >= round, "node {n}: max round {max} < {round}");
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_on_one_node_is_read_on_every_node_of_three() {
+    bounded(read_everywhere("read_everywhere3", 3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_on_one_node_is_read_on_every_node_of_five() {
+    bounded(read_everywhere("read_everywhere5", 5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_again_is_idempotent_and_never_adds_a_member_twice() {
+    bounded(async {
+        let cluster = Cluster::new("rejoin", 3);
+        cluster.form_group("g").await;
+        let c3 = cluster.client(3).await;
+        let first: i64 = c3
+            .query_one(
+                "SELECT paxos_join_group('g', $1, $2)",
+                &[&cluster.conninfo(1), &cluster.conninfo(3)],
+            )
+            .await
+            .expect("a repeated join succeeds")
+            .get(0);
+        // Asking another member to admit it again finds the existing membership.
+        let admitted: i64 = cluster
+            .client(2)
+            .await
+            .query_one(
+                "SELECT paxos.admit_member('g', $1)",
+                &[&cluster.conninfo(3)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let adds: i64 = cluster
+            .client(1)
+            .await
+            .query_one(
+                "SELECT count(*) FROM paxos.log WHERE group_id = 'g' AND value_kind = 'add_host'
+                   AND value_body = $1",
+                &[&cluster.conninfo(3)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(adds, 1, "node 3 was added once");
+        assert!(admitted > 0 && first >= 0);
+        let err = cluster
+            .client(1)
+            .await
+            .query("SELECT paxos_add_host('g', $1)", &[&cluster.conninfo(2)])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "42710", "{err:?}");
+        let members: i64 = c3
+            .query_one("SELECT count(*) FROM paxos_status('g')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(members, 3);
     })
     .await;
 }
