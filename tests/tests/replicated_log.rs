@@ -492,6 +492,41 @@ async fn a_down_member_is_reported_once_then_skipped() {
     .await;
 }
 
+/// What a background writer does when an append fails.
+#[derive(Clone, Copy)]
+enum OnFailure {
+    /// The test expects no failure.
+    Panic,
+    /// Its node may be killed: stop at a lost connection, go on after an error.
+    Tolerate,
+}
+
+/// Appends `label-0`, `label-1`, ... until `stop` is set; returns the acknowledged (round, value).
+fn spawn_writer(
+    client: Client,
+    label: String,
+    stop: Arc<AtomicBool>,
+    on_failure: OnFailure,
+) -> tokio::task::JoinHandle<Vec<(i64, String)>> {
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let value = format!("{label}-{i}");
+            i += 1;
+            match (append(&client, "w", "g", &value).await, on_failure) {
+                (Ok(round), _) => acked.push((round, value)),
+                (Err(e), OnFailure::Panic) => panic!("append {value}: {e:?}"),
+                (Err(e), OnFailure::Tolerate) if e.is_closed() || e.as_db_error().is_none() => {
+                    break
+                }
+                (Err(_), OnFailure::Tolerate) => {}
+            }
+        }
+        acked
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_join_and_leave_while_appends_run() {
     bounded(async {
@@ -519,22 +554,12 @@ async fn members_join_and_leave_while_appends_run() {
         let mut writers = Vec::new();
         for node in [1, 3] {
             let c = cluster.client(node).await;
-            let stop = stop.clone();
-            writers.push(tokio::spawn(async move {
-                let mut acked = Vec::new();
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let value = format!("w{node}-{i}");
-                    acked.push((
-                        append(&c, "w", "g", &value)
-                            .await
-                            .expect("append during changes"),
-                        value,
-                    ));
-                    i += 1;
-                }
-                acked
-            }));
+            writers.push(spawn_writer(
+                c,
+                format!("w{node}"),
+                stop.clone(),
+                OnFailure::Panic,
+            ));
         }
         let join = |node: usize, via: usize| {
             let cluster = &cluster;
@@ -603,33 +628,25 @@ async fn sigkill_during_appends_then_every_log_agrees() {
         for node in [1, 2] {
             for k in 0..2 {
                 let c = cluster.client(node).await;
-                let stop = stop.clone();
-                writers.push(tokio::spawn(async move {
-                    let mut acked = Vec::new();
-                    let mut i = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let value = format!("n{node}-{k}-{i}");
-                        i += 1;
-                        match append(&c, "w", "g", &value).await {
-                            Ok(round) => acked.push((round, value)),
-                            // Its own node was killed: outcome unknown, the client is gone.
-                            Err(e) if e.is_closed() || e.as_db_error().is_none() => break,
-                            Err(_) => {}
-                        }
-                    }
-                    acked
-                }));
+                let label = format!("n{node}-{k}");
+                writers.push(spawn_writer(c, label, stop.clone(), OnFailure::Tolerate));
             }
         }
         let c1 = cluster.client(1).await;
-        let progressed = |min: i64| {
+        let highest = || {
             let c1 = &c1;
             async move {
                 c1.query_one("SELECT max(round) FROM paxos.log WHERE group_id = 'g'", &[])
                     .await
-                    .map(|r| r.get::<_, Option<i64>>(0).unwrap_or(0) >= min)
-                    .unwrap_or(false)
+                    .map(|r| r.get::<_, Option<i64>>(0).unwrap_or(0))
+                    .unwrap_or(0)
             }
+        };
+        // Forming the group used rounds already: count progress from here.
+        let start = highest().await;
+        let progressed = |more: i64| {
+            let highest = &highest;
+            async move { highest().await >= start + more }
         };
         wait_until("appends to start", Duration::from_secs(30), || {
             progressed(10)
@@ -735,62 +752,59 @@ async fn bad_input_gives_clear_errors_and_creates_nothing() {
                     assert!(hint.is_some() || code == "57014", "{sql}: no hint");
                 }
             };
-        expect(
-            "SELECT paxos_append('p', $1, 'v')",
-            vec!["nope".into()],
-            "42704",
-            "does not exist",
-        )
-        .await;
-        expect(
-            "SELECT paxos_create_group($1, $2)",
-            vec!["x".repeat(64), me.clone()],
-            "42622",
-            "64 bytes",
-        )
-        .await;
-        expect(
-            "SELECT paxos_create_group($1, $2)",
-            vec!["".into(), me.clone()],
-            "42602",
-            "empty",
-        )
-        .await;
-        expect(
-            "SELECT paxos_create_group($1, $2)",
-            vec!["a\nb".into(), me.clone()],
-            "42602",
-            "control",
-        )
-        .await;
-        expect(
-            "SELECT paxos_create_group('g', $1)",
-            vec!["host=127.0.0.1 bogus=1".into()],
-            "22023",
-            "connection string",
-        )
-        .await;
-        expect(
-            "SELECT paxos_create_group('g', $1)",
-            vec!["".into()],
-            "22023",
-            "empty",
-        )
-        .await;
-        expect(
-            "SELECT paxos_create_group('g', $1)",
-            vec!["port=5".into()],
-            "22023",
-            "no host",
-        )
-        .await;
-        expect(
-            "SELECT paxos_create_group('g', $1)",
-            vec![cluster.conninfo(2)],
-            "22023",
-            "another server",
-        )
-        .await;
+        let cases: Vec<(&str, Vec<String>, &str, &str)> = vec![
+            (
+                "SELECT paxos_append('p', $1, 'v')",
+                vec!["nope".into()],
+                "42704",
+                "does not exist",
+            ),
+            (
+                "SELECT paxos_create_group($1, $2)",
+                vec!["x".repeat(64), me.clone()],
+                "42622",
+                "64 bytes",
+            ),
+            (
+                "SELECT paxos_create_group($1, $2)",
+                vec!["".into(), me.clone()],
+                "42602",
+                "empty",
+            ),
+            (
+                "SELECT paxos_create_group($1, $2)",
+                vec!["a\nb".into(), me.clone()],
+                "42602",
+                "control",
+            ),
+            (
+                "SELECT paxos_create_group('g', $1)",
+                vec!["host=127.0.0.1 bogus=1".into()],
+                "22023",
+                "connection string",
+            ),
+            (
+                "SELECT paxos_create_group('g', $1)",
+                vec!["".into()],
+                "22023",
+                "empty",
+            ),
+            (
+                "SELECT paxos_create_group('g', $1)",
+                vec!["port=5".into()],
+                "22023",
+                "no host",
+            ),
+            (
+                "SELECT paxos_create_group('g', $1)",
+                vec![cluster.conninfo(2)],
+                "22023",
+                "another server",
+            ),
+        ];
+        for (sql, args, code, text) in cases {
+            expect(sql, args, code, text).await;
+        }
         // A password never shows up in an error.
         let secret = format!("{} password=hunter2", Blackhole::start().conninfo());
         let err = c

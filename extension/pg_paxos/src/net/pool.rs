@@ -107,9 +107,22 @@ fn describe(e: &tokio_postgres::Error) -> String {
     out
 }
 
+/// Reads one of PostgreSQL's interrupt flags.
+fn flag(flag: *const pgrx::pg_sys::sig_atomic_t) -> bool {
+    // SAFETY: a volatile read of a sig_atomic_t that signal handlers set.
+    unsafe { std::ptr::read_volatile(flag) != 0 }
+}
+
+/// An interrupt of any kind is waiting (catch-up and barrier signals included).
 fn interrupt_pending() -> bool {
-    // SAFETY: a plain read of a sig_atomic_t flag that signal handlers set.
-    unsafe { std::ptr::read_volatile(std::ptr::addr_of!(pgrx::pg_sys::InterruptPending)) != 0 }
+    flag(std::ptr::addr_of!(pgrx::pg_sys::InterruptPending))
+}
+
+/// An interrupt that will end the statement is waiting: a cancel (pg_cancel_backend,
+/// statement_timeout, lock_timeout) or a termination.
+fn statement_ending_interrupt() -> bool {
+    flag(std::ptr::addr_of!(pgrx::pg_sys::QueryCancelPending))
+        || flag(std::ptr::addr_of!(pgrx::pg_sys::ProcDiePending))
 }
 
 impl Net {
@@ -143,8 +156,12 @@ impl Net {
                 return out;
             }
             if interrupt_pending() {
-                self.cancel_all();
-                self.emit_warnings();
+                // Only an interrupt that ends the statement cancels what members run for us; any
+                // other (cache catch-up, barriers) is handled and the wait goes on.
+                if statement_ending_interrupt() {
+                    self.cancel_all();
+                    self.emit_warnings();
+                }
                 pgrx::check_for_interrupts!();
             }
         }
