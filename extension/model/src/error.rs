@@ -9,6 +9,7 @@ pub enum ModelError {
     NameTooLong { what: &'static str, bytes: usize },
     BadConnectionString { reason: String },
     UnknownValueKind(String),
+    MalformedEntry(String),
 }
 
 impl fmt::Display for ModelError {
@@ -22,6 +23,7 @@ impl fmt::Display for ModelError {
                 write!(f, "invalid connection string: {reason}")
             }
             ModelError::UnknownValueKind(kind) => write!(f, "unknown log entry kind {kind:?}"),
+            ModelError::MalformedEntry(kind) => write!(f, "malformed {kind} entry in the log"),
         }
     }
 }

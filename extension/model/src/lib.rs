@@ -3,6 +3,7 @@
 //! Unit-tested with plain `cargo test`; the extension crate adds SPI, the network and SQLSTATEs.
 
 pub mod conninfo;
+pub mod entries;
 pub mod error;
 pub mod membership;
 pub mod names;

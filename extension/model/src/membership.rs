@@ -32,7 +32,10 @@ pub fn members_at(changes: &[(u64, ValueKind, String)], round: u64) -> Vec<Strin
                 }
             }
             ValueKind::RemoveHost => members.retain(|m| m != member),
-            ValueKind::Value | ValueKind::Noop => {}
+            ValueKind::Value
+            | ValueKind::Noop
+            | ValueKind::ReplicateTable
+            | ValueKind::Statement => {}
         }
     }
     members

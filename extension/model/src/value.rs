@@ -8,10 +8,15 @@ pub enum ValueKind {
     Value,
     /// Proposed by a learner for a round with no value, so the log can move past it.
     Noop,
-    /// The member with the connection string in `body` counts from the next round on.
+    /// The member with the connection string in `body` counts from `CHANGE_DELAY` rounds on.
     AddHost,
-    /// The member with the connection string in `body` stops counting from the next round on.
+    /// The member with the connection string in `body` stops counting `CHANGE_DELAY` rounds on.
     RemoveHost,
+    /// A table becomes replicated; `body` is a [`crate::entries::TableDefinition`].
+    ReplicateTable,
+    /// A write to replicated tables, replayed on every node; `body` is a
+    /// [`crate::entries::LoggedStatement`].
+    Statement,
 }
 
 impl ValueKind {
@@ -21,6 +26,8 @@ impl ValueKind {
             ValueKind::Noop => "noop",
             ValueKind::AddHost => "add_host",
             ValueKind::RemoveHost => "remove_host",
+            ValueKind::ReplicateTable => "replicate_table",
+            ValueKind::Statement => "statement",
         }
     }
 
@@ -30,6 +37,8 @@ impl ValueKind {
             "noop" => ValueKind::Noop,
             "add_host" => ValueKind::AddHost,
             "remove_host" => ValueKind::RemoveHost,
+            "replicate_table" => ValueKind::ReplicateTable,
+            "statement" => ValueKind::Statement,
             other => return Err(ModelError::UnknownValueKind(other.to_string())),
         })
     }

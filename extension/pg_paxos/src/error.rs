@@ -54,6 +54,22 @@ pub enum PaxosError {
         message: String,
         hint: &'static str,
     },
+    /// A table to replicate is missing on a member, or differs there.
+    TableMismatch {
+        member: String,
+        table: String,
+        problem: String,
+        missing: bool,
+    },
+    /// A statement for replicated tables failed where it was proposed: nothing was logged.
+    StatementFailed(crate::paxos::apply::StatementError),
+    /// A logged entry failed on this node although it succeeded where it was proposed: this node
+    /// no longer applies the group's log until it is repaired.
+    Diverged {
+        group: String,
+        round: u64,
+        cause: String,
+    },
     Remote {
         member: String,
         message: String,
@@ -83,7 +99,10 @@ impl PaxosError {
             PaxosError::Model(ModelError::NameTooLong { .. }) => ERRCODE_NAME_TOO_LONG,
             PaxosError::Model(ModelError::BadConnectionString { .. })
             | PaxosError::InvalidArgument { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
-            PaxosError::Model(ModelError::UnknownValueKind(_)) => ERRCODE_DATA_CORRUPTED,
+            PaxosError::Model(ModelError::UnknownValueKind(_) | ModelError::MalformedEntry(_))
+            | PaxosError::Diverged { .. } => ERRCODE_DATA_CORRUPTED,
+            PaxosError::TableMismatch { missing: true, .. } => ERRCODE_UNDEFINED_TABLE,
+            PaxosError::TableMismatch { missing: false, .. } => ERRCODE_DATATYPE_MISMATCH,
             PaxosError::UnknownGroup { .. } | PaxosError::NotAMember { .. } => {
                 ERRCODE_UNDEFINED_OBJECT
             }
@@ -95,6 +114,7 @@ impl PaxosError {
             PaxosError::HalfJoined { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             PaxosError::Remote { .. } => ERRCODE_CONNECTION_EXCEPTION,
             PaxosError::Internal(_) => ERRCODE_INTERNAL_ERROR,
+            PaxosError::StatementFailed(e) => e.code,
         }
     }
 
@@ -129,9 +149,17 @@ impl PaxosError {
             PaxosError::Remote { .. } => {
                 "Check that the member runs and has the pg_paxos extension in that database."
             }
-            PaxosError::Model(ModelError::UnknownValueKind(_)) | PaxosError::Internal(_) => {
-                return None
+            PaxosError::StatementFailed(_) => {
+                "The statement runs with search_path = pg_catalog, pg_temp: name tables and functions with their schema."
             }
+            PaxosError::TableMismatch { .. } => {
+                "Create the table with the same columns (names and types, in order) on every member first."
+            }
+            PaxosError::Diverged { .. } => {
+                "See \"Repairing a diverged node\" in the README: fix the cause, or copy the tables from a healthy member, then call paxos.resume_group()."
+            }
+            PaxosError::Model(ModelError::UnknownValueKind(_) | ModelError::MalformedEntry(_))
+            | PaxosError::Internal(_) => return None,
         })
     }
 
@@ -204,6 +232,19 @@ impl fmt::Display for PaxosError {
                 "this node was added to paxos group {group:?} in round {round}, but copying the group's state failed: {cause}"
             ),
             PaxosError::InvalidArgument { message, .. } => f.write_str(message),
+            PaxosError::TableMismatch {
+                member,
+                table,
+                problem,
+                ..
+            } => write!(f, "table {table} {problem} on member {member}"),
+            PaxosError::StatementFailed(e) => {
+                write!(f, "{} (nothing was logged)", e.message)
+            }
+            PaxosError::Diverged { group, round, cause } => write!(
+                f,
+                "this node stopped applying paxos group {group:?} at round {round}, which failed here: {cause}"
+            ),
             PaxosError::Remote { member, message } => write!(f, "member {member} failed: {message}"),
             PaxosError::Internal(message) => write!(f, "pg_paxos internal error: {message}"),
         }

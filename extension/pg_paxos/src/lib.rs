@@ -35,7 +35,19 @@ REVOKE ALL ON SCHEMA paxos FROM PUBLIC;
 CREATE TABLE paxos.groups (
     group_id text PRIMARY KEY,
     self_conninfo text NOT NULL,
-    applied_round bigint NOT NULL DEFAULT 0
+    applied_round bigint NOT NULL DEFAULT 0,
+    -- Set when an entry failed here: the group is not applied until it is repaired.
+    diverged_round bigint,
+    diverged_error text
+);
+
+-- Tables whose writes go through the log of a group, registered when their entry is applied.
+CREATE TABLE paxos.replicated_tables (
+    group_id text NOT NULL,
+    table_name text NOT NULL,
+    columns text NOT NULL,
+    round bigint NOT NULL,
+    PRIMARY KEY (group_id, table_name)
 );
 
 -- The acceptor's durable state, per round. Never deleted: votes keep chosen values chosen.
@@ -79,12 +91,17 @@ CREATE TYPE paxos_result AS (accepted_value text, value_changed boolean);
 
 extension_sql!(
     r#"
+CREATE FUNCTION paxos_replicate_table(current_group_id text, new_table_oid regclass)
+RETURNS boolean LANGUAGE sql VOLATILE STRICT
+AS $$ SELECT paxos.replicate_table(current_group_id, new_table_oid::pg_catalog.oid) $$;
+
 -- Membership, and the requests members send each other, are for superusers only.
 REVOKE EXECUTE ON FUNCTION paxos_create_group(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION paxos_join_group(text, text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION paxos_leave_group(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION paxos_add_host(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION paxos_remove_host(text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION paxos_replicate_table(text, regclass) FROM PUBLIC;
 "#,
     name = "privileges",
     finalize

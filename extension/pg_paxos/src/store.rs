@@ -460,3 +460,111 @@ pub fn connection_defaults() -> Result<Defaults> {
     DEFAULTS.with(|d| *d.borrow_mut() = Some(defaults.clone()));
     Ok(defaults)
 }
+
+const DIVERGED: Sql = Sql {
+    text: "SELECT diverged_round, diverged_error FROM paxos.groups WHERE group_id = $1",
+    args: &[TEXT],
+};
+
+/// The round that failed on this node and why, if the group is stopped here.
+pub fn divergence(group_id: &str) -> Result<Option<(u64, String)>> {
+    query(&DIVERGED, &[group_id.into()], |table| {
+        let mut out = None;
+        for row in table {
+            if let Some(round) = row.get::<i64>(1)? {
+                out = Some((
+                    round.max(0) as u64,
+                    row.get::<String>(2)?.unwrap_or_default(),
+                ));
+            }
+        }
+        Ok(out)
+    })
+}
+
+const MARK_DIVERGED: Sql = Sql {
+    text: "UPDATE paxos.groups SET diverged_round = $2, diverged_error = $3 WHERE group_id = $1",
+    args: &[TEXT, INT8, TEXT],
+};
+
+/// Records (or with `None`, clears) that applying `round` failed here.
+pub fn set_divergence(group_id: &str, divergence: Option<(u64, &str)>) -> Result<()> {
+    let args = [
+        group_id.into(),
+        divergence
+            .map(|(r, _)| r.min(i64::MAX as u64) as i64)
+            .into(),
+        divergence.map(|(_, e)| e).into(),
+    ];
+    execute(&MARK_DIVERGED, &args)
+}
+
+const TABLE_BY_OID: Sql = Sql {
+    text: "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname),
+                  (SELECT pg_catalog.string_agg(pg_catalog.format('%I %s', a.attname,
+                              pg_catalog.format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attnum)
+                     FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.oid = $1::pg_catalog.oid AND c.relkind IN ('r', 'p')",
+    args: &[INT8],
+};
+
+/// The quoted, schema-qualified name and the column signature of an ordinary table.
+pub fn table_definition(relid: pgrx::pg_sys::Oid) -> Result<Option<(String, String)>> {
+    let oid = i64::from(relid.to_u32());
+    query(&TABLE_BY_OID, &[oid.into()], |table| {
+        let mut out = None;
+        for row in table {
+            if let (Some(name), columns) = (row.get::<String>(1)?, row.get::<String>(2)?) {
+                out = Some((name, columns.unwrap_or_default()));
+            }
+        }
+        Ok(out)
+    })
+}
+
+const TABLE_OID_BY_NAME: Sql = Sql {
+    text: "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid::bigint",
+    args: &[TEXT],
+};
+
+/// The column signature of the table called `name` (quoted, qualified), if it exists here.
+pub fn table_columns(name: &str) -> Result<Option<String>> {
+    let Some(oid) = first_value::<i64>(&TABLE_OID_BY_NAME, &[name.into()])? else {
+        return Ok(None);
+    };
+    let relid = pgrx::pg_sys::Oid::from(oid as u32);
+    Ok(table_definition(relid)?.map(|(_, columns)| columns))
+}
+
+const REGISTER_TABLE: Sql = Sql {
+    text: "INSERT INTO paxos.replicated_tables (group_id, table_name, columns, round)
+           VALUES ($1, $2, $3, $4) ON CONFLICT (group_id, table_name) DO NOTHING",
+    args: &[TEXT, TEXT, TEXT, INT8],
+};
+
+pub fn register_table(group_id: &str, name: &str, columns: &str, round: u64) -> Result<()> {
+    let args = [
+        group_id.into(),
+        name.into(),
+        columns.into(),
+        round_arg(round),
+    ];
+    execute(&REGISTER_TABLE, &args)
+}
+
+const REPLICATED_TABLES: Sql = Sql {
+    text: "SELECT table_name FROM paxos.replicated_tables WHERE group_id = $1 ORDER BY 1",
+    args: &[TEXT],
+};
+
+pub fn replicated_tables(group_id: &str) -> Result<Vec<String>> {
+    query(&REPLICATED_TABLES, &[group_id.into()], |table| {
+        let mut out = Vec::new();
+        for row in table {
+            out.extend(row.get::<String>(1)?);
+        }
+        Ok(out)
+    })
+}

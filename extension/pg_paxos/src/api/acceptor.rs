@@ -171,17 +171,22 @@ mod paxos {
             name!(highest_accepted_round, i64),
             name!(highest_learned_round, i64),
             name!(applied_round, Option<i64>),
+            name!(diverged_round, Option<i64>),
+            name!(diverged_error, Option<String>),
         ),
     > {
         (|| {
             let accepted = store::highest_known_round(group_id, true)?;
             let learned = store::highest_learned(group_id)?;
             let applied = store::group(group_id)?.map(|g| g.applied_round as i64);
+            let diverged = store::divergence(group_id)?;
             Ok((
                 crate::guc::node_id(),
                 accepted as i64,
                 learned as i64,
                 applied,
+                diverged.as_ref().map(|(r, _)| *r as i64),
+                diverged.map(|(_, e)| e),
             ))
         })()
         .map(TableIterator::once)

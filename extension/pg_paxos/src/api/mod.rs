@@ -4,3 +4,4 @@ pub mod acceptor;
 pub mod group;
 pub mod log;
 pub mod status;
+pub mod tables;

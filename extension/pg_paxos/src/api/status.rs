@@ -23,6 +23,8 @@ type StatusRow = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
+    Option<i64>,
+    Option<String>,
     Option<String>,
 );
 
@@ -48,37 +50,41 @@ fn group_status(group_id: &str) -> Result<Vec<StatusRow>> {
     for (i, member) in members.iter().enumerate() {
         let is_self = *member == log.group.self_conninfo;
         let answer = answers.iter().find(|(j, _)| *j == i).map(|(_, a)| a);
-        let row = match answer {
+        let none = || (None, None, None, None, None, None);
+        let (fields, error) = match answer {
             Some(Ok(result)) => match result.first() {
                 Some(r) => (
-                    r.try_get::<_, String>(0).ok(),
-                    r.try_get::<_, i64>(1).ok(),
-                    r.try_get::<_, i64>(2).ok(),
-                    r.try_get::<_, Option<i64>>(3).ok().flatten(),
+                    (
+                        r.try_get::<_, String>(0).ok(),
+                        r.try_get::<_, i64>(1).ok(),
+                        r.try_get::<_, i64>(2).ok(),
+                        r.try_get::<_, Option<i64>>(3).ok().flatten(),
+                        r.try_get::<_, Option<i64>>(4).ok().flatten(),
+                        r.try_get::<_, Option<String>>(5).ok().flatten(),
+                    ),
                     None,
                 ),
-                None => (None, None, None, None, Some("empty answer".to_string())),
+                None => (none(), Some("empty answer".to_string())),
             },
-            Some(Err(e)) => (None, None, None, None, Some(e.message().to_string())),
+            Some(Err(e)) => (none(), Some(e.message().to_string())),
             None => (
-                None,
-                None,
-                None,
-                None,
+                none(),
                 Some(format!("no answer within {} ms", wait.as_millis())),
             ),
         };
-        let reachable = row.4.is_none();
+        let (node_id, accepted, learned, applied, diverged_round, diverged_error) = fields;
         rows.push((
             group_id.to_string(),
             redact(member),
             is_self,
-            reachable,
-            row.0,
-            row.1,
-            row.2,
-            row.3,
-            row.4,
+            error.is_none(),
+            node_id,
+            accepted,
+            learned,
+            applied,
+            diverged_round,
+            diverged_error,
+            error,
         ));
     }
     Ok(rows)
@@ -99,6 +105,8 @@ fn paxos_status(
         name!(highest_accepted_round, Option<i64>),
         name!(highest_learned_round, Option<i64>),
         name!(applied_round, Option<i64>),
+        name!(diverged_round, Option<i64>),
+        name!(diverged_error, Option<String>),
         name!(error, Option<String>),
     ),
 > {

@@ -14,9 +14,11 @@ const ACCEPT: &str = "SELECT status, num, proposer, value_origin, value_kind, va
 const LEARN: &str = "SELECT paxos.request_learn($1, $2, $3, $4, $5)";
 pub const HIGHEST_ROUND: &str = "SELECT paxos.request_highest_round($1, $2)";
 pub const STATUS: &str =
-    "SELECT node_id, highest_accepted_round, highest_learned_round, applied_round
-                          FROM paxos.request_status($1)";
+    "SELECT node_id, highest_accepted_round, highest_learned_round, applied_round,
+            diverged_round, diverged_error
+     FROM paxos.request_status($1)";
 pub const IDENTITY: &str = "SELECT paxos.node_identity()";
+pub const TABLE_COLUMNS: &str = "SELECT paxos.table_columns($1)";
 pub const ADMIT: &str = "SELECT paxos.admit_member($1, $2)";
 pub const LOG_RANGE: &str = "SELECT round, value_origin, value_kind, value_body
                              FROM paxos.request_log($1, $2, $3)";

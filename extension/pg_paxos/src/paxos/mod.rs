@@ -2,8 +2,10 @@
 //! and group membership.
 
 pub mod acceptor;
+pub mod apply;
 pub mod group;
 
 pub mod replicated_log;
 pub mod round;
 pub mod round_claims;
+pub mod tables;

@@ -12,6 +12,7 @@ use crate::error::{PaxosError, Result};
 use crate::guc;
 use crate::net::pool::{net, Link, Net, Param};
 use crate::net::rpc;
+use crate::paxos::apply;
 use crate::paxos::round::{self, RoundFailure, Timing};
 use crate::paxos::round_claims;
 use crate::store::{self, Group};
@@ -365,17 +366,30 @@ impl ReplicatedLog {
 
     /// Learns and applies every round up to `max_round`, in order, exactly once on this node: the
     /// applied round advances in the same transaction as the entries it covers, under a row lock.
-    /// Returns the applied round.
+    /// Returns the applied round. An entry that fails here stops the group on this node (see
+    /// `apply`): the applied round stays before it, the failure is recorded and reported.
     pub fn apply_log(&self, max_round: u64) -> Result<u64> {
+        apply::check_not_diverged(self.id())?;
         self.learn_through(max_round)?;
         let applied = store::lock_applied_round(self.id())?;
-        if max_round <= applied {
-            return Ok(applied);
+        for round in applied + 1..=max_round {
+            let value = store::learned(self.id(), round)?.ok_or_else(|| {
+                PaxosError::Internal(format!("round {round} is not in the log after learning it"))
+            })?;
+            if let Err(cause) = apply::apply_entry(self.id(), round, &value)? {
+                store::set_applied_round(self.id(), round - 1)?;
+                store::set_divergence(self.id(), Some((round, &cause)))?;
+                pgrx::warning!(
+                    "pg_paxos: this node stopped applying paxos group {:?} at round {round}: {cause}",
+                    self.id()
+                );
+                return Ok(round - 1);
+            }
         }
-        // Plain values and membership changes have no effect beyond being applied: membership is
-        // read from the log itself. Replicated tables give entries their effect here.
-        store::set_applied_round(self.id(), max_round)?;
-        Ok(max_round)
+        if max_round > applied {
+            store::set_applied_round(self.id(), max_round)?;
+        }
+        Ok(applied.max(max_round))
     }
 }
 

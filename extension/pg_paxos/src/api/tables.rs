@@ -1,0 +1,43 @@
+//! Replicated tables. Superusers only (EXECUTE is revoked from PUBLIC).
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod paxos {
+    use pgrx::prelude::*;
+
+    use crate::error::OrRaise;
+    use crate::paxos::tables;
+    use crate::store;
+
+    /// Behind `paxos_replicate_table(text, regclass)` (a SQL wrapper, so that table names resolve
+    /// as regclass): every INSERT, UPDATE and DELETE on the table goes through the group's log and
+    /// is replayed in the same order on every member.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn replicate_table(current_group_id: &str, table_oid: pg_sys::Oid) -> bool {
+        tables::replicate(current_group_id, table_oid).or_raise();
+        true
+    }
+
+    /// Logs a statement on replicated tables as the current role, and applies the log through it
+    /// here. Returns its round. The statement must name its objects schema-qualified: replay runs
+    /// with search_path pinned to pg_catalog.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn append_statement(current_group_id: &str, statement: &str) -> i64 {
+        tables::append_statement(current_group_id, statement).or_raise() as i64
+    }
+
+    /// The column signature of a table on this node, or NULL when it does not exist (members ask
+    /// each other before replicating a table).
+    #[pg_extern(stable, parallel_safe)]
+    fn table_columns(table_name: &str) -> Option<String> {
+        store::table_columns(table_name).or_raise()
+    }
+
+    /// Lets a repaired node apply its group again (see the README on diverged nodes).
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn resume_group(current_group_id: &str, applied_round: default!(Option<i64>, "NULL")) -> bool {
+        tables::resume(current_group_id, applied_round.map(|r| r.max(0) as u64)).or_raise();
+        true
+    }
+}

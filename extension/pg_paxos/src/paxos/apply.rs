@@ -1,0 +1,222 @@
+//! Giving log entries their effect on this node. A logged statement runs again here, in log order,
+//! as the role that issued it and with `search_path` pinned to `pg_catalog, pg_temp`, so that a
+//! replayed statement can neither gain privileges nor be redirected to objects planted in a schema
+//! its users can write to. A table registration checks the local table before registering it.
+//!
+//! An entry that fails here (it succeeded where it was proposed) is never skipped: it is reported
+//! as a failure and the caller stops applying the group on this node.
+
+use std::ffi::CString;
+
+use paxos_model::entries::{LoggedStatement, TableDefinition};
+use paxos_model::value::{LogValue, ValueKind};
+use pgrx::pg_sys;
+use pgrx::pg_sys::errcodes::PgSqlErrorCode;
+use pgrx::prelude::*;
+
+use crate::error::{PaxosError, Result};
+use crate::store;
+
+/// Applies one entry. `Ok(Err(reason))` means the entry failed on this node.
+pub fn apply_entry(
+    group_id: &str,
+    round: u64,
+    value: &LogValue,
+) -> Result<std::result::Result<(), String>> {
+    let body = value.body.as_deref().unwrap_or_default();
+    match value.kind {
+        ValueKind::Statement => {
+            let statement = LoggedStatement::decode(body)?;
+            Ok(replay(&statement))
+        }
+        ValueKind::ReplicateTable => {
+            let table = TableDefinition::decode(body)?;
+            match store::table_columns(&table.name)? {
+                Some(columns) if columns == table.columns => {
+                    store::register_table(group_id, &table.name, &table.columns, round)?;
+                    Ok(Ok(()))
+                }
+                Some(columns) => Ok(Err(format!(
+                    "table {} has columns ({columns}) here but ({}) where it was replicated",
+                    table.name, table.columns
+                ))),
+                None => Ok(Err(format!("table {} does not exist here", table.name))),
+            }
+        }
+        ValueKind::Value | ValueKind::Noop | ValueKind::AddHost | ValueKind::RemoveHost => {
+            Ok(Ok(()))
+        }
+    }
+}
+
+/// Runs a logged statement as its role with a pinned search_path, inside a subtransaction so that
+/// its failure can be reported instead of aborting the caller.
+fn replay(statement: &LoggedStatement) -> std::result::Result<(), String> {
+    let sub = Subtransaction::begin();
+    match run_as_logged(statement) {
+        Ok(()) => {
+            sub.commit();
+            Ok(())
+        }
+        Err(e) => {
+            sub.rollback();
+            Err(e.message)
+        }
+    }
+}
+
+/// Runs `statement` the way every node replays it: as its role, with search_path pinned to
+/// `pg_catalog, pg_temp`. Must run inside a [`Subtransaction`]; a PostgreSQL error is returned as
+/// its message (the caller then rolls the subtransaction back).
+pub fn run_as_logged(statement: &LoggedStatement) -> std::result::Result<(), StatementError> {
+    let role =
+        CString::new(statement.role.as_str()).map_err(|_| internal("role name contains NUL"))?;
+    let sql = statement.sql.clone();
+    catch_error(move || {
+        // SAFETY: plain calls of PostgreSQL's user-id and GUC API inside a live transaction; the
+        // enclosing subtransaction restores both if the statement fails.
+        unsafe {
+            let role_oid = pg_sys::get_role_oid(role.as_ptr(), false);
+            let mut saved_user = pg_sys::Oid::INVALID;
+            let mut saved_context = 0;
+            pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+            pg_sys::SetUserIdAndSecContext(
+                role_oid,
+                saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+            );
+            let nest_level = pg_sys::NewGUCNestLevel();
+            pg_sys::set_config_option(
+                c"search_path".as_ptr(),
+                c"pg_catalog, pg_temp".as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+            Spi::run(&sql).map_err(|e| internal(e.to_string()))?;
+            pg_sys::AtEOXact_GUC(true, nest_level);
+            pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
+        }
+        Ok(())
+    })
+}
+
+/// A statement's failure: its SQLSTATE and message.
+#[derive(Debug, Clone)]
+pub struct StatementError {
+    pub code: PgSqlErrorCode,
+    pub message: String,
+}
+
+impl std::fmt::Display for StatementError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Runs `f`, turning a PostgreSQL error it raises into its SQLSTATE and message. Only call inside
+/// a [`Subtransaction`], which must then be rolled back.
+fn catch_error(
+    f: impl FnOnce() -> std::result::Result<(), StatementError> + std::panic::UnwindSafe,
+) -> std::result::Result<(), StatementError> {
+    PgTryBuilder::new(f)
+        .catch_others(|caught| {
+            Err(match caught {
+                pg_sys::panic::CaughtError::PostgresError(report)
+                | pg_sys::panic::CaughtError::ErrorReport(report)
+                | pg_sys::panic::CaughtError::RustPanic {
+                    ereport: report, ..
+                } => StatementError {
+                    code: report.sql_error_code(),
+                    message: report.message().to_string(),
+                },
+            })
+        })
+        .execute()
+}
+
+fn internal(message: impl Into<String>) -> StatementError {
+    StatementError {
+        code: PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        message: message.into(),
+    }
+}
+
+/// An internal subtransaction (as PL/pgSQL's exception blocks use), ended by `commit` or
+/// `rollback`. If neither is called, an error is on its way and the enclosing transaction's abort
+/// ends it.
+pub struct Subtransaction {
+    context: pg_sys::MemoryContext,
+    owner: pg_sys::ResourceOwner,
+}
+
+impl Subtransaction {
+    pub fn begin() -> Self {
+        // SAFETY: called inside a transaction; the memory context and resource owner are restored
+        // when the subtransaction ends.
+        unsafe {
+            let context = pg_sys::CurrentMemoryContext;
+            let owner = pg_sys::CurrentResourceOwner;
+            pg_sys::BeginInternalSubTransaction(std::ptr::null());
+            pg_sys::MemoryContextSwitchTo(context);
+            Subtransaction { context, owner }
+        }
+    }
+
+    pub fn commit(self) {
+        // SAFETY: ends the subtransaction this value began.
+        unsafe {
+            pg_sys::ReleaseCurrentSubTransaction();
+            self.restore();
+        }
+    }
+
+    pub fn rollback(self) {
+        // SAFETY: ends the subtransaction this value began.
+        unsafe {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            self.restore();
+        }
+    }
+
+    unsafe fn restore(&self) {
+        unsafe {
+            pg_sys::MemoryContextSwitchTo(self.context);
+            pg_sys::CurrentResourceOwner = self.owner;
+        }
+    }
+}
+
+/// Runs `f` with the privileges of the bootstrap superuser, who owns the extension's state: callers
+/// that write replicated tables need not (and must not) have rights on `paxos.*` themselves. What
+/// they asked for still runs as them (see `run_as_logged`). An error raised inside restores the
+/// caller's identity through the transaction abort.
+pub fn as_extension_owner<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: plain calls of PostgreSQL's user-id API inside a live transaction.
+    unsafe {
+        let mut saved_user = pg_sys::Oid::INVALID;
+        let mut saved_context = 0;
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        pg_sys::SetUserIdAndSecContext(
+            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+        let out = f();
+        pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
+        out
+    }
+}
+
+/// Refuses to go on with a group that diverged here.
+pub fn check_not_diverged(group_id: &str) -> Result<()> {
+    match store::divergence(group_id)? {
+        Some((round, cause)) => Err(PaxosError::Diverged {
+            group: group_id.to_string(),
+            round,
+            cause,
+        }),
+        None => Ok(()),
+    }
+}

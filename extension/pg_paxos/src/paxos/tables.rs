@@ -1,0 +1,153 @@
+//! Replicated tables: registering a table with a group, and logging statements on them.
+
+use std::time::Duration;
+
+use paxos_model::entries::{LoggedStatement, TableDefinition};
+use paxos_model::value::ValueKind;
+
+use crate::error::{PaxosError, Result};
+use crate::guc;
+use crate::net::pool::{net, Param};
+use crate::net::rpc;
+use crate::paxos::apply;
+use crate::paxos::replicated_log::{new_value, ReplicatedLog};
+use crate::paxos::round;
+use crate::store;
+
+/// Replicates table `relid` in `group_id`: checks that every reachable member has the same table
+/// (a majority must answer), then registers it through the log, so every member registers it when
+/// it applies that round. Idempotent.
+pub fn replicate(group_id: &str, relid: pgrx::pg_sys::Oid) -> Result<u64> {
+    let log = ReplicatedLog::open(group_id)?;
+    apply::check_not_diverged(group_id)?;
+    let (name, columns) =
+        store::table_definition(relid)?.ok_or_else(|| PaxosError::InvalidArgument {
+            message: "only ordinary and partitioned tables can be replicated".into(),
+            hint: "Pass a table, e.g. paxos_replicate_table('mokka', 'public.coordinates').",
+        })?;
+    if store::replicated_tables(group_id)?.contains(&name) {
+        pgrx::notice!("table {name} is replicated in paxos group {group_id:?} already");
+        return Ok(log.group.applied_round);
+    }
+    check_members_have(&log, &name, &columns)?;
+    let definition = TableDefinition { name, columns };
+    let round = log.append(new_value(
+        "replicate_table",
+        ValueKind::ReplicateTable,
+        Some(definition.encode()),
+    ))?;
+    log.apply_log(round)?;
+    apply::check_not_diverged(group_id)?;
+    Ok(round)
+}
+
+fn check_members_have(log: &ReplicatedLog, name: &str, columns: &str) -> Result<()> {
+    let members = log.current_members()?;
+    let links = members
+        .iter()
+        .map(|m| log.link(m))
+        .collect::<Result<Vec<_>>>()?;
+    let wait = Duration::from_millis(guc::millis(&guc::CONNECT_TIMEOUT_MS) + 1000);
+    let net = net()?;
+    let answers = net.block_on(round::gather(
+        &links,
+        rpc::TABLE_COLUMNS,
+        vec![Param::Text(Some(name.to_string()))],
+        true,
+        &|_| false,
+        wait,
+    ));
+    net.emit_warnings();
+    let mut answered = 0;
+    for (i, answer) in answers {
+        let Ok(rows) = answer else { continue };
+        answered += 1;
+        let theirs: Option<String> = rows.first().and_then(|r| r.try_get(0).ok()).flatten();
+        let problem = match theirs {
+            None => "does not exist",
+            Some(c) if c != columns => "has other columns",
+            Some(_) => continue,
+        };
+        return Err(PaxosError::TableMismatch {
+            member: links[i].label.clone(),
+            table: name.to_string(),
+            problem: problem.to_string(),
+            missing: problem == "does not exist",
+        });
+    }
+    if answered < paxos_core::proposer::majority(members.len()) {
+        return Err(PaxosError::NoMajority {
+            group: log.id().to_string(),
+            action: "check the table on the members",
+            answered,
+            total: members.len(),
+            last_error: None,
+        });
+    }
+    Ok(())
+}
+
+/// How often a statement is retried when other entries keep winning the round it was run for.
+const STATEMENT_ATTEMPTS: u32 = 5;
+
+/// Runs `sql` as the current role and logs it, so that every member replays it in the same order.
+/// It runs here on the state of every round before the one it is proposed for, inside a
+/// subtransaction: if it fails, nothing is logged; if another entry wins that round, its effects
+/// are undone, the winner applied, and it runs again for the next round. So a statement logged by
+/// one node produced its effect on exactly the state every other node replays it on. Returns the
+/// round; fails with 40001 when other entries won every attempt.
+pub fn append_statement(group_id: &str, sql: &str) -> Result<u64> {
+    let role = pgrx::Spi::get_one::<String>("SELECT current_user::text")?
+        .ok_or_else(|| PaxosError::Internal("no current user".into()))?;
+    apply::as_extension_owner(|| append_statement_as(group_id, sql, role))
+}
+
+fn append_statement_as(group_id: &str, sql: &str, role: String) -> Result<u64> {
+    let log = ReplicatedLog::open(group_id)?;
+    apply::check_not_diverged(group_id)?;
+    let statement = LoggedStatement {
+        role,
+        sql: sql.to_string(),
+    };
+    let value = new_value("statement", ValueKind::Statement, Some(statement.encode()));
+    for _ in 0..STATEMENT_ATTEMPTS {
+        let applied = log.apply_log(store::highest_learned(group_id)?)?;
+        apply::check_not_diverged(group_id)?;
+        let round = applied + 1;
+        if store::learned(group_id, round)?.is_some() {
+            continue;
+        }
+        log.prepare_to_propose(round)?;
+        let sub = apply::Subtransaction::begin();
+        if let Err(error) = apply::run_as_logged(&statement) {
+            sub.rollback();
+            return Err(PaxosError::StatementFailed(error));
+        }
+        let chosen = log.decide(round, Some(value.clone()))?;
+        if chosen.origin == value.origin {
+            sub.commit();
+            store::set_applied_round(group_id, round)?;
+            return Ok(round);
+        }
+        sub.rollback();
+    }
+    Err(PaxosError::RoundTimeout {
+        group: group_id.to_string(),
+        round: 0,
+        millis: 0,
+        attempts: STATEMENT_ATTEMPTS,
+        answered: 0,
+        total: 0,
+    })
+}
+
+/// Lets a repaired node apply its group again, optionally from another applied round (when its
+/// tables were copied from a member that had applied that far).
+pub fn resume(group_id: &str, applied_round: Option<u64>) -> Result<()> {
+    store::require_group(group_id)?;
+    store::lock_applied_round(group_id)?;
+    if let Some(round) = applied_round {
+        store::set_applied_round(group_id, round)?;
+    }
+    store::set_divergence(group_id, None)
+}

@@ -1,0 +1,270 @@
+//! Replicated tables on real local clusters: registration through the log, statements replayed in
+//! order on every node, failing statements, replay as the issuing role with a pinned search_path,
+//! and a node that stops loudly when an entry fails there.
+
+use std::time::Duration;
+
+use pg_paxos_tests::Cluster;
+use tokio_postgres::{Client, Error};
+
+async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
+    tokio::time::timeout(Duration::from_secs(180), body)
+        .await
+        .expect("test exceeded its time budget");
+}
+
+fn sqlstate(e: &Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_string())
+        .unwrap_or_else(|| format!("not a server error: {e}"))
+}
+
+/// A group over every node of a fresh cluster with `public.coordinates (x int, y int)` everywhere.
+async fn cluster_with_table(name: &str) -> Cluster {
+    let cluster = Cluster::new(name, 3);
+    for n in cluster.nodes() {
+        cluster
+            .client(n)
+            .await
+            .batch_execute("CREATE TABLE coordinates (x int PRIMARY KEY, y int)")
+            .await
+            .unwrap();
+    }
+    cluster.form_group("mokka").await;
+    cluster
+        .client(1)
+        .await
+        .execute("SELECT paxos_replicate_table('mokka', 'coordinates')", &[])
+        .await
+        .unwrap();
+    cluster
+}
+
+async fn append_statement(c: &Client, sql: &str) -> Result<i64, Error> {
+    Ok(
+        c.query_one("SELECT paxos.append_statement('mokka', $1)", &[&sql])
+            .await?
+            .get(0),
+    )
+}
+
+/// Applies the whole log on `node` and returns an md5 over its table's ordered rows.
+async fn table_checksum(cluster: &Cluster, node: usize) -> String {
+    let c = cluster.client(node).await;
+    c.execute(
+        "SELECT paxos_apply_log('checker', 'mokka', paxos_max_group_round('mokka'))",
+        &[],
+    )
+    .await
+    .unwrap();
+    c.query_one(
+        "SELECT md5(coalesce(string_agg(x || ',' || y, ';' ORDER BY x), '')) FROM coordinates",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+async fn assert_tables_agree(cluster: &Cluster) -> String {
+    let first = table_checksum(cluster, 1).await;
+    for n in 2..=cluster.size {
+        assert_eq!(
+            table_checksum(cluster, n).await,
+            first,
+            "node {n} differs from node 1"
+        );
+    }
+    first
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_are_replayed_in_order_on_every_node() {
+    bounded(async {
+        let cluster = cluster_with_table("tables_replay").await;
+        for n in cluster.nodes() {
+            let c = cluster.client(n).await;
+            c.execute(
+                "SELECT paxos_apply_log('r', 'mokka', paxos_max_group_round('mokka'))",
+                &[],
+            )
+            .await
+            .unwrap();
+            let registered: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM paxos.replicated_tables WHERE table_name = 'public.coordinates'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(registered, 1, "node {n} registered the table through the log");
+        }
+        let c1 = cluster.client(1).await;
+        append_statement(&c1, "INSERT INTO public.coordinates VALUES (1, 1)").await.unwrap();
+        append_statement(&c1, "INSERT INTO public.coordinates VALUES (2, 2)").await.unwrap();
+        let c2 = cluster.client(2).await;
+        append_statement(&c2, "UPDATE public.coordinates SET x = x * 10").await.unwrap();
+        let c3 = cluster.client(3).await;
+        append_statement(&c3, "DELETE FROM public.coordinates WHERE x = 20").await.unwrap();
+        assert_tables_agree(&cluster).await;
+        let rows: Vec<(i32, i32)> = c2
+            .query("SELECT x, y FROM coordinates ORDER BY x", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(rows, vec![(10, 1)]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_statement_is_not_logged() {
+    bounded(async {
+        let cluster = cluster_with_table("tables_failing").await;
+        let c1 = cluster.client(1).await;
+        append_statement(&c1, "INSERT INTO public.coordinates VALUES (1, 1)")
+            .await
+            .unwrap();
+        let before: i64 = c1
+            .query_one(
+                "SELECT max(round) FROM paxos.log WHERE group_id = 'mokka'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let err = append_statement(
+            &cluster.client(2).await,
+            "INSERT INTO public.coordinates VALUES (1, 2)",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            sqlstate(&err),
+            "23505",
+            "the statement's own error: {err:?}"
+        );
+        // Unqualified names never resolve through a caller's search_path, here or on replay.
+        let err = append_statement(&c1, "INSERT INTO coordinates VALUES (3, 3)")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "42P01", "{err:?}");
+        c1.execute(
+            "SELECT paxos_apply_log('r', 'mokka', paxos_max_group_round('mokka'))",
+            &[],
+        )
+        .await
+        .unwrap();
+        let statements: i64 = c1
+            .query_one(
+                "SELECT count(*) FROM paxos.log WHERE group_id = 'mokka' AND round > $1
+                   AND value_kind = 'statement'",
+                &[&before],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(statements, 0, "failed statements left nothing in the log");
+        assert_tables_agree(&cluster).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_differs_between_members_is_refused() {
+    bounded(async {
+        let cluster = Cluster::new("tables_differ", 3);
+        for n in cluster.nodes() {
+            let ddl = match n {
+                3 => "CREATE TABLE other (x int); CREATE TABLE wide (x int, y text)",
+                _ => "CREATE TABLE other (x int); CREATE TABLE wide (x int, y int); CREATE TABLE missing (x int)",
+            };
+            cluster.client(n).await.batch_execute(ddl).await.unwrap();
+        }
+        cluster.form_group("mokka").await;
+        let c1 = cluster.client(1).await;
+        let err = c1
+            .query("SELECT paxos_replicate_table('mokka', 'missing')", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "42P01", "{err:?}");
+        let text = err.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+        assert!(text.contains(&format!("port={}", cluster.port(3))), "{text}");
+        let err = c1
+            .query("SELECT paxos_replicate_table('mokka', 'wide')", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "42804", "{err:?}");
+        let registered: i64 = c1
+            .query_one("SELECT count(*) FROM paxos.replicated_tables", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(registered, 0, "nothing was registered");
+        c1.execute("SELECT paxos_replicate_table('mokka', 'other')", &[])
+            .await
+            .expect("a table that is the same everywhere");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_runs_as_the_issuing_role_and_a_failing_node_stops_loudly() {
+    bounded(async {
+        let cluster = cluster_with_table("tables_diverge").await;
+        for n in cluster.nodes() {
+            let grant = if n == 3 { "" } else { "GRANT INSERT ON coordinates TO app;" };
+            cluster
+                .client(n)
+                .await
+                .batch_execute(&format!(
+                    "CREATE ROLE app LOGIN; GRANT USAGE ON SCHEMA paxos TO app; {grant}"
+                ))
+                .await
+                .unwrap();
+        }
+        let c1 = cluster.client(1).await;
+        c1.batch_execute("SET ROLE app").await.unwrap();
+        let round = append_statement(&c1, "INSERT INTO public.coordinates VALUES (5, 5)")
+            .await
+            .expect("app may insert on node 1");
+        // Node 3 replays it as app, which may not insert there: it stops instead of skipping.
+        let c3 = cluster.client(3).await;
+        let applied: i64 = c3
+            .query_one("SELECT paxos_apply_log('r', 'mokka', $1)", &[&round])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(applied, round - 1, "the failed round is not applied");
+        let err = c3
+            .query("SELECT paxos_apply_log('r', 'mokka', $1)", &[&round])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "XX001", "{err:?}");
+        assert!(err.as_db_error().and_then(|d| d.hint()).is_some());
+        let rows: i64 = c3.query_one("SELECT count(*) FROM coordinates", &[]).await.unwrap().get(0);
+        assert_eq!(rows, 0, "no privilege was gained on node 3");
+        let status = cluster
+            .client(2)
+            .await
+            .query_one(
+                "SELECT diverged_round, diverged_error FROM paxos_status('mokka') WHERE member = $1",
+                &[&cluster.conninfo(3)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(status.get::<_, Option<i64>>(0), Some(round));
+        assert!(status.get::<_, Option<String>>(1).unwrap_or_default().contains("permission denied"));
+        assert!(cluster.server_log(3).contains("stopped applying paxos group"));
+
+        // Repair: fix the cause, resume, apply.
+        c3.batch_execute("GRANT INSERT ON coordinates TO app; SELECT paxos.resume_group('mokka')")
+            .await
+            .unwrap();
+        assert_tables_agree(&cluster).await;
+    })
+    .await;
+}
