@@ -245,8 +245,24 @@ async fn replay_runs_as_the_issuing_role_and_a_failing_node_stops_loudly() {
             .unwrap_err();
         assert_eq!(sqlstate(&err), "XX001", "{err:?}");
         assert!(err.as_db_error().and_then(|d| d.hint()).is_some());
-        let rows: i64 = c3.query_one("SELECT count(*) FROM coordinates", &[]).await.unwrap().get(0);
+        // A stopped node refuses strong reads of the group; its local rows show nothing was gained.
+        let err = c3
+            .query("SELECT count(*) FROM coordinates", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "XX001", "{err:?}");
+        c3.batch_execute("SET pg_paxos.consistency_model = optimistic")
+            .await
+            .unwrap();
+        let rows: i64 = c3
+            .query_one("SELECT count(*) FROM coordinates", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(rows, 0, "no privilege was gained on node 3");
+        c3.batch_execute("RESET pg_paxos.consistency_model")
+            .await
+            .unwrap();
         let status = cluster
             .client(2)
             .await

@@ -7,6 +7,7 @@ pub mod entries;
 pub mod error;
 pub mod membership;
 pub mod names;
+pub mod params;
 pub mod value;
 
 pub use error::{ModelError, Result};

@@ -61,6 +61,11 @@ pub enum PaxosError {
         problem: String,
         missing: bool,
     },
+    /// Another entry was chosen for the round a transaction's writes were based on.
+    Conflict {
+        group: String,
+        round: u64,
+    },
     /// A statement for replicated tables failed where it was proposed: nothing was logged.
     StatementFailed(crate::paxos::apply::StatementError),
     /// A logged entry failed on this node although it succeeded where it was proposed: this node
@@ -110,7 +115,9 @@ impl PaxosError {
                 ERRCODE_DUPLICATE_OBJECT
             }
             PaxosError::NoMajority { .. } => ERRCODE_CONNECTION_FAILURE,
-            PaxosError::RoundTimeout { .. } => ERRCODE_T_R_SERIALIZATION_FAILURE,
+            PaxosError::RoundTimeout { .. } | PaxosError::Conflict { .. } => {
+                ERRCODE_T_R_SERIALIZATION_FAILURE
+            }
             PaxosError::HalfJoined { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             PaxosError::Remote { .. } => ERRCODE_CONNECTION_EXCEPTION,
             PaxosError::Internal(_) => ERRCODE_INTERNAL_ERROR,
@@ -149,6 +156,7 @@ impl PaxosError {
             PaxosError::Remote { .. } => {
                 "Check that the member runs and has the pg_paxos extension in that database."
             }
+            PaxosError::Conflict { .. } => "Retry the transaction.",
             PaxosError::StatementFailed(_) => {
                 "The statement runs with search_path = pg_catalog, pg_temp: name tables and functions with their schema."
             }
@@ -238,6 +246,10 @@ impl fmt::Display for PaxosError {
                 problem,
                 ..
             } => write!(f, "table {table} {problem} on member {member}"),
+            PaxosError::Conflict { group, round } => write!(
+                f,
+                "another write was chosen first for round {round} of paxos group {group:?}, which this transaction's writes were based on"
+            ),
             PaxosError::StatementFailed(e) => {
                 write!(f, "{} (nothing was logged)", e.message)
             }

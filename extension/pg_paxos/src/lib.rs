@@ -14,6 +14,7 @@ use pgrx::prelude::*;
 mod api;
 mod error;
 mod guc;
+mod intercept;
 mod net;
 mod paxos;
 mod store;
@@ -24,6 +25,7 @@ mod store;
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
     paxos::round_claims::init();
+    intercept::install();
 }
 
 extension_sql!(

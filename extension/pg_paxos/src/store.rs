@@ -40,19 +40,22 @@ fn query<R>(
     args: &[DatumWithOid],
     read: impl FnOnce(SpiTupleTable) -> Result<R>,
 ) -> Result<R> {
-    Spi::connect_mut(|client| {
-        let cached = PLANS.with(|p| p.borrow().get(sql.text).cloned());
-        let plan = match cached {
-            Some(plan) => plan,
-            None => {
-                let types: Vec<PgOid> = sql.args.iter().map(|t| PgOid::BuiltIn(*t)).collect();
-                let plan = Rc::new(client.prepare_mut(sql.text, &types)?.keep());
-                PLANS.with(|p| p.borrow_mut().insert(sql.text, plan.clone()));
-                plan
-            }
-        };
-        let table = client.update(&*plan, None, args)?;
-        read(table)
+    // The extension's own statements are never intercepted.
+    crate::intercept::bypassing(|| {
+        Spi::connect_mut(|client| {
+            let cached = PLANS.with(|p| p.borrow().get(sql.text).cloned());
+            let plan = match cached {
+                Some(plan) => plan,
+                None => {
+                    let types: Vec<PgOid> = sql.args.iter().map(|t| PgOid::BuiltIn(*t)).collect();
+                    let plan = Rc::new(client.prepare_mut(sql.text, &types)?.keep());
+                    PLANS.with(|p| p.borrow_mut().insert(sql.text, plan.clone()));
+                    plan
+                }
+            };
+            let table = client.update(&*plan, None, args)?;
+            read(table)
+        })
     })
 }
 

@@ -34,6 +34,40 @@ mod paxos {
         store::table_columns(table_name).or_raise()
     }
 
+    /// For a joining member: the applied round and every replicated table's rows at that round.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn request_tables_snapshot(
+        current_group_id: &str,
+        through_round: i64,
+    ) -> TableIterator<
+        'static,
+        (
+            name!(applied_round, i64),
+            name!(table_name, Option<String>),
+            name!(columns, Option<String>),
+            name!(rows, Option<String>),
+        ),
+    > {
+        let (applied, copies) =
+            tables::snapshot(current_group_id, through_round.max(0) as u64).or_raise();
+        let mut out: Vec<_> = copies
+            .into_iter()
+            .map(|c| (applied as i64, Some(c.name), Some(c.columns), Some(c.rows)))
+            .collect();
+        if out.is_empty() {
+            out.push((applied as i64, None, None, None));
+        }
+        TableIterator::new(out)
+    }
+
+    /// Applies the log through a round (a member registering a newly replicated table).
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn request_apply(current_group_id: &str, through_round: i64) -> i64 {
+        crate::paxos::replicated_log::ReplicatedLog::open(current_group_id)
+            .and_then(|log| log.apply_log(through_round.max(0) as u64))
+            .or_raise() as i64
+    }
+
     /// Lets a repaired node apply its group again (see the README on diverged nodes).
     #[pg_extern(volatile, parallel_unsafe)]
     fn resume_group(current_group_id: &str, applied_round: default!(Option<i64>, "NULL")) -> bool {

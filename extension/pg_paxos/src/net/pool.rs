@@ -271,6 +271,34 @@ impl Link {
         Ok((client, false))
     }
 
+    /// Opens the pooled connection now if there is none, so that many requests sent at once share
+    /// it instead of each opening its own. A failure is left for the requests to report.
+    pub async fn warm_up(&self) {
+        if self.recently_down() {
+            return;
+        }
+        if let Err(e) = self.client().await {
+            self.mark_down(e.message());
+        }
+    }
+
+    /// Like [`Link::query`], but gives up after `limit` (the member counts as not answering).
+    pub async fn query_within(
+        &self,
+        limit: Duration,
+        sql: &str,
+        params: &[Param],
+    ) -> std::result::Result<Vec<Row>, LinkError> {
+        tokio::time::timeout(limit, self.query(sql, params))
+            .await
+            .unwrap_or_else(|_| {
+                Err(LinkError::Unreachable(format!(
+                    "no answer within {} ms",
+                    limit.as_millis()
+                )))
+            })
+    }
+
     /// Runs one statement on the member. A pooled connection that turns out to be broken (the
     /// member restarted) is replaced once before the member counts as unreachable.
     pub async fn query(

@@ -19,6 +19,9 @@ pub const STATUS: &str =
      FROM paxos.request_status($1)";
 pub const IDENTITY: &str = "SELECT paxos.node_identity()";
 pub const TABLE_COLUMNS: &str = "SELECT paxos.table_columns($1)";
+pub const APPLY_THROUGH: &str = "SELECT paxos.request_apply($1, $2)";
+pub const TABLES_SNAPSHOT: &str = "SELECT applied_round, table_name, columns, rows
+                                   FROM paxos.request_tables_snapshot($1, $2)";
 pub const ADMIT: &str = "SELECT paxos.admit_member($1, $2)";
 pub const LOG_RANGE: &str = "SELECT round, value_origin, value_kind, value_body
                              FROM paxos.request_log($1, $2, $3)";

@@ -69,6 +69,12 @@ fn replay(statement: &LoggedStatement) -> std::result::Result<(), String> {
 /// `pg_catalog, pg_temp`. Must run inside a [`Subtransaction`]; a PostgreSQL error is returned as
 /// its message (the caller then rolls the subtransaction back).
 pub fn run_as_logged(statement: &LoggedStatement) -> std::result::Result<(), StatementError> {
+    crate::intercept::bypassing(|| run_as_logged_unintercepted(statement))
+}
+
+fn run_as_logged_unintercepted(
+    statement: &LoggedStatement,
+) -> std::result::Result<(), StatementError> {
     let role =
         CString::new(statement.role.as_str()).map_err(|_| internal("role name contains NUL"))?;
     let sql = statement.sql.clone();

@@ -5,6 +5,7 @@ use crate::error::{PaxosError, Result};
 use crate::net::pool::{LinkError, Param};
 use crate::net::rpc;
 use crate::paxos::replicated_log::{new_value, ReplicatedLog};
+use crate::paxos::tables;
 use crate::store::{self, Group};
 use paxos_model::conninfo;
 use paxos_model::membership::CHANGE_DELAY;
@@ -26,7 +27,11 @@ fn validate_conninfo(conninfo: &str) -> Result<()> {
 /// Connects to `conninfo` and checks that it reaches this very node and database.
 fn check_reaches_self(log: &ReplicatedLog, conninfo: &str) -> Result<()> {
     let link = log.link(conninfo)?;
-    let rows = crate::net::pool::net()?.block_on(async { link.query(rpc::IDENTITY, &[]).await });
+    let rows = crate::net::pool::net()?.block_on(link.query_within(
+        log.round_timeout(),
+        rpc::IDENTITY,
+        &[],
+    ));
     let remote: String = match rows {
         Ok(rows) => rows
             .first()
@@ -133,6 +138,8 @@ pub fn join(group_id: &str, existing: &str, own: &str) -> Result<u64> {
     let log = detached(group_id, own)?;
     check_reaches_self(&log, own)?;
     let seed = log.link(existing)?;
+    // The member appends, closes a window of rounds and applies: several rounds' worth of work.
+    let seed_limit = log.round_timeout() * 4;
     let group_param = Param::Text(Some(group_id.to_string()));
     let net = crate::net::pool::net()?;
     let remote_error = |e: LinkError| PaxosError::Remote {
@@ -140,7 +147,8 @@ pub fn join(group_id: &str, existing: &str, own: &str) -> Result<u64> {
         message: e.message().to_string(),
     };
     let admitted = net
-        .block_on(seed.query(
+        .block_on(seed.query_within(
+            seed_limit,
             rpc::ADMIT,
             &[group_param.clone(), Param::Text(Some(own.to_string()))],
         ))
@@ -158,13 +166,42 @@ pub fn join(group_id: &str, existing: &str, own: &str) -> Result<u64> {
         round,
         cause,
     };
-    let rows = net
-        .block_on(seed.query(
-            rpc::LOG_RANGE,
-            &[group_param, Param::Int(0), Param::Int(window_end as i64)],
+    // The member applies through the window and hands over its replicated tables as of one applied
+    // round; this node takes that round as applied and copies the log up to it.
+    let snapshot = net
+        .block_on(seed.query_within(
+            seed_limit,
+            rpc::TABLES_SNAPSHOT,
+            &[group_param.clone(), Param::Int(window_end as i64)],
         ))
         .map_err(|e| half_joined(e.message().to_string()))?;
-    if !store::insert_group(group_id, own, round)? {
+    let applied = snapshot
+        .first()
+        .and_then(|r| r.try_get::<_, i64>(0).ok())
+        .ok_or_else(|| half_joined("the member sent no snapshot".into()))?
+        .max(0) as u64;
+    let mut copies = Vec::new();
+    for row in &snapshot {
+        if let (Ok(Some(name)), Ok(Some(columns)), Ok(Some(rows))) = (
+            row.try_get::<_, Option<String>>(1),
+            row.try_get::<_, Option<String>>(2),
+            row.try_get::<_, Option<String>>(3),
+        ) {
+            copies.push(tables::TableCopy {
+                name,
+                columns,
+                rows,
+            });
+        }
+    }
+    let rows = net
+        .block_on(seed.query_within(
+            seed_limit,
+            rpc::LOG_RANGE,
+            &[group_param, Param::Int(0), Param::Int(applied as i64)],
+        ))
+        .map_err(|e| half_joined(e.message().to_string()))?;
+    if !store::insert_group(group_id, own, applied)? {
         return Err(PaxosError::DuplicateGroup {
             group: group_id.to_string(),
         });
@@ -176,11 +213,12 @@ pub fn join(group_id: &str, existing: &str, own: &str) -> Result<u64> {
             .ok_or_else(|| half_joined(format!("round {at} came without a value")))?;
         store::record_learned(group_id, at.max(0) as u64, &value)?;
     }
-    if store::learned(group_id, window_end)?.is_none() {
+    if store::learned(group_id, applied)?.is_none() {
         return Err(half_joined(format!(
-            "the copied log ends before round {window_end}"
+            "the copied log ends before round {applied}"
         )));
     }
+    tables::install_snapshot(group_id, applied, &copies)?;
     Ok(round)
 }
 

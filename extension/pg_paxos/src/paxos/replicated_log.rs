@@ -71,6 +71,10 @@ impl ReplicatedLog {
         })
     }
 
+    pub fn round_timeout(&self) -> Duration {
+        self.timing.round_timeout
+    }
+
     pub fn id(&self) -> &str {
         &self.group.id
     }
@@ -161,6 +165,13 @@ impl ReplicatedLog {
         }
         let group = self.id();
         let timing = self.timing;
+        if runs.len() > 1 {
+            // Every round of a window has the same members: connect to each once, up front, so
+            // the window's requests share those connections instead of each opening its own.
+            let links: Vec<Link> = runs[0].2.clone();
+            self.net
+                .block_on(futures::future::join_all(links.iter().map(Link::warm_up)));
+        }
         let outcomes = self
             .net
             .block_on(futures::future::join_all(runs.into_iter().map(
@@ -192,7 +203,12 @@ impl ReplicatedLog {
                 value: value.clone(),
             };
             let link = &link;
-            async move { rpc::send(link, self.id(), &learn).await.is_ok() }
+            let limit = self.timing.round_timeout;
+            async move {
+                tokio::time::timeout(limit, rpc::send(link, self.id(), &learn))
+                    .await
+                    .is_ok_and(|sent| sent.is_ok())
+            }
         });
         let sent = self.net.block_on(futures::future::join_all(learns));
         for ((round, value), ok) in decided.iter().zip(sent) {

@@ -49,9 +49,30 @@ fn skipped(links: &[Link]) -> BTreeSet<usize> {
     }
 }
 
-/// Runs `proposer` until its round has a chosen value. Learn messages go to every member except
-/// `self_index` (the caller records the value locally) without waiting for their answers.
+/// Runs `proposer` until its round has a chosen value, within the round timeout (plus one phase)
+/// whatever happens inside. Learn messages go to every member except `self_index` (the caller
+/// records the value locally) without waiting for their answers.
 pub async fn drive(
+    group: &str,
+    links: &[Link],
+    self_index: Option<usize>,
+    proposer: Proposer<usize, LogValue>,
+    timing: Timing,
+) -> Result<LogValue, RoundFailure> {
+    let limit = timing.round_timeout + timing.phase_timeout;
+    tokio::time::timeout(
+        limit,
+        drive_unbounded(group, links, self_index, proposer, timing),
+    )
+    .await
+    .unwrap_or(Err(RoundFailure::Timeout {
+        attempts: 0,
+        answered: 0,
+        total: links.len(),
+    }))
+}
+
+async fn drive_unbounded(
     group: &str,
     links: &[Link],
     self_index: Option<usize>,

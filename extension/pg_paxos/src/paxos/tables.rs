@@ -38,7 +38,42 @@ pub fn replicate(group_id: &str, relid: pgrx::pg_sys::Oid) -> Result<u64> {
     ))?;
     log.apply_log(round)?;
     apply::check_not_diverged(group_id)?;
+    register_on_members(&log, round)?;
     Ok(round)
+}
+
+/// Has every reachable member apply the log through the registration round, so that each one
+/// intercepts writes to the table from now on. A member that does not answer registers the table
+/// when it next applies the log.
+fn register_on_members(log: &ReplicatedLog, round: u64) -> Result<()> {
+    let members = log.current_members()?;
+    let links = members
+        .iter()
+        .map(|m| log.link(m))
+        .collect::<Result<Vec<_>>>()?;
+    let net = net()?;
+    let answers = net.block_on(round::gather(
+        &links,
+        rpc::APPLY_THROUGH,
+        vec![
+            Param::Text(Some(log.id().to_string())),
+            Param::Int(round as i64),
+        ],
+        true,
+        &|_| false,
+        log.round_timeout(),
+    ));
+    net.emit_warnings();
+    for (i, answer) in answers {
+        if let Err(e) = answer {
+            pgrx::warning!(
+                "pg_paxos: member {} has not registered the table yet ({}); it does when it next applies the log",
+                links[i].label,
+                e.message()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn check_members_have(log: &ReplicatedLog, name: &str, columns: &str) -> Result<()> {
@@ -150,4 +185,73 @@ pub fn resume(group_id: &str, applied_round: Option<u64>) -> Result<()> {
         store::set_applied_round(group_id, round)?;
     }
     store::set_divergence(group_id, None)
+}
+
+/// A replicated table's definition and rows, as of one applied round.
+pub struct TableCopy {
+    pub name: String,
+    pub columns: String,
+    /// The rows as a JSON array of objects.
+    pub rows: String,
+}
+
+/// For a joining member: applies the log through `through` (or further, if this node is ahead) and
+/// returns the applied round with every replicated table's rows at exactly that round.
+pub fn snapshot(group_id: &str, through: u64) -> Result<(u64, Vec<TableCopy>)> {
+    crate::intercept::bypassing(|| {
+        let log = ReplicatedLog::open(group_id)?;
+        apply::check_not_diverged(group_id)?;
+        let applied = log.apply_log(through)?;
+        apply::check_not_diverged(group_id)?;
+        let mut copies = Vec::new();
+        for name in store::replicated_tables(group_id)? {
+            let columns = store::table_columns(&name)?.unwrap_or_default();
+            // `name` comes from our catalog, written by format('%I.%I').
+            let rows = pgrx::Spi::get_one::<String>(&format!(
+                "SELECT coalesce(pg_catalog.json_agg(t), '[]')::text FROM {name} AS t"
+            ))?
+            .unwrap_or_else(|| "[]".into());
+            copies.push(TableCopy {
+                name,
+                columns,
+                rows,
+            });
+        }
+        Ok((applied, copies))
+    })
+}
+
+/// For a joining member: registers the tables of a snapshot and replaces their rows. A table that
+/// is missing or different here fails the join.
+pub fn install_snapshot(group_id: &str, round: u64, copies: &[TableCopy]) -> Result<()> {
+    crate::intercept::bypassing(|| {
+        for copy in copies {
+            match store::table_columns(&copy.name)? {
+                Some(columns) if columns == copy.columns => {}
+                found => {
+                    return Err(PaxosError::TableMismatch {
+                        member: "this node".into(),
+                        table: copy.name.clone(),
+                        problem: if found.is_some() {
+                            "has other columns"
+                        } else {
+                            "does not exist"
+                        }
+                        .into(),
+                        missing: found.is_none(),
+                    })
+                }
+            }
+            store::register_table(group_id, &copy.name, &copy.columns, round)?;
+            let name = &copy.name;
+            pgrx::Spi::run(&format!("DELETE FROM {name}"))?;
+            pgrx::Spi::run_with_args(
+                &format!(
+                    "INSERT INTO {name} SELECT * FROM pg_catalog.json_populate_recordset(NULL::{name}, $1::pg_catalog.json)"
+                ),
+                &[copy.rows.as_str().into()],
+            )?;
+        }
+        Ok(())
+    })
 }

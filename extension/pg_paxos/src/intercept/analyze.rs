@@ -1,0 +1,159 @@
+//! After parse analysis: recognise writes to replicated tables and deparse them.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::error::{OrRaise, PaxosError};
+use crate::guc;
+use crate::paxos::apply::as_extension_owner;
+
+pub static mut PREV_POST_PARSE_ANALYZE: pg_sys::post_parse_analyze_hook_type = None;
+
+/// Query ids this extension gives to intercepted statements have the top bit set.
+const TAG: u64 = 1 << 63;
+
+/// A write to a replicated table: its group and its deparsed text (with `$n` for parameters).
+#[derive(Clone, Debug)]
+pub struct Intercepted {
+    pub group: String,
+    pub sql: String,
+}
+
+thread_local! {
+    static NEXT_TAG: RefCell<u64> = const { RefCell::new(0) };
+    /// Intercepted statements by query id; prepared statements are executed long after analysis.
+    static INTERCEPTED: RefCell<HashMap<u64, Intercepted>> = RefCell::new(HashMap::new());
+    /// Replicated tables (oid -> group), per local transaction.
+    static REPLICATED: RefCell<Option<(u32, HashMap<pg_sys::Oid, String>)>> = const { RefCell::new(None) };
+}
+
+pub fn intercepted(query_id: u64) -> Option<Intercepted> {
+    if query_id & TAG == 0 {
+        return None;
+    }
+    INTERCEPTED.with(|m| m.borrow().get(&query_id).cloned())
+}
+
+/// The group a table is replicated in, if any.
+pub fn replicated_group(relid: pg_sys::Oid) -> Option<String> {
+    // SAFETY: MyProc is set for every backend that runs queries.
+    let lxid = unsafe { (*pg_sys::MyProc).lxid };
+    let fresh = REPLICATED.with(|r| r.borrow().as_ref().is_some_and(|(x, _)| *x == lxid));
+    if !fresh {
+        let tables =
+            super::bypassing(|| super::with_snapshot(|| as_extension_owner(load_replicated)))
+                .or_raise();
+        REPLICATED.with(|r| *r.borrow_mut() = Some((lxid, tables)));
+    }
+    REPLICATED.with(|r| {
+        r.borrow()
+            .as_ref()
+            .and_then(|(_, t)| t.get(&relid).cloned())
+    })
+}
+
+fn load_replicated() -> crate::error::Result<HashMap<pg_sys::Oid, String>> {
+    let mut out = HashMap::new();
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT group_id, pg_catalog.to_regclass(table_name)::pg_catalog.oid FROM paxos.replicated_tables",
+            None,
+            &[],
+        )?;
+        for row in rows {
+            if let (Some(group), Some(oid)) = (row.get::<String>(1)?, row.get::<pg_sys::Oid>(2)?) {
+                out.insert(oid, group);
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(())
+    })?;
+    Ok(out)
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn post_parse_analyze(
+    pstate: *mut pg_sys::ParseState,
+    query: *mut pg_sys::Query,
+    jstate: *mut pg_sys::JumbleState,
+) {
+    // SAFETY: the previous hook gets exactly our arguments; `query` is the analyzed query.
+    unsafe {
+        if let Some(prev) = PREV_POST_PARSE_ANALYZE {
+            prev(pstate, query, jstate);
+        }
+        if query.is_null() || !super::active() {
+            return;
+        }
+        let command = (*query).commandType;
+        let writes = matches!(
+            command,
+            pg_sys::CmdType::CMD_INSERT | pg_sys::CmdType::CMD_UPDATE | pg_sys::CmdType::CMD_DELETE
+        );
+        if !writes || (*query).resultRelation <= 0 {
+            return;
+        }
+        let rte = pg_sys::list_nth((*query).rtable, (*query).resultRelation - 1)
+            as *mut pg_sys::RangeTblEntry;
+        let Some(group) = replicated_group((*rte).relid) else {
+            return;
+        };
+        if !guc::ALLOW_MUTABLE_FUNCTIONS.get()
+            && pg_sys::contain_mutable_functions(query as *mut pg_sys::Node)
+        {
+            PaxosError::InvalidArgument {
+                message: "a statement on a replicated table calls a function whose result can differ between nodes".into(),
+                hint: "Compute the value first and pass it as a constant, or set pg_paxos.allow_mutable_functions = on (superuser) if it does not matter.",
+            }
+            .raise();
+        }
+        let sql = deparse(query);
+        let tag = NEXT_TAG.with(|t| {
+            let mut t = t.borrow_mut();
+            *t += 1;
+            *t | TAG
+        });
+        (*query).queryId = tag;
+        INTERCEPTED.with(|m| {
+            let mut m = m.borrow_mut();
+            // Prepared statements keep their tag; a session preparing without end is bounded here.
+            if m.len() > 10_000 {
+                m.clear();
+            }
+            m.insert(tag, Intercepted { group, sql });
+        });
+    }
+}
+
+/// The query as SQL, schema-qualified and with unambiguous literals: `search_path`, `DateStyle`,
+/// `IntervalStyle` and `extra_float_digits` are pinned while deparsing, as postgres_fdw does.
+unsafe fn deparse(query: *mut pg_sys::Query) -> String {
+    // SAFETY: GUC changes are undone at the same nest level before returning.
+    unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        for (name, value) in [
+            (c"search_path", c"pg_catalog"),
+            (c"DateStyle", c"ISO"),
+            (c"IntervalStyle", c"postgres"),
+            (c"extra_float_digits", c"3"),
+        ] {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+        let text = pg_sys::pg_get_querydef(query, false);
+        let sql = CStr::from_ptr(text).to_string_lossy().into_owned();
+        pg_sys::AtEOXact_GUC(true, level);
+        sql
+    }
+}

@@ -1,0 +1,91 @@
+//! Interception of statements on replicated tables (hooks; active when `pg_paxos` is in
+//! `shared_preload_libraries`):
+//!
+//! - after parse analysis, an INSERT, UPDATE or DELETE on a replicated table is deparsed (before
+//!   rewriting, with settings pinned so the text means the same on every node) and tagged;
+//! - at executor start, its bound parameters are written in, the log is applied up to the group's
+//!   highest round, and the statement joins its transaction's entry;
+//! - at COMMIT, the transaction's statements are proposed as one entry for exactly the next round
+//!   (`40001` when another entry won it); ROLLBACK logs nothing;
+//! - a SELECT on a replicated table under `pg_paxos.consistency_model = strong` first applies the
+//!   log up to the group's highest accepted round.
+//!
+//! Replayed statements and the extension's own queries are never intercepted.
+
+mod analyze;
+mod executor;
+mod transaction;
+
+use std::cell::Cell;
+
+use pgrx::pg_sys;
+
+use crate::guc;
+
+thread_local! {
+    /// Set while this backend replays log entries or runs its own queries.
+    static BYPASS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Runs `f` with interception off (replay, internal queries). Nested calls are fine; an error
+/// raised inside ends the transaction, and `reset_bypass` at transaction end clears the count.
+pub fn bypassing<T>(f: impl FnOnce() -> T) -> T {
+    BYPASS.with(|b| b.set(b.get() + 1));
+    let out = f();
+    BYPASS.with(|b| b.set(b.get().saturating_sub(1)));
+    out
+}
+
+fn bypassed() -> bool {
+    BYPASS.with(|b| b.get() > 0)
+}
+
+pub(crate) fn reset_bypass() {
+    BYPASS.with(|b| b.set(0));
+}
+
+/// Runs `f` with an active snapshot, pushing one when there is none (hooks and transaction
+/// callbacks run SPI at moments PostgreSQL has not set one up).
+pub fn with_snapshot<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: a snapshot pushed here is popped before returning; on error the transaction abort
+    // cleans up the active snapshot stack.
+    unsafe {
+        let pushed = !pg_sys::ActiveSnapshotSet();
+        if pushed {
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        }
+        let out = f();
+        if pushed {
+            pg_sys::PopActiveSnapshot();
+        }
+        out
+    }
+}
+
+/// Interception applies: enabled, not bypassed, and the extension exists in this database (the
+/// library is preloaded into every database of the server).
+fn active() -> bool {
+    if !guc::ENABLED.get() || bypassed() {
+        return false;
+    }
+    // SAFETY: reads a backend-global flag and does a syscache lookup inside a transaction.
+    unsafe {
+        if pg_sys::creating_extension || !pg_sys::IsTransactionState() {
+            return false;
+        }
+        pg_sys::get_extension_oid(c"pg_paxos".as_ptr(), true) != pg_sys::Oid::INVALID
+    }
+}
+
+/// Installs the hooks, chaining to whatever was installed before; call from `_PG_init`.
+pub fn install() {
+    // SAFETY: _PG_init runs once per process before any query; the previous hooks are saved and
+    // always called.
+    unsafe {
+        analyze::PREV_POST_PARSE_ANALYZE = pg_sys::post_parse_analyze_hook;
+        pg_sys::post_parse_analyze_hook = Some(analyze::post_parse_analyze);
+        executor::PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
+        pg_sys::ExecutorStart_hook = Some(executor::executor_start);
+        pg_sys::RegisterXactCallback(Some(transaction::xact_callback), std::ptr::null_mut());
+    }
+}

@@ -1,0 +1,163 @@
+//! A transaction's writes to replicated tables become one log entry, proposed at COMMIT for the
+//! round right after the state it ran on.
+
+use std::cell::RefCell;
+
+use paxos_model::entries::LoggedStatement;
+use paxos_model::value::ValueKind;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::error::{OrRaise, PaxosError, Result};
+use crate::paxos::apply::{as_extension_owner, check_not_diverged};
+use crate::paxos::replicated_log::{new_value, ReplicatedLog};
+use crate::store;
+
+/// The writes of the current transaction: its group, the round its state is based on (every round
+/// up to it applied, and the applied row locked so no other local writer moves it), and the
+/// statements in order.
+struct Pending {
+    group: String,
+    base: u64,
+    role: String,
+    statements: Vec<String>,
+}
+
+thread_local! {
+    static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
+}
+
+/// Makes the rows applied here visible to the statement about to run.
+fn refresh_snapshot() {
+    // SAFETY: both are called by PostgreSQL itself between commands of one statement.
+    unsafe {
+        pg_sys::CommandCounterIncrement();
+        pg_sys::UpdateActiveSnapshotCommandId();
+    }
+}
+
+fn current_role() -> Result<String> {
+    Spi::get_one::<String>("SELECT current_user::text")?
+        .ok_or_else(|| PaxosError::Internal("no current user".into()))
+}
+
+/// Adds a write to the transaction's entry. The first write brings the node up to the group's
+/// highest round and locks the applied round until the transaction ends.
+pub fn record_write(group: &str, sql: String) -> Result<()> {
+    let joined = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        match p.as_mut() {
+            Some(pending) if pending.group == group => {
+                pending.statements.push(sql.clone());
+                Ok(true)
+            }
+            Some(pending) => Err(PaxosError::InvalidArgument {
+                message: format!(
+                    "this transaction writes replicated tables of paxos group {:?} already, not of {group:?}",
+                    pending.group
+                ),
+                hint: "Write the tables of one group per transaction.",
+            }),
+            None => Ok(false),
+        }
+    })?;
+    if joined {
+        return Ok(());
+    }
+    let role = super::bypassing(current_role)?;
+    let base = super::bypassing(|| {
+        as_extension_owner(|| {
+            check_not_diverged(group)?;
+            let log = ReplicatedLog::open(group)?;
+            let top = log.max_group_round(true)?;
+            log.apply_log(top)?;
+            check_not_diverged(group)?;
+            store::lock_applied_round(group)
+        })
+    })?;
+    refresh_snapshot();
+    PENDING.with(|p| {
+        *p.borrow_mut() = Some(Pending {
+            group: group.to_string(),
+            base,
+            role,
+            statements: vec![sql],
+        })
+    });
+    Ok(())
+}
+
+/// Before a read: apply the log up to the group's highest accepted round, unless this transaction
+/// writes the group (it reads the state its writes are based on).
+pub fn catch_up_for_read(group: &str) -> Result<()> {
+    if PENDING.with(|p| p.borrow().as_ref().is_some_and(|p| p.group == group)) {
+        return Ok(());
+    }
+    super::bypassing(|| {
+        as_extension_owner(|| {
+            let log = ReplicatedLog::open(group)?;
+            let top = log.max_group_round(true)?;
+            log.apply_log(top)?;
+            check_not_diverged(group)
+        })
+    })?;
+    refresh_snapshot();
+    Ok(())
+}
+
+/// At COMMIT: propose the transaction's statements for the round after its base.
+fn propose_pending() -> Result<()> {
+    let Some(pending) = PENDING.with(|p| p.borrow_mut().take()) else {
+        return Ok(());
+    };
+    let statement = LoggedStatement {
+        role: pending.role,
+        sql: pending.statements.join(";\n"),
+    };
+    let round = pending.base + 1;
+    super::bypassing(|| {
+        super::with_snapshot(|| {
+            as_extension_owner(|| {
+                let log = ReplicatedLog::open(&pending.group)?;
+                let value = new_value(
+                    "transaction",
+                    ValueKind::Statement,
+                    Some(statement.encode()),
+                );
+                log.prepare_to_propose(round)?;
+                let chosen = log.decide(round, Some(value.clone()))?;
+                if chosen.origin != value.origin {
+                    return Err(PaxosError::Conflict {
+                        group: pending.group.clone(),
+                        round,
+                    });
+                }
+                store::set_applied_round(&pending.group, round)
+            })
+        })
+    })
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn xact_callback(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT => propose_pending().or_raise(),
+        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE if PENDING.with(|p| p.borrow().is_some()) => {
+            PaxosError::InvalidArgument {
+                message: "a transaction that writes replicated tables cannot be prepared".into(),
+                hint: "Commit it directly.",
+            }
+            .raise()
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_COMMIT => {
+            PENDING.with(|p| p.borrow_mut().take());
+            super::reset_bypass();
+        }
+        _ => {}
+    }
+}

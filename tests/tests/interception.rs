@@ -1,0 +1,314 @@
+//! Plain SQL on replicated tables: writes intercepted and logged, strong reads catching up,
+//! transactions proposed at COMMIT. Real 3-node clusters.
+
+use std::time::Duration;
+
+use pg_paxos_tests::Cluster;
+use tokio_postgres::{Client, Error, SimpleQueryMessage};
+
+async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
+    tokio::time::timeout(Duration::from_secs(180), body)
+        .await
+        .expect("test exceeded its time budget");
+}
+
+fn sqlstate(e: &Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_string())
+        .unwrap_or_else(|| format!("not a server error: {e}"))
+}
+
+/// Runs SQL over the simple protocol, as psql does, and returns the rows of its last result.
+async fn psql(c: &Client, sql: &str) -> Result<Vec<Vec<String>>, Error> {
+    let mut rows = Vec::new();
+    for message in c.simple_query(sql).await? {
+        match message {
+            SimpleQueryMessage::RowDescription(_) => rows.clear(),
+            SimpleQueryMessage::Row(row) => rows.push(
+                (0..row.len())
+                    .map(|i| row.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            ),
+            _ => {}
+        }
+    }
+    Ok(rows)
+}
+
+fn rows(pairs: &[(i32, i32)]) -> Vec<Vec<String>> {
+    pairs
+        .iter()
+        .map(|(x, y)| vec![x.to_string(), y.to_string()])
+        .collect()
+}
+
+/// The original README's walk-through, its SQL unchanged, node 3 joining after rows exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn original_readme_walkthrough_runs_unchanged() {
+    bounded(async {
+        let cluster = Cluster::new("walkthrough", 3);
+        let nodes = [
+            cluster.client(1).await,
+            cluster.client(2).await,
+            cluster.client(3).await,
+        ];
+        for c in &nodes {
+            psql(c, "CREATE TABLE coordinates (\n    x int,\n    y int\n);")
+                .await
+                .unwrap();
+        }
+        psql(
+            &nodes[0],
+            &format!(
+                "SELECT paxos_create_group('mokka', '{}');",
+                cluster.conninfo(1)
+            ),
+        )
+        .await
+        .unwrap();
+        psql(
+            &nodes[0],
+            "SELECT paxos_replicate_table('mokka', 'coordinates');",
+        )
+        .await
+        .unwrap();
+        psql(
+            &nodes[1],
+            &format!(
+                "SELECT paxos_join_group('mokka', '{}', '{}');",
+                cluster.conninfo(1),
+                cluster.conninfo(2)
+            ),
+        )
+        .await
+        .unwrap();
+        psql(&nodes[0], "INSERT INTO coordinates VALUES (1,1);")
+            .await
+            .unwrap();
+        psql(&nodes[0], "INSERT INTO coordinates VALUES (2,2);")
+            .await
+            .unwrap();
+        // Node 3 joins after rows exist: it gets them.
+        psql(
+            &nodes[2],
+            &format!(
+                "SELECT paxos_join_group('mokka', '{}', '{}');",
+                cluster.conninfo(2),
+                cluster.conninfo(3)
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            psql(&nodes[0], "SELECT * FROM coordinates ;")
+                .await
+                .unwrap(),
+            rows(&[(1, 1), (2, 2)])
+        );
+        let nodes = [
+            cluster.client(1).await,
+            cluster.client(2).await,
+            cluster.client(3).await,
+        ];
+        assert_eq!(
+            psql(&nodes[1], "SELECT * FROM coordinates ;")
+                .await
+                .unwrap(),
+            rows(&[(1, 1), (2, 2)])
+        );
+        psql(&nodes[1], "UPDATE coordinates SET x = x * 10;")
+            .await
+            .unwrap();
+        assert_eq!(
+            psql(&nodes[2], "SELECT * FROM coordinates ORDER BY x;")
+                .await
+                .unwrap(),
+            rows(&[(10, 1), (20, 2)])
+        );
+        psql(&nodes[0], "SET pg_paxos.consistency_model TO 'optimistic';")
+            .await
+            .unwrap();
+        psql(&nodes[0], "INSERT INTO coordinates VALUES (3,3);")
+            .await
+            .unwrap();
+        assert_eq!(
+            psql(&nodes[0], "SELECT * FROM coordinates WHERE x = 3;")
+                .await
+                .unwrap(),
+            rows(&[(3, 3)]),
+            "an optimistic read on the writing node sees its own write"
+        );
+        psql(&nodes[0], "SET pg_paxos.consistency_model TO 'strong';")
+            .await
+            .unwrap();
+        let sums: Vec<String> = {
+            let mut out = Vec::new();
+            for c in &nodes {
+                let r = psql(
+                    c,
+                    "SELECT md5(string_agg(x || ',' || y, ';' ORDER BY x)) FROM coordinates",
+                )
+                .await
+                .unwrap();
+                out.push(r[0][0].clone());
+            }
+            out
+        };
+        assert!(sums.iter().all(|s| *s == sums[0]), "{sums:?}");
+    })
+    .await;
+}
+
+async fn replicated_cluster(name: &str) -> Cluster {
+    let cluster = Cluster::new(name, 3);
+    for n in cluster.nodes() {
+        cluster
+            .client(n)
+            .await
+            .batch_execute("CREATE TABLE kv (k int PRIMARY KEY, v text)")
+            .await
+            .unwrap();
+    }
+    cluster.form_group("g").await;
+    cluster
+        .client(1)
+        .await
+        .execute("SELECT paxos_replicate_table('g', 'kv')", &[])
+        .await
+        .unwrap();
+    cluster
+}
+
+async fn kv(c: &Client) -> Vec<(i32, String)> {
+    c.query("SELECT k, v FROM kv ORDER BY k", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_prepared_statements_and_returning() {
+    bounded(async {
+        let cluster = replicated_cluster("params").await;
+        let c1 = cluster.client(1).await;
+        let insert = c1
+            .prepare("INSERT INTO kv VALUES ($1, $2) RETURNING k * 2")
+            .await
+            .unwrap();
+        for (k, v) in [(1, "it's"), (2, "$1 -- ; DROP TABLE kv")] {
+            let doubled: i32 = c1.query_one(&insert, &[&k, &v]).await.unwrap().get(0);
+            assert_eq!(doubled, k * 2);
+        }
+        let updated = c1
+            .execute("UPDATE kv SET v = v || $1 WHERE k = $2", &[&"!", &1i32])
+            .await
+            .unwrap();
+        assert_eq!(updated, 1, "the client gets the normal row count");
+        let expected = vec![
+            (1, "it's!".to_string()),
+            (2, "$1 -- ; DROP TABLE kv".to_string()),
+        ];
+        for n in cluster.nodes() {
+            assert_eq!(kv(&cluster.client(n).await).await, expected, "node {n}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_commit_roll_back_and_conflict() {
+    bounded(async {
+        let cluster = replicated_cluster("transactions").await;
+        let mut c1 = cluster.client(1).await;
+        let tx = c1.transaction().await.unwrap();
+        tx.execute("INSERT INTO kv VALUES (1, 'a')", &[])
+            .await
+            .unwrap();
+        tx.execute("INSERT INTO kv VALUES (2, 'b')", &[])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let before: i64 = c1
+            .query_one(
+                "SELECT count(*) FROM paxos.log WHERE value_kind = 'statement'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(before, 1, "one transaction, one log entry");
+        let tx = c1.transaction().await.unwrap();
+        tx.execute("INSERT INTO kv VALUES (3, 'rolled back')", &[])
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+
+        // A client that disappears mid-transaction logs nothing either.
+        let dying = cluster.client(2).await;
+        dying
+            .batch_execute("BEGIN; INSERT INTO kv VALUES (4, 'never')")
+            .await
+            .unwrap();
+        drop(dying);
+
+        // Two transactions based on the same round: the second to commit gets 40001.
+        let mut c2 = cluster.client(2).await;
+        let mut c3 = cluster.client(3).await;
+        let t2 = c2.transaction().await.unwrap();
+        t2.execute("INSERT INTO kv VALUES (5, 'first')", &[])
+            .await
+            .unwrap();
+        let t3 = c3.transaction().await.unwrap();
+        t3.execute("INSERT INTO kv VALUES (6, 'second')", &[])
+            .await
+            .unwrap();
+        t2.commit().await.unwrap();
+        let err = t3.commit().await.unwrap_err();
+        assert_eq!(sqlstate(&err), "40001", "{err:?}");
+        // The retry succeeds.
+        let t3 = c3.transaction().await.unwrap();
+        t3.execute("INSERT INTO kv VALUES (6, 'second')", &[])
+            .await
+            .unwrap();
+        t3.commit().await.unwrap();
+
+        let expected: Vec<(i32, String)> = vec![
+            (1, "a".into()),
+            (2, "b".into()),
+            (5, "first".into()),
+            (6, "second".into()),
+        ];
+        for n in cluster.nodes() {
+            assert_eq!(kv(&cluster.client(n).await).await, expected, "node {n}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volatile_functions_are_refused_unless_allowed() {
+    bounded(async {
+        let cluster = replicated_cluster("volatile").await;
+        let c1 = cluster.client(1).await;
+        let err = c1
+            .execute("INSERT INTO kv VALUES (1, random()::text)", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "22023", "{err:?}");
+        assert!(err.as_db_error().and_then(|d| d.hint()).is_some());
+        c1.batch_execute("SET pg_paxos.allow_mutable_functions = on")
+            .await
+            .unwrap();
+        c1.execute(
+            "INSERT INTO kv VALUES (1, 'fixed ' || length(random()::text)::text)",
+            &[],
+        )
+        .await
+        .unwrap();
+        let c2 = cluster.client(2).await;
+        assert_eq!(kv(&c2).await.len(), 1);
+    })
+    .await;
+}
