@@ -56,6 +56,23 @@ for n in 1 2 3; do
 done
 show 1 "SELECT member, node_id, reachable, highest_accepted_round, applied_round FROM paxos_status('demo')"
 
+step "8. A replicated table, as in the original README: plain SQL on any node"
+for n in 1 2 3; do sql "$n" -c "CREATE TABLE coordinates (x int, y int)"; done
+show 1 "SELECT paxos_replicate_table('demo', 'coordinates')"
+show 1 "INSERT INTO coordinates VALUES (1,1)"
+show 1 "INSERT INTO coordinates VALUES (2,2)"
+show 2 "SELECT * FROM coordinates ORDER BY x"
+show 2 "UPDATE coordinates SET x = x * 10"
+show 3 "SELECT * FROM coordinates ORDER BY x"
+
+step "9. Stop node 3, write on node 1, restart node 3: its first read catches up"
+cluster stop 3
+show 1 "INSERT INTO coordinates VALUES (3,3)"
+cluster start 3
+for n in 1 2 3; do
+  show "$n" "SELECT count(*) AS rows, md5(string_agg(x || ',' || y, ';' ORDER BY x)) AS checksum FROM coordinates"
+done
+
 step "Done"
 if [[ ${1:-} == --teardown ]]; then
   cluster teardown
