@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Benchmark of the replicated log on a local 3-node cluster (fsync on), beside plain single-node
-# INSERTs into an ordinary table on the same machine in the same run, as ratios.
+# Benchmarks on a local 3-node cluster (fsync on), each beside the same statements on a plain table
+# of one node of the same machine in the same run, as ratios:
+#   1. the replicated log: paxos_append at 1, 4 and 8 clients;
+#   2. replicated tables: single-row INSERT at 1, 4, 8 and 16 clients; single-row SELECT under the
+#      strong and the optimistic consistency model.
 #
-#   scripts/bench.sh [SECONDS_PER_RUN]      (default 10; clients 1, 4 and 8)
+#   scripts/bench.sh [SECONDS_PER_RUN]      (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ ${BENCH_SKIP_SETUP:-} == 1 ]] || bash scripts/setup.sh >/dev/null
@@ -22,6 +25,10 @@ sql 1 -c "SELECT paxos_create_group('bench', '$(scripts/cluster conninfo 1)')"
 sql 2 -c "SELECT paxos_join_group('bench', '$(scripts/cluster conninfo 1)', '$(scripts/cluster conninfo 2)')"
 sql 3 -c "SELECT paxos_join_group('bench', '$(scripts/cluster conninfo 1)', '$(scripts/cluster conninfo 3)')"
 sql 1 -c "CREATE TABLE bench_plain (id bigserial PRIMARY KEY, v text)"
+for n in 1 2 3; do sql "$n" -c "CREATE TABLE bench_rep (id bigint PRIMARY KEY, v text)"; done
+sql 1 -c "CREATE TABLE bench_local (id bigint PRIMARY KEY, v text)"
+sql 1 -c "SELECT paxos_replicate_table('bench', 'bench_rep')"
+sql 1 -c "INSERT INTO bench_rep VALUES (0, 'read me')" -c "INSERT INTO bench_local VALUES (0, 'read me')"
 
 cat > "$work/plain.sql" <<'SQL'
 INSERT INTO bench_plain (v) VALUES ('value ' || :client_id);
@@ -29,13 +36,17 @@ SQL
 cat > "$work/append.sql" <<'SQL'
 SELECT paxos_append('bench', 'bench', 'value ' || :client_id);
 SQL
+for t in rep local; do
+  printf '\\set id random(1, 1000000000000)\nINSERT INTO bench_%s VALUES (:id, '"'"'v'"'"');\n' "$t" > "$work/insert_$t.sql"
+  printf 'SELECT v FROM bench_%s WHERE id = 0;\n' "$t" > "$work/select_$t.sql"
+done
 
-# run NAME SCRIPT CLIENTS -> prints "tps p50_ms p99_ms errors"
+# run NAME SCRIPT CLIENTS [PGOPTIONS] -> prints "tps p50_ms p99_ms errors retried"
 run() {
-  local name=$1 script=$2 clients=$3 prefix="$work/$1-$3"
+  local name=$1 script=$2 clients=$3 options=${4:-} prefix="$work/$1-$3"
   local out
-  out=$(cd "$work" && env -u RUST_BACKTRACE "$PGBENCH" -n -h 127.0.0.1 -p $((PG_PAXOS_BASE_PORT + 1)) -U postgres \
-    -c "$clients" -j "$clients" -T "$SECONDS_PER_RUN" -f "$script" -l --log-prefix="$prefix" postgres 2>&1) \
+  out=$(cd "$work" && env -u RUST_BACKTRACE PGOPTIONS="$options" "$PGBENCH" -n -h 127.0.0.1 -p $((PG_PAXOS_BASE_PORT + 1)) -U postgres \
+    -c "$clients" -j "$clients" -T "$SECONDS_PER_RUN" --max-tries=1000 -f "$script" -l --log-prefix="$prefix" postgres 2>&1) \
     || { echo "$out" >&2; return 1; }
   local tps failed
   tps=$(echo "$out" | awk -F'= ' '/^tps/ {split($2, a, " "); print a[1]; exit}')
@@ -45,19 +56,40 @@ run() {
   n=$(wc -l < "$prefix.lat")
   p50=$(awk -v n="$n" 'NR == int(n * 0.50) + 1 {printf "%.2f", $1 / 1000; exit}' "$prefix.lat")
   p99=$(awk -v n="$n" 'NR == int(n * 0.99) + 1 {printf "%.2f", $1 / 1000; exit}' "$prefix.lat")
-  echo "${tps%.*} $p50 $p99 ${failed:-0}"
+  local retried
+  retried=$(echo "$out" | awk '/number of transactions retried/ {print $5; exit}')
+  echo "${tps%.*} $p50 $p99 ${failed:-0} ${retried:-0}"
 }
 
 printf '\npg_paxos benchmark: 3 local nodes, fsync on, %s s per run, %s cores\n' "$SECONDS_PER_RUN" "$(nproc)"
+printf '\n1. The replicated log\n'
 printf '%-8s | %-28s | %-28s | %s\n' "clients" "plain INSERT (1 node)" "paxos_append (3 nodes)" "append/plain"
 printf '%-8s | %-28s | %-28s | %s\n' "" "tps   p50 ms  p99 ms" "tps   p50 ms  p99 ms  errors" "tps     p50"
 for c in $CLIENT_COUNTS; do
-  read -r ptps pp50 pp99 _ < <(run plain "$work/plain.sql" "$c")
-  read -r atps ap50 ap99 aerr < <(run append "$work/append.sql" "$c")
+  read -r ptps pp50 pp99 _ _ < <(run plain "$work/plain.sql" "$c")
+  read -r atps ap50 ap99 aerr _ < <(run append "$work/append.sql" "$c")
   ratio_tps=$(awk -v a="$atps" -v p="$ptps" 'BEGIN {printf "%.3f", a / p}')
   ratio_p50=$(awk -v a="$ap50" -v p="$pp50" 'BEGIN {printf "%.1fx", a / p}')
   printf '%-8s | %-6s %-7s %-13s | %-6s %-7s %-7s %-6s | %s  %s\n' \
     "$c" "$ptps" "$pp50" "$pp99" "$atps" "$ap50" "$ap99" "$aerr" "$ratio_tps" "$ratio_p50"
 done
+
+printf '\n2. Replicated tables (single-row statements; retried = COMMITs that got 40001 and ran again)\n'
+printf '%-22s | %-22s | %-34s | %s\n' "workload" "plain table (1 node)" "replicated table (3 nodes)" "replicated/plain"
+printf '%-22s | %-22s | %-34s | %s\n' "" "tps   p50 ms  p99 ms" "tps   p50 ms  p99 ms  failed retried" "tps     p50"
+row() {
+  local label=$1 plain=$2 rep=$3 clients=$4 options=${5:-}
+  read -r ptps pp50 pp99 _ _ < <(run "p-$label" "$work/$plain" "$clients" "$options")
+  read -r rtps rp50 rp99 rerr rretry < <(run "r-$label" "$work/$rep" "$clients" "$options")
+  printf '%-22s | %-6s %-7s %-7s | %-6s %-7s %-7s %-6s %-7s | %s  %s\n' "$label" "$ptps" "$pp50" "$pp99" \
+    "$rtps" "$rp50" "$rp99" "$rerr" "$rretry" \
+    "$(awk -v a="$rtps" -v p="$ptps" 'BEGIN {printf "%.3f", a / p}')" \
+    "$(awk -v a="$rp50" -v p="$pp50" 'BEGIN {printf "%.1fx", a / p}')"
+}
+for c in ${TABLE_CLIENTS:-1 4 8 16}; do
+  row "INSERT, $c clients" insert_local.sql insert_rep.sql "$c"
+done
+row "SELECT strong, 1" select_local.sql select_rep.sql 1
+row "SELECT optimistic, 1" select_local.sql select_rep.sql 1 "-c pg_paxos.consistency_model=optimistic"
 rounds=$(scripts/cluster psql 2 -At -c "SELECT paxos_apply_log('bench', 'bench', paxos_max_group_round('bench'))")
 echo "rounds in the log after the run: $rounds"
