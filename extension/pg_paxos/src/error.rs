@@ -61,6 +61,11 @@ pub enum PaxosError {
         problem: String,
         missing: bool,
     },
+    /// The statement cannot be replicated.
+    NotSupported {
+        message: String,
+        hint: &'static str,
+    },
     /// Another entry was chosen for the round a transaction's writes were based on.
     Conflict {
         group: String,
@@ -115,6 +120,7 @@ impl PaxosError {
                 ERRCODE_DUPLICATE_OBJECT
             }
             PaxosError::NoMajority { .. } => ERRCODE_CONNECTION_FAILURE,
+            PaxosError::NotSupported { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
             PaxosError::RoundTimeout { .. } | PaxosError::Conflict { .. } => {
                 ERRCODE_T_R_SERIALIZATION_FAILURE
             }
@@ -157,6 +163,7 @@ impl PaxosError {
                 "Check that the member runs and has the pg_paxos extension in that database."
             }
             PaxosError::Conflict { .. } => "Retry the transaction.",
+            PaxosError::NotSupported { hint, .. } => hint,
             PaxosError::StatementFailed(_) => {
                 "The statement runs with search_path = pg_catalog, pg_temp: name tables and functions with their schema."
             }
@@ -239,7 +246,9 @@ impl fmt::Display for PaxosError {
                 f,
                 "this node was added to paxos group {group:?} in round {round}, but copying the group's state failed: {cause}"
             ),
-            PaxosError::InvalidArgument { message, .. } => f.write_str(message),
+            PaxosError::InvalidArgument { message, .. } | PaxosError::NotSupported { message, .. } => {
+                f.write_str(message)
+            }
             PaxosError::TableMismatch {
                 member,
                 table,

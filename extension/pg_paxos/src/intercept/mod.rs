@@ -7,6 +7,7 @@
 //!   highest round, and the statement joins its transaction's entry;
 //! - at COMMIT, the transaction's statements are proposed as one entry for exactly the next round
 //!   (`40001` when another entry won it); ROLLBACK logs nothing;
+//! - TRUNCATE goes through the log too; COPY FROM, ALTER TABLE and DROP TABLE are refused;
 //! - a SELECT on a replicated table under `pg_paxos.consistency_model = strong` first applies the
 //!   log up to the group's highest accepted round.
 //!
@@ -15,6 +16,7 @@
 mod analyze;
 mod executor;
 mod transaction;
+mod utility;
 
 use std::cell::Cell;
 
@@ -86,6 +88,8 @@ pub fn install() {
         pg_sys::post_parse_analyze_hook = Some(analyze::post_parse_analyze);
         executor::PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
         pg_sys::ExecutorStart_hook = Some(executor::executor_start);
+        utility::PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(utility::process_utility);
         pg_sys::RegisterXactCallback(Some(transaction::xact_callback), std::ptr::null_mut());
     }
 }

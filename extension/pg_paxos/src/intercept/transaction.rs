@@ -29,10 +29,13 @@ thread_local! {
 
 /// Makes the rows applied here visible to the statement about to run.
 fn refresh_snapshot() {
-    // SAFETY: both are called by PostgreSQL itself between commands of one statement.
+    // SAFETY: both are called by PostgreSQL itself between commands of one statement; the
+    // snapshot is only updated when there is one.
     unsafe {
         pg_sys::CommandCounterIncrement();
-        pg_sys::UpdateActiveSnapshotCommandId();
+        if pg_sys::ActiveSnapshotSet() {
+            pg_sys::UpdateActiveSnapshotCommandId();
+        }
     }
 }
 
