@@ -3,8 +3,10 @@
 
 pub mod blackhole;
 pub mod cluster;
+pub mod errors;
 pub mod wait;
 
 pub use blackhole::Blackhole;
 pub use cluster::Cluster;
+pub use errors::{bounded, message, sqlstate};
 pub use wait::wait_until;

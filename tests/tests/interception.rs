@@ -1,22 +1,8 @@
 //! Plain SQL on replicated tables: writes intercepted and logged, strong reads catching up,
 //! transactions proposed at COMMIT. Real 3-node clusters.
 
-use std::time::Duration;
-
-use pg_paxos_tests::Cluster;
+use pg_paxos_tests::{bounded, sqlstate, Cluster};
 use tokio_postgres::{Client, Error, SimpleQueryMessage};
-
-async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
-    tokio::time::timeout(Duration::from_secs(180), body)
-        .await
-        .expect("test exceeded its time budget");
-}
-
-fn sqlstate(e: &Error) -> String {
-    e.as_db_error()
-        .map(|d| d.code().code().to_string())
-        .unwrap_or_else(|| format!("not a server error: {e}"))
-}
 
 /// Runs SQL over the simple protocol, as psql does, and returns the rows of its last result.
 async fn psql(c: &Client, sql: &str) -> Result<Vec<Vec<String>>, Error> {

@@ -6,17 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pg_paxos_tests::{wait_until, Blackhole, Cluster};
+use pg_paxos_tests::{bounded, message, sqlstate, wait_until, Blackhole, Cluster};
 use tokio_postgres::{Client, Error};
-
-const TEST_BUDGET: Duration = Duration::from_secs(180);
-
-/// Every test body runs under a deadline: a hang fails the test instead of stalling CI.
-async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
-    tokio::time::timeout(TEST_BUDGET, body)
-        .await
-        .expect("test exceeded its time budget");
-}
 
 async fn append(c: &Client, proposer: &str, group: &str, value: &str) -> Result<i64, Error> {
     let row = c
@@ -26,18 +17,6 @@ async fn append(c: &Client, proposer: &str, group: &str, value: &str) -> Result<
         )
         .await?;
     Ok(row.get(0))
-}
-
-fn sqlstate(e: &Error) -> String {
-    e.as_db_error()
-        .map(|d| d.code().code().to_string())
-        .unwrap_or_else(|| format!("not a server error: {e}"))
-}
-
-fn message(e: &Error) -> String {
-    e.as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_else(|| e.to_string())
 }
 
 /// Brings `node` up to the group's highest round and returns its log of user values by round.

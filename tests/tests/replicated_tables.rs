@@ -2,22 +2,8 @@
 //! order on every node, failing statements, replay as the issuing role with a pinned search_path,
 //! and a node that stops loudly when an entry fails there.
 
-use std::time::Duration;
-
-use pg_paxos_tests::Cluster;
+use pg_paxos_tests::{bounded, sqlstate, Cluster};
 use tokio_postgres::{Client, Error};
-
-async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
-    tokio::time::timeout(Duration::from_secs(180), body)
-        .await
-        .expect("test exceeded its time budget");
-}
-
-fn sqlstate(e: &Error) -> String {
-    e.as_db_error()
-        .map(|d| d.code().code().to_string())
-        .unwrap_or_else(|| format!("not a server error: {e}"))
-}
 
 /// A group over every node of a fresh cluster with `public.coordinates (x int, y int)` everywhere.
 async fn cluster_with_table(name: &str) -> Cluster {

@@ -42,19 +42,13 @@ pub unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDes
 unsafe fn replicated_groups_read(rtable: *mut pg_sys::List) -> Vec<String> {
     let mut groups = Vec::new();
     // SAFETY: rtable is a List of RangeTblEntry.
-    unsafe {
-        let n = if rtable.is_null() {
-            0
-        } else {
-            (*rtable).length
-        };
-        for i in 0..n {
-            let rte = pg_sys::list_nth(rtable, i) as *mut pg_sys::RangeTblEntry;
-            if (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION {
-                if let Some(group) = replicated_group((*rte).relid) {
-                    if !groups.contains(&group) {
-                        groups.push(group);
-                    }
+    for rte in unsafe { super::list_items::<pg_sys::RangeTblEntry>(rtable) } {
+        // SAFETY: each element is a RangeTblEntry of the plan.
+        let (kind, relid) = unsafe { ((*rte).rtekind, (*rte).relid) };
+        if kind == pg_sys::RTEKind::RTE_RELATION {
+            if let Some(group) = replicated_group(relid) {
+                if !groups.contains(&group) {
+                    groups.push(group);
                 }
             }
         }

@@ -79,6 +79,20 @@ fn active() -> bool {
     }
 }
 
+/// The elements of a PostgreSQL `List` of pointers (none for NIL).
+///
+/// # Safety
+/// `list` must be NIL or a valid pointer list whose elements point to `T`.
+unsafe fn list_items<T>(list: *mut pg_sys::List) -> Vec<*mut T> {
+    // SAFETY: per the contract above.
+    unsafe {
+        let n = if list.is_null() { 0 } else { (*list).length };
+        (0..n)
+            .map(|i| pg_sys::list_nth(list, i) as *mut T)
+            .collect()
+    }
+}
+
 /// Installs the hooks, chaining to whatever was installed before; call from `_PG_init`.
 pub fn install() {
     // SAFETY: _PG_init runs once per process before any query; the previous hooks are saved and

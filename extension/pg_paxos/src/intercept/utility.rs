@@ -45,14 +45,7 @@ unsafe fn truncate_sql(stmt: *mut pg_sys::TruncateStmt) -> Option<(String, Strin
     let mut other = false;
     // SAFETY: `relations` is a List of RangeVar.
     unsafe {
-        let relations = (*stmt).relations;
-        let n = if relations.is_null() {
-            0
-        } else {
-            (*relations).length
-        };
-        for i in 0..n {
-            let rv = pg_sys::list_nth(relations, i) as *mut pg_sys::RangeVar;
+        for rv in super::list_items::<pg_sys::RangeVar>((*stmt).relations) {
             let Some(oid) = relation_oid(rv) else {
                 continue;
             };
@@ -134,14 +127,7 @@ pub unsafe extern "C-unwind" fn process_utility(
                 pg_sys::NodeTag::T_DropStmt => {
                     let drop = node as *mut pg_sys::DropStmt;
                     if (*drop).removeType == pg_sys::ObjectType::OBJECT_TABLE {
-                        let objects = (*drop).objects;
-                        let n = if objects.is_null() {
-                            0
-                        } else {
-                            (*objects).length
-                        };
-                        for i in 0..n {
-                            let names = pg_sys::list_nth(objects, i) as *mut pg_sys::List;
+                        for names in super::list_items::<pg_sys::List>((*drop).objects) {
                             let rv = pg_sys::makeRangeVarFromNameList(names);
                             if let Some(g) = relation_oid(rv).and_then(replicated_group) {
                                 refuse("DROP TABLE of", &g);
