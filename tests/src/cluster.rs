@@ -127,6 +127,39 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// A fresh cluster of `size` nodes, each with table `table` created by `ddl`, all in group
+    /// `group`, with the table replicated in it.
+    pub async fn with_replicated_table(
+        name: &str,
+        size: usize,
+        group: &str,
+        table: &str,
+        ddl: &str,
+    ) -> Cluster {
+        let cluster = Cluster::new(name, size);
+        for n in cluster.nodes() {
+            cluster
+                .client(n)
+                .await
+                .batch_execute(ddl)
+                .await
+                .unwrap_or_else(|e| panic!("{ddl} on node {n}: {e:?}"));
+        }
+        cluster.form_group(group).await;
+        cluster
+            .client(1)
+            .await
+            .execute(
+                "SELECT paxos_replicate_table($1, $2::text::regclass)",
+                &[&group, &table],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("replicate {table}: {e:?}"));
+        cluster
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         // Never panic here: this runs during unwinding too.

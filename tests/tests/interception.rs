@@ -146,23 +146,8 @@ async fn original_readme_walkthrough_runs_unchanged() {
 }
 
 async fn replicated_cluster(name: &str) -> Cluster {
-    let cluster = Cluster::new(name, 3);
-    for n in cluster.nodes() {
-        cluster
-            .client(n)
-            .await
-            .batch_execute("CREATE TABLE kv (k int PRIMARY KEY, v text)")
-            .await
-            .unwrap();
-    }
-    cluster.form_group("g").await;
-    cluster
-        .client(1)
-        .await
-        .execute("SELECT paxos_replicate_table('g', 'kv')", &[])
-        .await
-        .unwrap();
-    cluster
+    let ddl = "CREATE TABLE kv (k int PRIMARY KEY, v text)";
+    Cluster::with_replicated_table(name, 3, "g", "kv", ddl).await
 }
 
 async fn kv(c: &Client) -> Vec<(i32, String)> {

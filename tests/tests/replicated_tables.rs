@@ -7,23 +7,8 @@ use tokio_postgres::{Client, Error};
 
 /// A group over every node of a fresh cluster with `public.coordinates (x int, y int)` everywhere.
 async fn cluster_with_table(name: &str) -> Cluster {
-    let cluster = Cluster::new(name, 3);
-    for n in cluster.nodes() {
-        cluster
-            .client(n)
-            .await
-            .batch_execute("CREATE TABLE coordinates (x int PRIMARY KEY, y int)")
-            .await
-            .unwrap();
-    }
-    cluster.form_group("mokka").await;
-    cluster
-        .client(1)
-        .await
-        .execute("SELECT paxos_replicate_table('mokka', 'coordinates')", &[])
-        .await
-        .unwrap();
-    cluster
+    let ddl = "CREATE TABLE coordinates (x int PRIMARY KEY, y int)";
+    Cluster::with_replicated_table(name, 3, "mokka", "coordinates", ddl).await
 }
 
 async fn append_statement(c: &Client, sql: &str) -> Result<i64, Error> {
