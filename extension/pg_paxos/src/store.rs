@@ -571,3 +571,14 @@ pub fn replicated_tables(group_id: &str) -> Result<Vec<String>> {
         Ok(out)
     })
 }
+
+const CURRENT_ROLE: Sql = Sql {
+    text: "SELECT current_user::text",
+    args: &[],
+};
+
+/// The role the current statement runs as (logged with its writes, replayed as it).
+pub fn current_role() -> Result<String> {
+    first_value::<String>(&CURRENT_ROLE, &[])?
+        .ok_or_else(|| PaxosError::Internal("no current user".into()))
+}

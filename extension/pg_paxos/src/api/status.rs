@@ -31,10 +31,7 @@ type StatusRow = (
 fn group_status(group_id: &str) -> Result<Vec<StatusRow>> {
     let log = ReplicatedLog::open(group_id)?;
     let members = log.current_members()?;
-    let links = members
-        .iter()
-        .map(|m| log.link(m))
-        .collect::<Result<Vec<_>>>()?;
+    let links = log.links(&members)?;
     let wait = Duration::from_millis(guc::millis(&guc::CONNECT_TIMEOUT_MS) + 500);
     let net = crate::net::pool::net()?;
     let answers = net.block_on(round::gather(

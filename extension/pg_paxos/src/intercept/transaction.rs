@@ -39,11 +39,6 @@ fn refresh_snapshot() {
     }
 }
 
-fn current_role() -> Result<String> {
-    Spi::get_one::<String>("SELECT current_user::text")?
-        .ok_or_else(|| PaxosError::Internal("no current user".into()))
-}
-
 /// Adds a write to the transaction's entry. The first write brings the node up to the group's
 /// highest round and locks the applied round until the transaction ends.
 pub fn record_write(group: &str, sql: String) -> Result<()> {
@@ -67,7 +62,7 @@ pub fn record_write(group: &str, sql: String) -> Result<()> {
     if joined {
         return Ok(());
     }
-    let role = super::bypassing(current_role)?;
+    let role = store::current_role()?;
     let base = super::bypassing(|| {
         as_extension_owner(|| {
             check_not_diverged(group)?;

@@ -90,7 +90,8 @@ impl ReplicatedLog {
         )
     }
 
-    fn links(&self, members: &[String]) -> Result<Vec<Link>> {
+    /// Handles on `members`, given by their connection strings.
+    pub fn links(&self, members: &[String]) -> Result<Vec<Link>> {
         members.iter().map(|m| self.link(m)).collect()
     }
 

@@ -47,10 +47,7 @@ pub fn replicate(group_id: &str, relid: pgrx::pg_sys::Oid) -> Result<u64> {
 /// when it next applies the log.
 fn register_on_members(log: &ReplicatedLog, round: u64) -> Result<()> {
     let members = log.current_members()?;
-    let links = members
-        .iter()
-        .map(|m| log.link(m))
-        .collect::<Result<Vec<_>>>()?;
+    let links = log.links(&members)?;
     let net = net()?;
     let answers = net.block_on(round::gather(
         &links,
@@ -78,10 +75,7 @@ fn register_on_members(log: &ReplicatedLog, round: u64) -> Result<()> {
 
 fn check_members_have(log: &ReplicatedLog, name: &str, columns: &str) -> Result<()> {
     let members = log.current_members()?;
-    let links = members
-        .iter()
-        .map(|m| log.link(m))
-        .collect::<Result<Vec<_>>>()?;
+    let links = log.links(&members)?;
     let wait = Duration::from_millis(guc::millis(&guc::CONNECT_TIMEOUT_MS) + 1000);
     let net = net()?;
     let answers = net.block_on(round::gather(
@@ -132,8 +126,7 @@ const STATEMENT_ATTEMPTS: u32 = 5;
 /// one node produced its effect on exactly the state every other node replays it on. Returns the
 /// round; fails with 40001 when other entries won every attempt.
 pub fn append_statement(group_id: &str, sql: &str) -> Result<u64> {
-    let role = pgrx::Spi::get_one::<String>("SELECT current_user::text")?
-        .ok_or_else(|| PaxosError::Internal("no current user".into()))?;
+    let role = store::current_role()?;
     apply::as_extension_owner(|| append_statement_as(group_id, sql, role))
 }
 
