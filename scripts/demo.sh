@@ -73,6 +73,18 @@ for n in 1 2 3; do
   show "$n" "SELECT count(*) AS rows, md5(string_agg(x || ',' || y, ';' ORDER BY x)) AS checksum FROM coordinates"
 done
 
+step "10. Defaults, clocks and randomness: fixed where the write runs, the same on every node"
+for n in 1 2 3; do
+  sql "$n" -c "CREATE TABLE orders (id serial PRIMARY KEY, token uuid DEFAULT gen_random_uuid(), placed timestamptz DEFAULT now(), lucky float8, item text)"
+done
+show 1 "SELECT paxos_replicate_table('demo', 'orders')"
+show 1 "INSERT INTO orders (item, lucky) VALUES ('tea', random()), ('cake', random())"
+show 2 "INSERT INTO orders (item, lucky) VALUES ('coffee', random())"
+for n in 1 2 3; do
+  show "$n" "SELECT count(*) AS rows, md5(string_agg(orders::text, ';' ORDER BY id)) AS checksum FROM orders"
+done
+show 3 "SELECT id, token, placed, round(lucky::numeric, 4) AS lucky, item FROM orders ORDER BY id"
+
 step "Done"
 if [[ ${1:-} == --teardown ]]; then
   cluster teardown

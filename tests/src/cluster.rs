@@ -9,6 +9,38 @@ use tokio_postgres::{Client, NoTls};
 
 static NEXT_PORT_BLOCK: AtomicU16 = AtomicU16::new(0);
 
+/// Ports a test process may use: below Linux's ephemeral range (32768 and up), where outgoing
+/// connections would otherwise take a node's port between a stop and a restart.
+const FIRST_PORT: u16 = 10_000;
+const PORT_BLOCK: u16 = 10;
+const BLOCKS_PER_PROCESS: u16 = 30;
+const PROCESS_SLOTS: u16 = 70;
+
+/// A block of ports distinct per test and per test process (so tests run in parallel), skipping
+/// blocks where something already listens.
+fn free_port_block(size: usize) -> u16 {
+    assert!(
+        size < PORT_BLOCK as usize,
+        "at most {} nodes",
+        PORT_BLOCK - 1
+    );
+    let process_base = FIRST_PORT
+        + (std::process::id() % PROCESS_SLOTS as u32) as u16 * BLOCKS_PER_PROCESS * PORT_BLOCK;
+    loop {
+        let block = NEXT_PORT_BLOCK.fetch_add(1, Ordering::SeqCst);
+        assert!(
+            block < BLOCKS_PER_PROCESS,
+            "no free port block left for this test process"
+        );
+        let base = process_base + block * PORT_BLOCK;
+        let all_free = (1..=size as u16)
+            .all(|node| std::net::TcpListener::bind(("127.0.0.1", base + node)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+}
+
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -23,9 +55,7 @@ pub struct Cluster {
 impl Cluster {
     /// Creates and starts `size` nodes (extension created, no group yet).
     pub fn new(name: &str, size: usize) -> Cluster {
-        // Distinct ports per test and per test process, so tests can run in parallel.
-        let block = NEXT_PORT_BLOCK.fetch_add(1, Ordering::SeqCst);
-        let base_port = 20_000 + (std::process::id() % 100) as u16 * 200 + block * 10;
+        let base_port = free_port_block(size);
         let dir = std::env::temp_dir().join(format!("pg_paxos_test_{}_{name}", std::process::id()));
         let cluster = Cluster {
             name: name.to_string(),
@@ -157,6 +187,37 @@ impl Cluster {
             .await
             .unwrap_or_else(|e| panic!("replicate {table}: {e:?}"));
         cluster
+    }
+}
+
+impl Cluster {
+    /// An md5 over `table`'s rows (as text, sorted) on every node, read under the default strong
+    /// consistency, so each node first applies the group's log.
+    pub async fn table_checksums(&self, table: &str) -> Vec<String> {
+        let mut sums = Vec::new();
+        for n in self.nodes() {
+            let sql = format!(
+                "SELECT md5(coalesce(string_agg(t::text, ';' ORDER BY t::text), '')) FROM {table} AS t"
+            );
+            let row = self
+                .client(n)
+                .await
+                .query_one(&sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("checksum of {table} on node {n}: {e:?}"));
+            sums.push(row.get(0));
+        }
+        sums
+    }
+
+    /// Asserts that `table` has the same rows on every node and returns its checksum.
+    pub async fn assert_same_rows(&self, table: &str) -> String {
+        let sums = self.table_checksums(table).await;
+        assert!(
+            sums.iter().all(|s| *s == sums[0]),
+            "{table} differs between nodes: {sums:?}"
+        );
+        sums[0].clone()
     }
 }
 

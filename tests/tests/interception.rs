@@ -1,7 +1,7 @@
 //! Plain SQL on replicated tables: writes intercepted and logged, strong reads catching up,
 //! transactions proposed at COMMIT. Real 3-node clusters.
 
-use pg_paxos_tests::{bounded, sqlstate, Cluster};
+use pg_paxos_tests::{bounded, sqlstate, Cluster, Proxy};
 use tokio_postgres::{Client, Error, SimpleQueryMessage};
 
 /// Runs SQL over the simple protocol, as psql does, and returns the rows of its last result.
@@ -259,27 +259,37 @@ async fn transactions_commit_roll_back_and_conflict() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn volatile_functions_are_refused_unless_allowed() {
+async fn user_defined_volatile_functions_are_refused_unless_allowed() {
     bounded(async {
         let cluster = replicated_cluster("volatile").await;
+        for n in cluster.nodes() {
+            // Marked volatile, though its result is fixed: only the escape hatch lets it through.
+            cluster
+                .client(n)
+                .await
+                .batch_execute(
+                    "CREATE FUNCTION public.label() RETURNS text LANGUAGE sql VOLATILE AS $$ SELECT 'fixed' $$",
+                )
+                .await
+                .unwrap();
+        }
         let c1 = cluster.client(1).await;
         let err = c1
-            .execute("INSERT INTO kv VALUES (1, random()::text)", &[])
+            .execute("INSERT INTO kv VALUES (1, public.label())", &[])
             .await
             .unwrap_err();
         assert_eq!(sqlstate(&err), "22023", "{err:?}");
         assert!(err.as_db_error().and_then(|d| d.hint()).is_some());
+        assert!(kv(&c1).await.is_empty(), "a refused write left a row");
         c1.batch_execute("SET pg_paxos.allow_mutable_functions = on")
             .await
             .unwrap();
-        c1.execute(
-            "INSERT INTO kv VALUES (1, 'fixed ' || length(random()::text)::text)",
-            &[],
-        )
-        .await
-        .unwrap();
-        let c2 = cluster.client(2).await;
-        assert_eq!(kv(&c2).await.len(), 1);
+        c1.execute("INSERT INTO kv VALUES (1, public.label())", &[])
+            .await
+            .unwrap();
+        for n in cluster.nodes() {
+            assert_eq!(kv(&cluster.client(n).await).await, vec![(1, "fixed".to_string())]);
+        }
     })
     .await;
 }
@@ -331,4 +341,141 @@ async fn truncate_is_replicated_and_one_node_schema_changes_are_refused() {
 /// `copy_in` needs a buffer type; nothing is ever sent through it here.
 mod bytes_stub {
     pub type Bytes = std::io::Cursor<Vec<u8>>;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strong_read_once_a_cut_link_is_back_sees_every_acknowledged_write() {
+    bounded(async {
+        let cluster = Cluster::new("cut_link", 3);
+        // The other members reach node 3 through this proxy only.
+        let link = Proxy::start(cluster.port(3));
+        for n in cluster.nodes() {
+            cluster
+                .client(n)
+                .await
+                .batch_execute("CREATE TABLE kv (k int PRIMARY KEY, v text)")
+                .await
+                .unwrap();
+        }
+        let (c1, c2, c3) = (
+            cluster.client(1).await,
+            cluster.client(2).await,
+            cluster.client(3).await,
+        );
+        c1.execute(
+            "SELECT paxos_create_group('g', $1)",
+            &[&cluster.conninfo(1)],
+        )
+        .await
+        .unwrap();
+        c1.execute("SELECT paxos_replicate_table('g', 'kv')", &[])
+            .await
+            .unwrap();
+        for (c, me) in [(&c2, cluster.conninfo(2)), (&c3, link.conninfo())] {
+            c.execute(
+                "SELECT paxos_join_group('g', $1, $2)",
+                &[&cluster.conninfo(1), &me],
+            )
+            .await
+            .unwrap();
+        }
+        c1.execute("INSERT INTO kv VALUES (1, 'before')", &[])
+            .await
+            .unwrap();
+        assert_eq!(kv(&c3).await.len(), 1);
+        link.cut();
+        for k in 2..=5 {
+            c1.execute("INSERT INTO kv VALUES ($1, 'while cut')", &[&k])
+                .await
+                .unwrap();
+        }
+        // Node 3 missed those writes: its local copy does not have them.
+        c3.batch_execute("SET pg_paxos.consistency_model = optimistic")
+            .await
+            .unwrap();
+        assert_eq!(
+            kv(&c3).await.len(),
+            1,
+            "node 3 saw writes through a cut link"
+        );
+        link.restore();
+        c3.batch_execute("SET pg_paxos.consistency_model = strong")
+            .await
+            .unwrap();
+        assert_eq!(kv(&c3).await, kv(&c1).await);
+        assert_eq!(kv(&c3).await.len(), 5);
+    })
+    .await;
+}
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_and_search_path_tricks_never_run_anything_unintended() {
+    bounded(async {
+        let schema = quoted("Sch\"ema; DROP TABLE paxos.log; --");
+        let table = format!("{schema}.{}", quoted("Ta'ble $1 ;--"));
+        let ddl = format!(
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {table} (\"Key\" int PRIMARY KEY, \"va'lue\" text);
+             CREATE FUNCTION public.upper(text) RETURNS text LANGUAGE sql IMMUTABLE
+               AS $$ SELECT 'hijacked' $$;"
+        );
+        let group = "g'; DROP TABLE paxos.log; --";
+        let cluster = Cluster::new("hostile_names", 3);
+        for n in cluster.nodes() {
+            cluster.client(n).await.batch_execute(&ddl).await.unwrap();
+        }
+        cluster.form_group(group).await;
+        let c1 = cluster.client(1).await;
+        c1.execute("SELECT paxos_replicate_table($1, $2::text::regclass)", &[&group, &table])
+            .await
+            .unwrap();
+        // pg_catalog comes first by default: the built-in upper() runs, here and everywhere.
+        c1.execute(&format!("INSERT INTO {table} VALUES (1, upper('a'))"), &[])
+            .await
+            .unwrap();
+        // Asked for explicitly, public.upper() runs, here and everywhere.
+        c1.batch_execute(&format!(
+            "SET search_path = public, pg_catalog; INSERT INTO {table} VALUES (2, upper('b')); RESET search_path"
+        ))
+        .await
+        .unwrap();
+        let evil = "x'); DELETE FROM paxos.log; --";
+        c1.execute(&format!("INSERT INTO {table} VALUES (3, $1)"), &[&evil])
+            .await
+            .unwrap();
+        let c2 = cluster.client(2).await;
+        c2.execute(
+            &format!("UPDATE {table} SET \"va'lue\" = \"va'lue\" || $1 WHERE \"Key\" = 1"),
+            &[&" $1 ';"],
+        )
+        .await
+        .unwrap();
+        let expected = vec![
+            (1, "A $1 ';".to_string()),
+            (2, "hijacked".to_string()),
+            (3, evil.to_string()),
+        ];
+        for n in cluster.nodes() {
+            let c = cluster.client(n).await;
+            let rows: Vec<(i32, String)> = c
+                .query(&format!("SELECT * FROM {table} ORDER BY 1"), &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            assert_eq!(rows, expected, "node {n}");
+            let logged: i64 = c
+                .query_one("SELECT count(*) FROM paxos.log", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert!(logged >= 5, "node {n} lost its log: {logged}");
+        }
+    })
+    .await;
 }

@@ -18,24 +18,73 @@ fn decode_pair<'a>(what: &str, body: &'a str) -> Result<(&'a str, &'a str)> {
     Ok(rest.split_at(len))
 }
 
-/// A write to replicated tables: the statement, and the role it ran as on the proposing node (it
-/// runs as that role on every node, so the log cannot be used to gain privileges).
+/// A write to replicated tables: the role it ran as on the proposing node (it runs as that role on
+/// every node, so the log cannot be used to gain privileges) and its steps in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoggedStatement {
     pub role: String,
-    pub sql: String,
+    pub steps: Vec<Step>,
+}
+
+/// One step of a logged write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// SQL run as the statement's role.
+    Sql(String),
+    /// Sets a sequence (schema-qualified, quoted name) so that its next value is `next`, before
+    /// the SQL that calls `nextval` on it: every node then draws the values the proposer drew.
+    RestartSequence { sequence: String, next: i64 },
 }
 
 impl LoggedStatement {
+    /// A write of plain SQL.
+    pub fn sql(role: String, sql: impl Into<String>) -> Self {
+        LoggedStatement {
+            role,
+            steps: vec![Step::Sql(sql.into())],
+        }
+    }
+
     pub fn encode(&self) -> String {
-        encode_pair(&self.role, &self.sql)
+        let mut steps = String::new();
+        for step in &self.steps {
+            let item = match step {
+                Step::Sql(sql) => format!("s{sql}"),
+                Step::RestartSequence { sequence, next } => {
+                    format!("q{}", encode_pair(sequence, &next.to_string()))
+                }
+            };
+            steps.push_str(&encode_pair(&item, ""));
+        }
+        encode_pair(&self.role, &steps)
     }
 
     pub fn decode(body: &str) -> Result<Self> {
-        let (role, sql) = decode_pair("statement", body)?;
+        let bad = || ModelError::MalformedEntry("statement".to_string());
+        let (role, mut rest) = decode_pair("statement", body)?;
+        let mut steps = Vec::new();
+        while !rest.is_empty() {
+            let (item, tail) = decode_pair("statement", rest)?;
+            rest = tail;
+            let step = match item.split_at_checked(1).ok_or_else(bad)? {
+                ("s", sql) => Step::Sql(sql.to_string()),
+                ("q", pair) => {
+                    let (sequence, next) = decode_pair("statement", pair)?;
+                    Step::RestartSequence {
+                        sequence: sequence.to_string(),
+                        next: next.parse().map_err(|_| bad())?,
+                    }
+                }
+                _ => return Err(bad()),
+            };
+            steps.push(step);
+        }
+        if steps.is_empty() {
+            return Err(bad());
+        }
         Ok(LoggedStatement {
             role: role.to_string(),
-            sql: sql.to_string(),
+            steps,
         })
     }
 }
@@ -70,7 +119,14 @@ mod tests {
     fn round_trips_with_hostile_content() {
         let s = LoggedStatement {
             role: "a:b\"; 12:".into(),
-            sql: "INSERT INTO \"x:y\" VALUES ('5:z')".into(),
+            steps: vec![
+                Step::RestartSequence {
+                    sequence: "\"s:1\".\"q2:x\"".into(),
+                    next: -42,
+                },
+                Step::Sql("INSERT INTO \"x:y\" VALUES ('5:z')".into()),
+                Step::Sql("s3:q".into()),
+            ],
         };
         assert_eq!(LoggedStatement::decode(&s.encode()).unwrap(), s);
         let t = TableDefinition {
@@ -82,7 +138,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed_bodies() {
-        for bad in ["", "x", "5:ab", "-1:a", "1:é"] {
+        for bad in ["", "x", "5:ab", "-1:a", "1:é", "1:a", "1:a2:xy", "1:a3:q1:"] {
             assert!(LoggedStatement::decode(bad).is_err(), "{bad:?}");
         }
     }

@@ -6,9 +6,17 @@ use crate::error::{ModelError, Result};
 /// Replaces every `$n` outside string literals and quoted identifiers with `values[n - 1]` (a SQL
 /// expression such as `'5'::integer` or `NULL::text`).
 pub fn substitute(sql: &str, values: &[String]) -> Result<String> {
+    substitute_with(sql, |n| {
+        n.checked_sub(1).and_then(|k| values.get(k)).cloned()
+    })
+}
+
+/// Replaces every `$n` outside string literals and quoted identifiers with `value(n)`; numbers
+/// need not be dense (the extension numbers its own placeholders far above the user's).
+pub fn substitute_with(sql: &str, value: impl Fn(usize) -> Option<String>) -> Result<String> {
     let bad = |why: &str| ModelError::MalformedEntry(format!("statement ({why})"));
     let bytes = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len() + values.iter().map(String::len).sum::<usize>());
+    let mut out = String::with_capacity(sql.len() * 2);
     let mut i = 0;
     let mut copied = 0;
     while i < bytes.len() {
@@ -42,13 +50,10 @@ pub fn substitute(sql: &str, values: &[String]) -> Result<String> {
                 let n: usize = sql[start + 1..i]
                     .parse()
                     .map_err(|_| bad("parameter number"))?;
-                let value = n
-                    .checked_sub(1)
-                    .and_then(|k| values.get(k))
-                    .ok_or_else(|| bad("parameter without a value"))?;
+                let value = value(n).ok_or_else(|| bad("parameter without a value"))?;
                 out.push_str(&sql[copied..start]);
                 out.push('(');
-                out.push_str(value);
+                out.push_str(&value);
                 out.push(')');
                 copied = i;
             }

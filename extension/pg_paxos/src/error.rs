@@ -61,6 +61,11 @@ pub enum PaxosError {
         problem: String,
         missing: bool,
     },
+    /// The role lacks a privilege every node needs to replay the statement.
+    PermissionDenied {
+        message: String,
+        hint: &'static str,
+    },
     /// The statement cannot be replicated.
     NotSupported {
         message: String,
@@ -121,6 +126,7 @@ impl PaxosError {
             }
             PaxosError::NoMajority { .. } => ERRCODE_CONNECTION_FAILURE,
             PaxosError::NotSupported { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
+            PaxosError::PermissionDenied { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
             PaxosError::RoundTimeout { .. } | PaxosError::Conflict { .. } => {
                 ERRCODE_T_R_SERIALIZATION_FAILURE
             }
@@ -163,7 +169,9 @@ impl PaxosError {
                 "Check that the member runs and has the pg_paxos extension in that database."
             }
             PaxosError::Conflict { .. } => "Retry the transaction.",
-            PaxosError::NotSupported { hint, .. } => hint,
+            PaxosError::NotSupported { hint, .. } | PaxosError::PermissionDenied { hint, .. } => {
+                hint
+            }
             PaxosError::StatementFailed(_) => {
                 "The statement runs with search_path = pg_catalog, pg_temp: name tables and functions with their schema."
             }
@@ -246,9 +254,9 @@ impl fmt::Display for PaxosError {
                 f,
                 "this node was added to paxos group {group:?} in round {round}, but copying the group's state failed: {cause}"
             ),
-            PaxosError::InvalidArgument { message, .. } | PaxosError::NotSupported { message, .. } => {
-                f.write_str(message)
-            }
+            PaxosError::InvalidArgument { message, .. }
+            | PaxosError::NotSupported { message, .. }
+            | PaxosError::PermissionDenied { message, .. } => f.write_str(message),
             PaxosError::TableMismatch {
                 member,
                 table,

@@ -582,3 +582,59 @@ pub fn current_role() -> Result<String> {
     first_value::<String>(&CURRENT_ROLE, &[])?
         .ok_or_else(|| PaxosError::Internal("no current user".into()))
 }
+
+const RESTART_SEQUENCE: Sql = Sql {
+    text: "SELECT pg_catalog.setval($1::pg_catalog.regclass, $2, false)",
+    args: &[TEXT, INT8],
+};
+
+/// Makes `sequence`'s next value `next` (a replayed write then draws what its proposer drew).
+pub fn restart_sequence(sequence: &str, next: i64) -> Result<()> {
+    first_value::<i64>(&RESTART_SEQUENCE, &[sequence.into(), next.into()]).map(|_| ())
+}
+
+const SEQUENCE_FACTS: Sql = Sql {
+    text: "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname), \
+           s.seqincrement FROM pg_catalog.pg_sequence s \
+           JOIN pg_catalog.pg_class c ON c.oid = s.seqrelid \
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+           WHERE s.seqrelid = $1::pg_catalog.oid",
+    args: &[INT8],
+};
+
+/// A sequence's schema-qualified, quoted name and its increment.
+pub fn sequence_facts(relid: pgrx::pg_sys::Oid) -> Result<(String, i64)> {
+    query(
+        &SEQUENCE_FACTS,
+        &[i64::from(relid.to_u32()).into()],
+        |rows| {
+            for row in rows {
+                if let (Some(name), Some(increment)) = (row.get::<String>(1)?, row.get::<i64>(2)?) {
+                    return Ok(Some((name, increment)));
+                }
+            }
+            Ok(None)
+        },
+    )?
+    .ok_or_else(|| PaxosError::Internal(format!("sequence {relid:?} not found")))
+}
+
+const CAPTURE_FUNCTIONS: Sql = Sql {
+    text: "SELECT 'paxos.capture_value(bigint, integer, anyelement)'::pg_catalog.regprocedure::pg_catalog.oid::pg_catalog.int8, \
+           'paxos.capture_sequence(bigint, oid, anyelement)'::pg_catalog.regprocedure::pg_catalog.oid::pg_catalog.int8",
+    args: &[],
+};
+
+/// The oids of the functions a deterministic write calls to record what it drew.
+pub fn capture_functions() -> Result<(pgrx::pg_sys::Oid, pgrx::pg_sys::Oid)> {
+    let oid = |v: i64| pgrx::pg_sys::Oid::from(v as u32);
+    query(&CAPTURE_FUNCTIONS, &[], |rows| {
+        for row in rows {
+            if let (Some(value), Some(sequence)) = (row.get::<i64>(1)?, row.get::<i64>(2)?) {
+                return Ok(Some((oid(value), oid(sequence))));
+            }
+        }
+        Ok(None)
+    })?
+    .ok_or_else(|| PaxosError::Internal("capture functions not found".into()))
+}

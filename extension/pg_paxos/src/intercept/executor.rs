@@ -1,17 +1,23 @@
-//! At executor start: writes join their transaction's entry; strong reads catch up first.
+//! Executor hooks. At start, a write brings its transaction's group up to date (first write of
+//! the transaction) and starts recording what it draws; at end, it joins its transaction's entry
+//! with its parameters and drawn values written in. A strong read catches up at start.
 
-use std::ffi::CStr;
-
+use paxos_model::entries::Step;
 use paxos_model::params;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::analyze::{intercepted, replicated_group};
+use super::capture::{self, Captured, InFlight};
+use super::determinism::SITE_PARAMETER_BASE;
+use super::literals;
+use super::statements::{intercepted, replicated_group, Intercepted};
 use super::transaction;
-use crate::error::{OrRaise, PaxosError};
+use crate::error::{OrRaise, PaxosError, Result};
 use crate::guc::{self, ConsistencyModel};
+use crate::store;
 
 pub static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
+pub static mut PREV_EXECUTOR_END: pg_sys::ExecutorEnd_hook_type = None;
 
 #[pg_guard]
 pub unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
@@ -21,8 +27,8 @@ pub unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDes
         if !explain_only && super::active() {
             let stmt = (*query_desc).plannedstmt;
             if let Some(write) = intercepted((*stmt).queryId) {
-                let sql = with_parameters(&write.sql, (*query_desc).params).or_raise();
-                transaction::record_write(&write.group, sql).or_raise();
+                transaction::begin_write(&write.group).or_raise();
+                capture::start((*stmt).queryId, write.sites.len());
             } else if (*stmt).commandType == pg_sys::CmdType::CMD_SELECT
                 && guc::CONSISTENCY_MODEL.get() == ConsistencyModel::Strong
             {
@@ -34,6 +40,26 @@ pub unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDes
         match PREV_EXECUTOR_START {
             Some(prev) => prev(query_desc, eflags),
             None => pg_sys::standard_ExecutorStart(query_desc, eflags),
+        }
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
+    // SAFETY: the plan, parameters and estate stay valid until the executor ends below.
+    unsafe {
+        let tag = (*(*query_desc).plannedstmt).queryId;
+        if let Some(write) = intercepted(tag) {
+            if let Some(ran) = capture::finish(tag) {
+                if !ran.nested {
+                    let steps = logged_steps(&write, &ran, (*query_desc).params).or_raise();
+                    transaction::record_write(&write.group, steps).or_raise();
+                }
+            }
+        }
+        match PREV_EXECUTOR_END {
+            Some(prev) => prev(query_desc),
+            None => pg_sys::standard_ExecutorEnd(query_desc),
         }
     }
 }
@@ -56,16 +82,61 @@ unsafe fn replicated_groups_read(rtable: *mut pg_sys::List) -> Vec<String> {
     groups
 }
 
-/// The deparsed statement with its bound parameter values written in as typed literals.
-unsafe fn with_parameters(
-    sql: &str,
+/// What a finished write logs: a restart of every sequence it drew from, then its text with
+/// parameters and site values written in.
+unsafe fn logged_steps(
+    write: &Intercepted,
+    ran: &InFlight,
     params: pg_sys::ParamListInfo,
-) -> crate::error::Result<String> {
+) -> Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    for drawn in &ran.sequences {
+        let (sequence, increment) = store::sequence_facts(drawn.sequence)?;
+        if drawn.count > 1 && write.reads_tables {
+            return Err(PaxosError::NotSupported {
+                message: format!("a write to a replicated table drew several numbers from sequence {sequence} while reading tables, and other nodes may read the rows in another order"),
+                hint: "Give the column values explicitly, or insert with VALUES.",
+            });
+        }
+        let span = drawn.last.wrapping_sub(drawn.first);
+        if span != (drawn.count as i64 - 1).wrapping_mul(increment) {
+            return Err(PaxosError::NotSupported {
+                message: format!("sequence {sequence} gave a write to a replicated table numbers that are not consecutive, so other nodes cannot draw the same ones"),
+                hint: "Use CACHE 1 on sequences of replicated tables, and retry.",
+            });
+        }
+        steps.push(Step::RestartSequence {
+            sequence,
+            next: drawn.first,
+        });
+    }
+    // SAFETY: per the caller.
+    let user_values = unsafe { parameter_literals(params)? };
+    let base = SITE_PARAMETER_BASE as usize;
+    let sql = params::substitute_with(&write.sql, |n| {
+        if n > base {
+            let site = write.sites.get(n - base - 1)?;
+            let type_name = literals::type_name(site.typid, site.typmod);
+            Some(match ran.values.get(n - base - 1)? {
+                Captured::Value(text) => params::literal(text.as_deref(), &type_name),
+                Captured::NotEvaluated => params::literal(None, &type_name),
+                Captured::Varies => format!("({})::{type_name}", site.expression),
+            })
+        } else {
+            user_values.get(n.checked_sub(1)?).cloned()
+        }
+    })?;
+    steps.push(Step::Sql(sql));
+    Ok(steps)
+}
+
+/// The bound parameter values as typed literals.
+unsafe fn parameter_literals(params: pg_sys::ParamListInfo) -> Result<Vec<String>> {
     // SAFETY: params is the executor's parameter list; fetch hooks (PL/pgSQL) are called as the
     // executor would.
     unsafe {
-        if params.is_null() || (*params).numParams == 0 {
-            return Ok(sql.to_string());
+        if params.is_null() {
+            return Ok(Vec::new());
         }
         let mut values = Vec::new();
         for i in 0..(*params).numParams {
@@ -75,32 +146,17 @@ unsafe fn with_parameters(
                 None => (*params).params.as_mut_ptr().add(i as usize),
             };
             if param.is_null() || (*param).ptype == pg_sys::Oid::INVALID {
-                return Err(PaxosError::InvalidArgument {
-                    message: format!(
-                        "parameter ${} of a statement on a replicated table has no type",
-                        i + 1
-                    ),
-                    hint: "Give the parameter a type, e.g. $1::integer.",
-                });
+                // An unused parameter; a used one always has a type.
+                values.push("NULL".to_string());
+                continue;
             }
-            let type_name = CStr::from_ptr(pg_sys::format_type_extended(
-                (*param).ptype,
-                -1,
-                pg_sys::FORMAT_TYPE_FORCE_QUALIFY as u16,
-            ))
-            .to_string_lossy()
-            .into_owned();
-            let text = if (*param).isnull {
-                None
-            } else {
-                let mut output = pg_sys::Oid::INVALID;
-                let mut varlena = false;
-                pg_sys::getTypeOutputInfo((*param).ptype, &mut output, &mut varlena);
-                let out = pg_sys::OidOutputFunctionCall(output, (*param).value);
-                Some(CStr::from_ptr(out).to_string_lossy().into_owned())
-            };
-            values.push(params::literal(text.as_deref(), &type_name));
+            let text =
+                (!(*param).isnull).then(|| literals::output_text((*param).ptype, (*param).value));
+            values.push(params::literal(
+                text.as_deref(),
+                &literals::type_name((*param).ptype, -1),
+            ));
         }
-        Ok(params::substitute(sql, &values)?)
+        Ok(values)
     }
 }

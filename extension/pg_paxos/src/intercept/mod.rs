@@ -1,10 +1,13 @@
 //! Interception of statements on replicated tables (hooks; active when `pg_paxos` is in
 //! `shared_preload_libraries`):
 //!
-//! - after parse analysis, an INSERT, UPDATE or DELETE on a replicated table is deparsed (before
-//!   rewriting, with settings pinned so the text means the same on every node) and tagged;
-//! - at executor start, its bound parameters are written in, the log is applied up to the group's
-//!   highest round, and the statement joins its transaction's entry;
+//! - when planned, an INSERT, UPDATE or DELETE on a replicated table (also in a CTE) is made
+//!   deterministic (`determinism`), deparsed with settings pinned so the text means the same on
+//!   every node, and tagged (`planner`);
+//! - at executor start, the log is applied up to the group's highest round (first write of the
+//!   transaction); while it runs, the values of `now()`, `random()`, `nextval()` and the like are
+//!   recorded (`capture`); at executor end, its parameters and recorded values are written into
+//!   the text, which joins its transaction's entry;
 //! - at COMMIT, the transaction's statements are proposed as one entry for exactly the next round
 //!   (`40001` when another entry won it); ROLLBACK logs nothing;
 //! - TRUNCATE goes through the log too; COPY FROM, ALTER TABLE and DROP TABLE are refused;
@@ -13,8 +16,12 @@
 //!
 //! Replayed statements and the extension's own queries are never intercepted.
 
-mod analyze;
+mod capture;
+mod determinism;
 mod executor;
+mod literals;
+mod planner;
+mod statements;
 mod transaction;
 mod utility;
 
@@ -98,12 +105,15 @@ pub fn install() {
     // SAFETY: _PG_init runs once per process before any query; the previous hooks are saved and
     // always called.
     unsafe {
-        analyze::PREV_POST_PARSE_ANALYZE = pg_sys::post_parse_analyze_hook;
-        pg_sys::post_parse_analyze_hook = Some(analyze::post_parse_analyze);
+        planner::PREV_PLANNER = pg_sys::planner_hook;
+        pg_sys::planner_hook = Some(planner::planner);
         executor::PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
         pg_sys::ExecutorStart_hook = Some(executor::executor_start);
+        executor::PREV_EXECUTOR_END = pg_sys::ExecutorEnd_hook;
+        pg_sys::ExecutorEnd_hook = Some(executor::executor_end);
         utility::PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
         pg_sys::ProcessUtility_hook = Some(utility::process_utility);
         pg_sys::RegisterXactCallback(Some(transaction::xact_callback), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(transaction::subxact_callback), std::ptr::null_mut());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use paxos_model::entries::LoggedStatement;
+use paxos_model::entries::{LoggedStatement, Step};
 use paxos_model::value::ValueKind;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -14,13 +14,14 @@ use crate::paxos::replicated_log::{new_value, ReplicatedLog};
 use crate::store;
 
 /// The writes of the current transaction: its group, the round its state is based on (every round
-/// up to it applied, and the applied row locked so no other local writer moves it), and the
-/// statements in order.
+/// up to it applied, and the applied row locked so no other local writer moves it), and the steps
+/// of its writes in order, each with the subtransaction level it was made in (a rolled-back
+/// savepoint drops its steps).
 struct Pending {
     group: String,
     base: u64,
     role: String,
-    statements: Vec<String>,
+    steps: Vec<(i32, Step)>,
 }
 
 thread_local! {
@@ -39,27 +40,21 @@ fn refresh_snapshot() {
     }
 }
 
-/// Adds a write to the transaction's entry. The first write brings the node up to the group's
-/// highest round and locks the applied round until the transaction ends.
-pub fn record_write(group: &str, sql: String) -> Result<()> {
-    let joined = PENDING.with(|p| {
-        let mut p = p.borrow_mut();
-        match p.as_mut() {
-            Some(pending) if pending.group == group => {
-                pending.statements.push(sql.clone());
-                Ok(true)
-            }
-            Some(pending) => Err(PaxosError::InvalidArgument {
-                message: format!(
-                    "this transaction writes replicated tables of paxos group {:?} already, not of {group:?}",
-                    pending.group
-                ),
-                hint: "Write the tables of one group per transaction.",
-            }),
-            None => Ok(false),
-        }
+/// A write to `group` is about to run. The transaction's first write brings the node up to the
+/// group's highest round and locks the applied round until the transaction ends.
+pub fn begin_write(group: &str) -> Result<()> {
+    let started = PENDING.with(|p| match p.borrow().as_ref() {
+        Some(pending) if pending.group == group => Ok(true),
+        Some(pending) => Err(PaxosError::InvalidArgument {
+            message: format!(
+                "this transaction writes replicated tables of paxos group {:?} already, not of {group:?}",
+                pending.group
+            ),
+            hint: "Write the tables of one group per transaction.",
+        }),
+        None => Ok(false),
     })?;
-    if joined {
+    if started {
         return Ok(());
     }
     let role = store::current_role()?;
@@ -79,10 +74,27 @@ pub fn record_write(group: &str, sql: String) -> Result<()> {
             group: group.to_string(),
             base,
             role,
-            statements: vec![sql],
+            steps: Vec::new(),
         })
     });
     Ok(())
+}
+
+/// A write to `group` finished: its steps join the transaction's entry.
+pub fn record_write(group: &str, steps: Vec<Step>) -> Result<()> {
+    // SAFETY: reads the transaction state of this backend.
+    let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
+    PENDING.with(|p| match p.borrow_mut().as_mut() {
+        Some(pending) if pending.group == group => {
+            pending
+                .steps
+                .extend(steps.into_iter().map(|step| (level, step)));
+            Ok(())
+        }
+        _ => Err(PaxosError::Internal(format!(
+            "a write to paxos group {group:?} finished without having started"
+        ))),
+    })
 }
 
 /// Before a read: apply the log up to the group's highest accepted round, unless this transaction
@@ -108,9 +120,12 @@ fn propose_pending() -> Result<()> {
     let Some(pending) = PENDING.with(|p| p.borrow_mut().take()) else {
         return Ok(());
     };
+    if pending.steps.is_empty() {
+        return Ok(());
+    }
     let statement = LoggedStatement {
         role: pending.role,
-        sql: pending.statements.join(";\n"),
+        steps: pending.steps.into_iter().map(|(_, step)| step).collect(),
     };
     let round = pending.base + 1;
     super::bypassing(|| {
@@ -154,8 +169,43 @@ pub unsafe extern "C-unwind" fn xact_callback(
         | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
         | pg_sys::XactEvent::XACT_EVENT_COMMIT => {
             PENDING.with(|p| p.borrow_mut().take());
+            super::capture::abort(0);
             super::reset_bypass();
         }
+        _ => {}
+    }
+}
+
+/// A rolled-back savepoint (or a caught error in PL/pgSQL) drops the writes made inside it; a
+/// released one hands them to its parent.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn subxact_callback(
+    event: pg_sys::SubXactEvent::Type,
+    _my_subid: pg_sys::SubTransactionId,
+    _parent_subid: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    // SAFETY: reads the transaction state of this backend; the callback runs inside the
+    // subtransaction that ends.
+    let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
+    match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
+            super::capture::abort(level);
+            PENDING.with(|p| {
+                if let Some(pending) = p.borrow_mut().as_mut() {
+                    pending.steps.retain(|(l, _)| *l < level);
+                }
+            });
+        }
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => PENDING.with(|p| {
+            if let Some(pending) = p.borrow_mut().as_mut() {
+                for (l, _) in pending.steps.iter_mut() {
+                    if *l >= level {
+                        *l = level - 1;
+                    }
+                }
+            }
+        }),
         _ => {}
     }
 }

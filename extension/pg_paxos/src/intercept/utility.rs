@@ -2,10 +2,11 @@
 //! FROM, ALTER TABLE and DROP TABLE would change one node only, so they are refused with a hint
 //! (a superuser sets `pg_paxos.enabled = off` on every member for schema maintenance).
 
+use paxos_model::entries::Step;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::analyze::replicated_group;
+use super::statements::replicated_group;
 use super::transaction;
 use crate::error::{OrRaise, PaxosError};
 use crate::store;
@@ -107,7 +108,11 @@ pub unsafe extern "C-unwind" fn process_utility(
             match (*node).type_ {
                 pg_sys::NodeTag::T_TruncateStmt => {
                     if let Some((group, sql)) = truncate_sql(node as *mut pg_sys::TruncateStmt) {
-                        super::with_snapshot(|| transaction::record_write(&group, sql)).or_raise();
+                        super::with_snapshot(|| {
+                            transaction::begin_write(&group)?;
+                            transaction::record_write(&group, vec![Step::Sql(sql)])
+                        })
+                        .or_raise();
                     }
                 }
                 pg_sys::NodeTag::T_CopyStmt => {

@@ -8,7 +8,7 @@
 
 use std::ffi::CString;
 
-use paxos_model::entries::{LoggedStatement, TableDefinition};
+use paxos_model::entries::{LoggedStatement, Step, TableDefinition};
 use paxos_model::value::{LogValue, ValueKind};
 use pgrx::pg_sys;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
@@ -65,19 +65,31 @@ fn replay(statement: &LoggedStatement) -> std::result::Result<(), String> {
     }
 }
 
-/// Runs `statement` the way every node replays it: as its role, with search_path pinned to
-/// `pg_catalog, pg_temp`. Must run inside a [`Subtransaction`]; a PostgreSQL error is returned as
-/// its message (the caller then rolls the subtransaction back).
+/// Runs `statement` the way every node replays it: its SQL as its role, with search_path pinned
+/// to `pg_catalog, pg_temp`; its sequence restarts as the extension's owner (the proposer drew
+/// those values already, possibly through an identity column that needs no privilege). Must run
+/// inside a [`Subtransaction`]; a PostgreSQL error is returned as its message (the caller then
+/// rolls the subtransaction back).
 pub fn run_as_logged(statement: &LoggedStatement) -> std::result::Result<(), StatementError> {
-    crate::intercept::bypassing(|| run_as_logged_unintercepted(statement))
+    crate::intercept::bypassing(|| {
+        for step in &statement.steps {
+            match step {
+                Step::Sql(sql) => run_sql_as(&statement.role, sql.clone())?,
+                Step::RestartSequence { sequence, next } => {
+                    let (sequence, next) = (sequence.clone(), *next);
+                    catch_error(move || {
+                        store::restart_sequence(&sequence, next)
+                            .map_err(|e| internal(e.to_string()))
+                    })?
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
-fn run_as_logged_unintercepted(
-    statement: &LoggedStatement,
-) -> std::result::Result<(), StatementError> {
-    let role =
-        CString::new(statement.role.as_str()).map_err(|_| internal("role name contains NUL"))?;
-    let sql = statement.sql.clone();
+fn run_sql_as(role: &str, sql: String) -> std::result::Result<(), StatementError> {
+    let role = CString::new(role).map_err(|_| internal("role name contains NUL"))?;
     catch_error(move || {
         // SAFETY: plain calls of PostgreSQL's user-id and GUC API inside a live transaction; the
         // enclosing subtransaction restores both if the statement fails.

@@ -133,10 +133,7 @@ pub fn append_statement(group_id: &str, sql: &str) -> Result<u64> {
 fn append_statement_as(group_id: &str, sql: &str, role: String) -> Result<u64> {
     let log = ReplicatedLog::open(group_id)?;
     apply::check_not_diverged(group_id)?;
-    let statement = LoggedStatement {
-        role,
-        sql: sql.to_string(),
-    };
+    let statement = LoggedStatement::sql(role, sql);
     let value = new_value("statement", ValueKind::Statement, Some(statement.encode()));
     for _ in 0..STATEMENT_ATTEMPTS {
         let applied = log.apply_log(store::highest_learned(group_id)?)?;
@@ -240,11 +237,44 @@ pub fn install_snapshot(group_id: &str, round: u64, copies: &[TableCopy]) -> Res
             pgrx::Spi::run(&format!("DELETE FROM {name}"))?;
             pgrx::Spi::run_with_args(
                 &format!(
-                    "INSERT INTO {name} SELECT * FROM pg_catalog.json_populate_recordset(NULL::{name}, $1::pg_catalog.json)"
+                    "INSERT INTO {name} OVERRIDING SYSTEM VALUE SELECT * FROM pg_catalog.json_populate_recordset(NULL::{name}, $1::pg_catalog.json)"
                 ),
                 &[copy.rows.as_str().into()],
             )?;
+            advance_sequences_past_rows(name)?;
         }
         Ok(())
     })
+}
+
+/// Moves the sequences of a table's serial and identity columns past the copied rows, so that
+/// this node never draws a number a row has. (Every later entry restarts the sequences it draws
+/// from at the proposer's numbers.)
+fn advance_sequences_past_rows(table: &str) -> Result<()> {
+    let owned: Vec<(String, String)> = pgrx::Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT pg_catalog.quote_ident(a.attname), pg_catalog.pg_get_serial_sequence($1, a.attname) \
+             FROM pg_catalog.pg_attribute a \
+             WHERE a.attrelid = $1::pg_catalog.regclass AND a.attnum > 0 AND NOT a.attisdropped",
+            None,
+            &[table.into()],
+        )?;
+        let mut owned = Vec::new();
+        for row in rows {
+            if let (Some(column), Some(sequence)) = (row.get::<String>(1)?, row.get::<String>(2)?) {
+                owned.push((column, sequence));
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(owned)
+    })?;
+    for (column, sequence) in owned {
+        // `table` comes from our catalog and `column` is quoted by quote_ident.
+        pgrx::Spi::run_with_args(
+            &format!(
+                "SELECT pg_catalog.setval($1::pg_catalog.regclass, max({column})::pg_catalog.int8) FROM {table} HAVING max({column}) IS NOT NULL"
+            ),
+            &[sequence.as_str().into()],
+        )?;
+    }
+    Ok(())
 }

@@ -1,4 +1,5 @@
-//! After parse analysis: recognise writes to replicated tables and deparse them.
+//! Which tables are replicated, and the writes to them the planner hook has deparsed, by the query
+//! id it tagged them with (a prepared statement is executed long after it was planned).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -7,20 +8,22 @@ use std::ffi::CStr;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::error::{OrRaise, PaxosError};
-use crate::guc;
+use crate::error::OrRaise;
 use crate::paxos::apply::as_extension_owner;
-
-pub static mut PREV_POST_PARSE_ANALYZE: pg_sys::post_parse_analyze_hook_type = None;
 
 /// Query ids this extension gives to intercepted statements have the top bit set.
 const TAG: u64 = 1 << 63;
 
-/// A write to a replicated table: its group and its deparsed text (with `$n` for parameters).
+/// A write to replicated tables: its group, its deparsed text (`$n` for the user's parameters and
+/// `$(SITE_PARAMETER_BASE + 1 + k)` for the value of site `k`), its value sites, and whether it
+/// reads tables (then rows may reach `nextval` in another order on another node, so a sequence
+/// may be drawn from only once).
 #[derive(Clone, Debug)]
 pub struct Intercepted {
     pub group: String,
     pub sql: String,
+    pub sites: Vec<super::determinism::Site>,
+    pub reads_tables: bool,
 }
 
 thread_local! {
@@ -74,63 +77,30 @@ fn load_replicated() -> crate::error::Result<HashMap<pg_sys::Oid, String>> {
     Ok(out)
 }
 
-#[pg_guard]
-pub unsafe extern "C-unwind" fn post_parse_analyze(
-    pstate: *mut pg_sys::ParseState,
-    query: *mut pg_sys::Query,
-    jstate: *mut pg_sys::JumbleState,
-) {
-    // SAFETY: the previous hook gets exactly our arguments; `query` is the analyzed query.
-    unsafe {
-        if let Some(prev) = PREV_POST_PARSE_ANALYZE {
-            prev(pstate, query, jstate);
+/// A new query id for a write's plan.
+pub fn next_tag() -> u64 {
+    NEXT_TAG.with(|t| {
+        let mut t = t.borrow_mut();
+        *t += 1;
+        *t | TAG
+    })
+}
+
+/// Registers a deparsed write under the query id its plan carries.
+pub fn register(tag: u64, write: Intercepted) {
+    INTERCEPTED.with(|m| {
+        let mut m = m.borrow_mut();
+        // Prepared statements keep their tag; a session preparing without end is bounded here.
+        if m.len() > 10_000 {
+            m.clear();
         }
-        if query.is_null() || !super::active() {
-            return;
-        }
-        let command = (*query).commandType;
-        let writes = matches!(
-            command,
-            pg_sys::CmdType::CMD_INSERT | pg_sys::CmdType::CMD_UPDATE | pg_sys::CmdType::CMD_DELETE
-        );
-        if !writes || (*query).resultRelation <= 0 {
-            return;
-        }
-        let rte = pg_sys::list_nth((*query).rtable, (*query).resultRelation - 1)
-            as *mut pg_sys::RangeTblEntry;
-        let Some(group) = replicated_group((*rte).relid) else {
-            return;
-        };
-        if !guc::ALLOW_MUTABLE_FUNCTIONS.get()
-            && pg_sys::contain_mutable_functions(query as *mut pg_sys::Node)
-        {
-            PaxosError::InvalidArgument {
-                message: "a statement on a replicated table calls a function whose result can differ between nodes".into(),
-                hint: "Compute the value first and pass it as a constant, or set pg_paxos.allow_mutable_functions = on (superuser) if it does not matter.",
-            }
-            .raise();
-        }
-        let sql = deparse(query);
-        let tag = NEXT_TAG.with(|t| {
-            let mut t = t.borrow_mut();
-            *t += 1;
-            *t | TAG
-        });
-        (*query).queryId = tag;
-        INTERCEPTED.with(|m| {
-            let mut m = m.borrow_mut();
-            // Prepared statements keep their tag; a session preparing without end is bounded here.
-            if m.len() > 10_000 {
-                m.clear();
-            }
-            m.insert(tag, Intercepted { group, sql });
-        });
-    }
+        m.insert(tag, write);
+    });
 }
 
 /// The query as SQL, schema-qualified and with unambiguous literals: `search_path`, `DateStyle`,
 /// `IntervalStyle` and `extra_float_digits` are pinned while deparsing, as postgres_fdw does.
-unsafe fn deparse(query: *mut pg_sys::Query) -> String {
+pub unsafe fn deparse(query: *mut pg_sys::Query) -> String {
     // SAFETY: GUC changes are undone at the same nest level before returning.
     unsafe {
         let level = pg_sys::NewGUCNestLevel();
