@@ -479,3 +479,58 @@ async fn hostile_names_and_search_path_tricks_never_run_anything_unintended() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_write_lands_the_same_on_every_node() {
+    bounded(async {
+        let cluster = replicated_cluster("write_kinds").await;
+        for n in cluster.nodes() {
+            cluster
+                .client(n)
+                .await
+                .batch_execute(
+                    "CREATE FUNCTION public.fill(n int) RETURNS int LANGUAGE plpgsql AS $$
+                     BEGIN
+                       FOR i IN 1..n LOOP
+                         INSERT INTO public.kv VALUES (100 + i, 'loop ' || i::text);
+                       END LOOP;
+                       EXECUTE format('UPDATE public.kv SET v = v || %L WHERE k = $1', '!') USING 101;
+                       RETURN n;
+                     END $$;",
+                )
+                .await
+                .unwrap();
+        }
+        let c1 = cluster.client(1).await;
+        let c2 = cluster.client(2).await;
+        let steps: [(&Client, &str); 9] = [
+            (&c1, "INSERT INTO kv VALUES (1, 'a'), (2, 'b'), (3, 'c') RETURNING k"),
+            (&c2, "INSERT INTO kv SELECT k + 10, v || ' copy' FROM kv WHERE k < 3"),
+            (&c1, "INSERT INTO kv VALUES (1, 'ignored') ON CONFLICT (k) DO NOTHING"),
+            (&c2, "INSERT INTO kv VALUES (2, 'merged') ON CONFLICT (k) DO UPDATE SET v = kv.v || '+' || excluded.v"),
+            (&c1, "WITH gone AS (DELETE FROM kv WHERE k = 3 RETURNING k, v) INSERT INTO kv SELECT k + 20, v || ' moved' FROM gone"),
+            (&c2, "WITH up AS (UPDATE kv SET v = upper(v) WHERE k > 10 RETURNING k) SELECT count(*) FROM up"),
+            (&c1, "SELECT public.fill(3)"),
+            (&c2, "DELETE FROM kv WHERE k = 102 RETURNING v"),
+            (&c1, "UPDATE kv SET v = v || ' (' || k::text || ')' WHERE k IN (SELECT k FROM kv WHERE k < 3)"),
+        ];
+        for (c, sql) in steps {
+            psql(c, sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+            cluster.assert_same_rows("kv").await;
+        }
+        let expected: Vec<(i32, String)> = [
+            (1, "a (1)"),
+            (2, "b+merged (2)"),
+            (11, "A COPY"),
+            (12, "B COPY"),
+            (23, "C MOVED"),
+            (101, "loop 1!"),
+            (103, "loop 3"),
+        ]
+        .iter()
+        .map(|(k, v)| (*k, v.to_string()))
+        .collect();
+        assert_eq!(kv(&cluster.client(3).await).await, expected);
+    })
+    .await;
+}
