@@ -1,19 +1,11 @@
-//! The pg_paxos Kubernetes operator. Its reconciler is not written yet; this crate holds the pieces
-//! that do not depend on Kubernetes, starting with the SQL it sends to PostgreSQL, built with
-//! identifiers quoted and values bound as parameters.
+//! The pg_paxos Kubernetes operator: the `PaxosGroup` and `ReplicatedTable` resources (`crd`), the
+//! Kubernetes objects a group owns (`resources`, pure builders), what it does to PostgreSQL (`sql`),
+//! and the reconcilers (`controller`).
 
-/// Quotes a PostgreSQL identifier: wraps it in double quotes and doubles embedded ones.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub mod controller;
+pub mod crd;
+pub mod error;
+pub mod resources;
+pub mod sql;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quotes_identifiers() {
-        assert_eq!(quote_ident("t"), "\"t\"");
-        assert_eq!(quote_ident("a\"; drop"), "\"a\"\"; drop\"");
-    }
-}
+pub use error::{Error, Result};

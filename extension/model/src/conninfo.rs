@@ -10,10 +10,23 @@ use tokio_postgres::Config;
 use crate::error::{ModelError, Result};
 
 /// Defaults a connection string may leave out, filled from the local server like libpq would.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Defaults {
     pub user: String,
     pub dbname: String,
+    /// The contents of the password file (`$PGPASSFILE`, else `~/.pgpass`), consulted like libpq
+    /// does for a connection string without a password.
+    pub passfile: Option<String>,
+}
+
+impl std::fmt::Debug for Defaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Defaults")
+            .field("user", &self.user)
+            .field("dbname", &self.dbname)
+            .field("passfile", &self.passfile.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 /// Parses `conninfo` (libpq key=value syntax) into connection settings for a member.
@@ -44,6 +57,18 @@ pub fn parse(conninfo: &str, defaults: &Defaults, connect_timeout: Duration) -> 
     }
     if config.get_dbname().is_none() {
         config.dbname(&defaults.dbname);
+    }
+    if config.get_password().is_none() {
+        if let (Some(passfile), [Host::Tcp(host), ..]) = (&defaults.passfile, config.get_hosts()) {
+            let port = config.get_ports().first().copied().unwrap_or(5432);
+            let (dbname, user) = (
+                config.get_dbname().unwrap_or_default().to_string(),
+                config.get_user().unwrap_or_default().to_string(),
+            );
+            if let Some(password) = passfile_password(passfile, host, port, &dbname, &user) {
+                config.password(password);
+            }
+        }
     }
     config
         .application_name("pg_paxos")
@@ -102,6 +127,55 @@ pub fn redact(conninfo: &str) -> String {
     out
 }
 
+/// The password for a connection in a libpq password file: the first line
+/// `host:port:database:user:password` whose first four fields match (`*` matches anything; `\`
+/// escapes `:` and `\`); `#` starts a comment line.
+pub fn passfile_password(
+    contents: &str,
+    host: &str,
+    port: u16,
+    dbname: &str,
+    user: &str,
+) -> Option<String> {
+    let port = port.to_string();
+    let wanted = [host, port.as_str(), dbname, user];
+    contents
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .find_map(|line| {
+            let fields = passfile_fields(line);
+            if fields.len() != 5 {
+                return None;
+            }
+            let matches = fields[..4]
+                .iter()
+                .zip(wanted)
+                .all(|(field, value)| field == "*" || field == value);
+            matches.then(|| fields[4].clone())
+        })
+}
+
+fn passfile_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let (Some(next), Some(f)) = (chars.next(), fields.last_mut()) {
+                    f.push(next);
+                }
+            }
+            ':' if fields.len() < 5 => fields.push(String::new()),
+            c => {
+                if let Some(f) = fields.last_mut() {
+                    f.push(c)
+                }
+            }
+        }
+    }
+    fields
+}
+
 /// Skips one libpq value: quoted with backslash escapes, or up to the next whitespace.
 fn skip_value(s: &str) -> &str {
     if let Some(quoted) = s.strip_prefix('\'') {
@@ -128,7 +202,31 @@ mod tests {
         Defaults {
             user: "postgres".into(),
             dbname: "app".into(),
+            passfile: None,
         }
+    }
+
+    #[test]
+    fn a_password_file_supplies_missing_passwords() {
+        let passfile = "# members\n\
+            other:*:*:*:wrong\n\
+            db-1.svc:5432:*:postgres:p\\:w\\\\d\n\
+            *:*:*:*:fallback\n";
+        let with_file = Defaults {
+            passfile: Some(passfile.into()),
+            ..defaults()
+        };
+        let timeout = Duration::from_secs(1);
+        let config = parse("host=db-1.svc port=5432", &with_file, timeout).unwrap();
+        assert_eq!(config.get_password(), Some(&b"p:w\\d"[..]));
+        let config = parse("host=db-2.svc", &with_file, timeout).unwrap();
+        assert_eq!(config.get_password(), Some(&b"fallback"[..]));
+        // A password in the connection string wins; without a file there is none.
+        let config = parse("host=db-1.svc password=given", &with_file, timeout).unwrap();
+        assert_eq!(config.get_password(), Some(&b"given"[..]));
+        let config = parse("host=db-1.svc", &defaults(), timeout).unwrap();
+        assert_eq!(config.get_password(), None);
+        assert!(!format!("{with_file:?}").contains("fallback"));
     }
 
     #[test]

@@ -447,8 +447,9 @@ const CONNECTION_DEFAULTS: Sql = Sql {
     args: &[],
 };
 
-/// What libpq would fill in for a connection string without user or dbname: the bootstrap
-/// superuser (the server's OS user) and this database. Fixed for the life of a backend.
+/// What libpq would fill in for a connection string without user, dbname or password: the
+/// bootstrap superuser (the server's OS user), this database, and the password file. Fixed for
+/// the life of a backend.
 pub fn connection_defaults() -> Result<Defaults> {
     if let Some(d) = DEFAULTS.with(|d| d.borrow().clone()) {
         return Ok(d);
@@ -458,10 +459,19 @@ pub fn connection_defaults() -> Result<Defaults> {
         Ok(Defaults {
             user: row.get::<String>(1)?.unwrap_or_else(|| "postgres".into()),
             dbname: row.get::<String>(2)?.unwrap_or_else(|| "postgres".into()),
+            passfile: read_passfile(),
         })
     })?;
     DEFAULTS.with(|d| *d.borrow_mut() = Some(defaults.clone()));
     Ok(defaults)
+}
+
+/// The server's password file, as libpq finds it: `$PGPASSFILE`, else `~/.pgpass`.
+fn read_passfile() -> Option<String> {
+    let path = std::env::var_os("PGPASSFILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pgpass")))?;
+    std::fs::read_to_string(path).ok()
 }
 
 const DIVERGED: Sql = Sql {

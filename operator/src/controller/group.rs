@@ -1,0 +1,477 @@
+//! The PaxosGroup reconciler. Each pass: credentials, owned objects by server-side apply, then,
+//! once pods are ready, the group formed over SQL (create on member 0, others join through it),
+//! departing members leave before their pods go, and the status is applied with rounds and member
+//! health. Every step is idempotent, so a pass that failed half-way is simply run again.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+use tokio_postgres::Client;
+
+use super::conditions::condition;
+use super::metrics::Kind;
+use super::{Context, MANAGER};
+use crate::crd::{MemberStatus, PaxosGroup, PaxosGroupStatus, Phase};
+use crate::error::{Error, Result};
+use crate::resources::{self, Names};
+use crate::sql::ops::{self, GroupObservation, Outcome};
+use crate::sql::{Credentials, Member};
+
+pub const FINALIZER: &str = "pgpaxos.io/cleanup";
+
+/// Entry point for the controller.
+pub async fn reconcile(group: Arc<PaxosGroup>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics.reconciled(Kind::PaxosGroup);
+    let names = Names::of(&group)?;
+    let api: Api<PaxosGroup> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    finalizer(&api, FINALIZER, group, |event| async {
+        match event {
+            Finalizer::Apply(group) => apply(&group, &ctx).await,
+            Finalizer::Cleanup(group) => cleanup(&group, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Requeue with backoff; the failed pass already set Degraded and published an event.
+pub fn error_policy(_group: Arc<PaxosGroup>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(Kind::PaxosGroup);
+    tracing::warn!(error = %error, "PaxosGroup reconcile failed");
+    Action::requeue(error.retry_after(1))
+}
+
+async fn apply(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
+    match apply_steps(group, ctx).await {
+        Ok(action) => Ok(action),
+        Err(error) => {
+            report_failure(group, ctx, &error).await;
+            Err(error)
+        }
+    }
+}
+
+/// Deletion: owned objects go with the group (owner references); data volumes stay, so a group
+/// created again with the same name finds its data.
+async fn cleanup(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
+    let names = Names::of(group)?;
+    ctx.metrics.forget(&names.namespace, &names.group);
+    ctx.event(
+        group,
+        false,
+        "Deleting",
+        "Delete",
+        "Owned objects are deleted with the group; the members' volumes are kept".into(),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Applies `object` by server-side apply, as the operator's field manager.
+async fn apply_object<K>(ctx: &Context, namespace: &str, object: &K) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
+    let names = Names::of(group)?;
+    let spec = &group.spec;
+    if spec.members < 1 {
+        return Err(Error::InvalidSpec("members must be at least 1".into()));
+    }
+    if spec.members % 2 == 0 {
+        ctx.event(
+            group,
+            true,
+            "EvenMemberCount",
+            "Validate",
+            format!(
+                "{} members tolerate as many failures as {}: an odd count is better",
+                spec.members,
+                spec.members - 1
+            ),
+        )
+        .await;
+    }
+    let credentials = ensure_credentials(group, &names, ctx).await?;
+    apply_object(
+        ctx,
+        &names.namespace,
+        &resources::config_map(group, &names)?,
+    )
+    .await?;
+    apply_object(
+        ctx,
+        &names.namespace,
+        &resources::members_service(group, &names),
+    )
+    .await?;
+    apply_object(
+        ctx,
+        &names.namespace,
+        &resources::client_service(group, &names),
+    )
+    .await?;
+    apply_object(
+        ctx,
+        &names.namespace,
+        &resources::disruption_budget(group, &names),
+    )
+    .await?;
+
+    // Members above the desired count leave the group before the StatefulSet drops their pods.
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let current = sts_api
+        .get_opt(&names.stateful_set())
+        .await?
+        .and_then(|s| s.spec.and_then(|s| s.replicas))
+        .unwrap_or(spec.members);
+    let mut stateful_set = resources::stateful_set(group, &names);
+    let departing: Vec<i32> = (spec.members..current).rev().collect();
+    if !departing.is_empty() {
+        if let Some(s) = stateful_set.spec.as_mut() {
+            s.replicas = Some(current);
+        }
+    }
+    apply_object(ctx, &names.namespace, &stateful_set).await?;
+
+    let ready = ready_pods(ctx, &names).await?;
+    let member = |ordinal: i32| (ctx.addresses)(&names, ordinal, &spec.database);
+    if !ready.contains(&0) {
+        let status = status(
+            group,
+            &names,
+            ready.len(),
+            None,
+            &[],
+            Phase::Pending,
+            "PodsStarting",
+        );
+        apply_status(ctx, group, status).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let first = member(0);
+    let first_client = first.connect(&credentials, ctx.sql_timeout).await?;
+    ops::ensure_extension(&first_client, &first).await?;
+    if ops::ensure_group(&first_client, &first, &names.group).await? == Outcome::Done {
+        ctx.event(
+            group,
+            false,
+            "GroupCreated",
+            "Create",
+            format!("{} created the group", first.name),
+        )
+        .await;
+    }
+    for ordinal in 1..spec.members {
+        if !ready.contains(&ordinal) {
+            continue;
+        }
+        let joining = member(ordinal);
+        let client = joining.connect(&credentials, ctx.sql_timeout).await?;
+        ops::ensure_extension(&client, &joining).await?;
+        if ops::ensure_joined(&client, &joining, &names.group, &first).await? == Outcome::Done {
+            let note = format!("{} joined the group", joining.name);
+            ctx.member_event(group, &joining.name, "MemberJoined", "Join", note)
+                .await;
+        }
+    }
+    // Departing members leave one per pass, highest ordinal first, so a majority always remains;
+    // their pods go once every one of them left.
+    let mut still_departing = departing.len();
+    for &ordinal in &departing {
+        let outcome = leave(
+            ctx,
+            group,
+            &names,
+            &first_client,
+            &first,
+            &member(ordinal),
+            &credentials,
+        )
+        .await?;
+        still_departing -= 1;
+        if outcome == Outcome::Done {
+            break;
+        }
+    }
+    if !departing.is_empty() && still_departing == 0 {
+        if let Some(s) = stateful_set.spec.as_mut() {
+            s.replicas = Some(spec.members);
+        }
+        apply_object(ctx, &names.namespace, &stateful_set).await?;
+    }
+
+    let observation = ops::observe(&first_client, &first, &names.group).await?;
+    let members: Vec<Member> = (0..spec.members.max(current)).map(member).collect();
+    let member_status = member_status(&members, &observation, &ready);
+    let joined_ready = member_status
+        .iter()
+        .take(spec.members as usize)
+        .filter(|m| m.joined && m.reachable)
+        .count();
+    let phase = if still_departing > 0 {
+        Phase::Scaling
+    } else if joined_ready == spec.members as usize {
+        Phase::Ready
+    } else {
+        Phase::Forming
+    };
+    ctx.metrics.rounds(
+        &names.namespace,
+        &names.group,
+        observation.max_round,
+        member_status
+            .iter()
+            .filter_map(|m| m.applied_round.map(|r| (m.pod.clone(), r)))
+            .collect(),
+    );
+    let reason = match phase {
+        Phase::Ready => "AllMembersJoined",
+        Phase::Scaling => "MembersLeaving",
+        _ => "MembersJoining",
+    };
+    let status = status(
+        group,
+        &names,
+        joined_ready,
+        Some(observation.max_round),
+        &member_status,
+        phase,
+        reason,
+    );
+    apply_status(ctx, group, status).await?;
+    Ok(Action::requeue(if phase == Phase::Ready {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(5)
+    }))
+}
+
+/// The credentials Secret: the spec's, or one the operator generates once (never updated).
+async fn ensure_credentials(
+    group: &PaxosGroup,
+    names: &Names,
+    ctx: &Context,
+) -> Result<Credentials> {
+    let secret = names.credentials_secret(group);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    if group.spec.credentials_secret.is_none() && api.get_opt(&secret).await?.is_none() {
+        let password = resources::generated_password()
+            .map_err(|e| Error::NotReady(format!("no randomness for a password: {e}")))?;
+        let generated = resources::credentials_secret(group, names, &password);
+        api.create(&PostParams::default(), &generated).await?;
+        ctx.event(
+            group,
+            false,
+            "CredentialsCreated",
+            "Create",
+            format!("Created Secret {secret}"),
+        )
+        .await;
+    }
+    ctx.credentials(&names.namespace, &secret)
+        .await
+        .map_err(|e| match e {
+            Error::NotReady(_) => {
+                Error::InvalidSpec(format!("credentialsSecret {secret} does not exist"))
+            }
+            other => other,
+        })
+}
+
+/// Has a departing member leave the group itself, or, if it cannot be reached, removes it
+/// through member 0.
+async fn leave(
+    ctx: &Context,
+    group: &PaxosGroup,
+    names: &Names,
+    first_client: &Client,
+    first: &Member,
+    leaving: &Member,
+    credentials: &Credentials,
+) -> Result<Outcome> {
+    let outcome = match leaving.connect(credentials, ctx.sql_timeout).await {
+        Ok(client) => ops::ensure_left(&client, leaving, &names.group).await?,
+        Err(Error::Unreachable { .. }) => {
+            ops::ensure_removed(first_client, first, &names.group, leaving).await?
+        }
+        Err(e) => return Err(e),
+    };
+    if outcome == Outcome::Done {
+        let note = format!("{} left the group", leaving.name);
+        ctx.member_event(group, &leaving.name, "MemberLeft", "Leave", note)
+            .await;
+    }
+    Ok(outcome)
+}
+
+/// Ordinals of the group's pods that are Ready.
+async fn ready_pods(ctx: &Context, names: &Names) -> Result<BTreeSet<i32>> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let pods = api
+        .list(&ListParams::default().labels(&resources::selector_string(names)))
+        .await?;
+    let prefix = format!("{}-", names.group);
+    Ok(pods
+        .items
+        .iter()
+        .filter(|pod| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .filter_map(|pod| pod.name_any().strip_prefix(&prefix)?.parse().ok())
+        .collect())
+}
+
+fn member_status(
+    members: &[Member],
+    observation: &GroupObservation,
+    ready: &BTreeSet<i32>,
+) -> Vec<MemberStatus> {
+    members
+        .iter()
+        .enumerate()
+        .map(|(ordinal, m)| {
+            let seen = observation
+                .members
+                .iter()
+                .find(|o| o.conninfo == m.conninfo());
+            MemberStatus {
+                pod: m.name.clone(),
+                node_id: seen
+                    .and_then(|o| o.node_id.clone())
+                    .unwrap_or_else(|| m.name.clone()),
+                reachable: seen.is_some_and(|o| o.reachable) && ready.contains(&(ordinal as i32)),
+                joined: seen.is_some(),
+                applied_round: seen.and_then(|o| o.applied_round),
+            }
+        })
+        .collect()
+}
+
+fn status(
+    group: &PaxosGroup,
+    names: &Names,
+    ready_members: usize,
+    max_round: Option<i64>,
+    members: &[MemberStatus],
+    phase: Phase,
+    reason: &str,
+) -> PaxosGroupStatus {
+    let previous = group
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let generation = group.metadata.generation;
+    let wanted = group.spec.members;
+    let joined = members
+        .iter()
+        .take(wanted as usize)
+        .filter(|m| m.joined)
+        .count();
+    PaxosGroupStatus {
+        phase,
+        observed_generation: generation,
+        max_round,
+        ready_members: ready_members as i32,
+        selector: Some(resources::selector_string(names)),
+        members: members.to_vec(),
+        conditions: vec![
+            condition(
+                &previous,
+                "Ready",
+                phase == Phase::Ready,
+                reason,
+                format!("{ready_members} of {wanted} members joined and reachable"),
+                generation,
+            ),
+            condition(
+                &previous,
+                "MembersJoined",
+                joined == wanted as usize,
+                reason,
+                format!("{joined} of {wanted} members joined"),
+                generation,
+            ),
+            condition(&previous, "Degraded", false, reason, "", generation),
+        ],
+    }
+}
+
+/// Applies the status subresource by server-side apply.
+async fn apply_status(ctx: &Context, group: &PaxosGroup, status: PaxosGroupStatus) -> Result<()> {
+    let api: Api<PaxosGroup> =
+        Api::namespaced(ctx.client.clone(), &group.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": PaxosGroup::api_version(&()),
+        "kind": PaxosGroup::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &group.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A failed pass: Degraded with the reason, a Warning event.
+async fn report_failure(group: &PaxosGroup, ctx: &Context, error: &Error) {
+    let mut status = group.status.clone().unwrap_or_default();
+    let previous = status.conditions.clone();
+    let generation = group.metadata.generation;
+    status.phase = Phase::Degraded;
+    status
+        .conditions
+        .retain(|c| c.type_ != "Degraded" && c.type_ != "Ready");
+    status.conditions.push(condition(
+        &previous,
+        "Ready",
+        false,
+        error.reason(),
+        "see the Degraded condition",
+        generation,
+    ));
+    status.conditions.push(condition(
+        &previous,
+        "Degraded",
+        true,
+        error.reason(),
+        error.to_string(),
+        generation,
+    ));
+    if let Err(e) = apply_status(ctx, group, status).await {
+        tracing::warn!(error = %e, "could not set Degraded");
+    }
+    ctx.event(group, true, error.reason(), "Reconcile", error.to_string())
+        .await;
+}

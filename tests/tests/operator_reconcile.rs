@@ -1,0 +1,363 @@
+//! The operator's reconcilers against an in-memory Kubernetes API (kube-rs's mock service) and
+//! real local PostgreSQL nodes standing in for the member pods: objects created, the group formed
+//! once pods are ready, status with rounds, scale up and down, deletion through the finalizer,
+//! and failures that set Degraded with an event.
+
+use std::sync::Arc;
+
+use kube::runtime::controller::Action;
+use kube::Api;
+use pg_paxos_operator::controller::metrics::Metrics;
+use pg_paxos_operator::controller::{group, table, Context};
+use pg_paxos_operator::crd::{PaxosGroup, ReplicatedTable};
+use pg_paxos_operator::resources::Names;
+use pg_paxos_operator::sql::Member;
+use pg_paxos_operator::Error;
+use pg_paxos_tests::{bounded, Cluster, FakeKube};
+use serde_json::{json, Value};
+
+const NS: &str = "prod";
+
+/// A context whose members are the local nodes: ordinal i is node i + 1.
+fn context(client: kube::Client, ports: Vec<u16>) -> Arc<Context> {
+    let addresses = Arc::new(move |names: &Names, ordinal: i32, database: &str| Member {
+        name: names.pod(ordinal),
+        host: "127.0.0.1".into(),
+        port: ports.get(ordinal as usize).copied().unwrap_or(1),
+        database: database.into(),
+        user: "postgres".into(),
+    });
+    Arc::new(Context::with_addresses(
+        client,
+        Arc::new(Metrics::default()),
+        addresses,
+    ))
+}
+
+fn group_object(members: i32, extra: Value) -> Value {
+    let mut spec = json!({ "members": members });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    json!({
+        "apiVersion": "pgpaxos.io/v1alpha1", "kind": "PaxosGroup",
+        "metadata": { "name": "shop", "namespace": NS },
+        "spec": spec,
+    })
+}
+
+/// The stored group, as the controller would be handed it.
+async fn current(client: &kube::Client) -> Arc<PaxosGroup> {
+    let api: Api<PaxosGroup> = Api::namespaced(client.clone(), NS);
+    Arc::new(api.get("shop").await.expect("the group"))
+}
+
+async fn reconcile(client: &kube::Client, ctx: &Arc<Context>) -> Result<Action, Error> {
+    group::reconcile(current(client).await, ctx.clone()).await
+}
+
+/// Marks pods of ordinals `range` Ready, as the kubelet would once PostgreSQL answers.
+fn pods_ready(fake: &FakeKube, ordinals: std::ops::Range<i32>) {
+    for i in ordinals {
+        fake.insert(
+            "pods",
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": { "name": format!("shop-{i}"), "namespace": NS, "labels": {
+                    "app.kubernetes.io/name": "pg-paxos", "app.kubernetes.io/instance": "shop" } },
+                "status": { "conditions": [{ "type": "Ready", "status": "True" }] },
+            }),
+        );
+    }
+}
+
+fn status(fake: &FakeKube) -> Value {
+    fake.get(NS, "paxosgroups", "shop").expect("group")["status"].clone()
+}
+
+fn condition(status: &Value, type_: &str) -> Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or(Value::Null)
+}
+
+async fn members_seen_by(cluster: &Cluster, node: usize) -> i64 {
+    cluster
+        .client(node)
+        .await
+        .query_one("SELECT count(*) FROM paxos_status('shop')", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_group_gets_its_objects_then_forms_and_reports_rounds() {
+    bounded(async {
+        let cluster = Cluster::new("op_form", 3);
+        let (client, fake) = FakeKube::start();
+        let ctx = context(
+            client.clone(),
+            cluster.nodes().map(|n| cluster.port(n)).collect(),
+        );
+        fake.insert("paxosgroups", group_object(3, json!({})));
+
+        // First pass: only the finalizer.
+        reconcile(&client, &ctx).await.unwrap();
+        let stored = fake.get(NS, "paxosgroups", "shop").unwrap();
+        assert_eq!(stored["metadata"]["finalizers"], json!([group::FINALIZER]));
+
+        // Second pass: every owned object, no pod ready yet.
+        reconcile(&client, &ctx).await.unwrap();
+        for (plural, name) in [
+            ("secrets", "shop-credentials"),
+            ("configmaps", "shop-config"),
+            ("services", "shop"),
+            ("services", "shop-members"),
+            ("poddisruptionbudgets", "shop"),
+            ("statefulsets", "shop"),
+        ] {
+            let object = fake
+                .get(NS, plural, name)
+                .unwrap_or_else(|| panic!("{plural}/{name} was not created"));
+            assert_eq!(
+                object["metadata"]["ownerReferences"][0]["kind"], "PaxosGroup",
+                "{plural}/{name} is owned by the group"
+            );
+        }
+        assert_eq!(
+            fake.get(NS, "statefulsets", "shop").unwrap()["spec"]["replicas"],
+            3
+        );
+        assert_eq!(
+            fake.get(NS, "poddisruptionbudgets", "shop").unwrap()["spec"]["maxUnavailable"],
+            1
+        );
+        let password =
+            fake.get(NS, "secrets", "shop-credentials").unwrap()["data"]["password"].clone();
+        assert!(password.is_string());
+        let s = status(&fake);
+        assert_eq!(s["phase"], "Pending");
+        assert!(
+            !s.to_string().contains(password.as_str().unwrap()),
+            "password in status"
+        );
+
+        // Pods ready: the group forms.
+        pods_ready(&fake, 0..3);
+        reconcile(&client, &ctx).await.unwrap();
+        let s = status(&fake);
+        assert_eq!(s["phase"], "Ready", "{s}");
+        assert_eq!(s["readyMembers"], 3);
+        assert!(s["maxRound"].as_i64().unwrap() > 0);
+        assert_eq!(condition(&s, "Ready")["status"], "True");
+        assert_eq!(condition(&s, "MembersJoined")["status"], "True");
+        assert_eq!(condition(&s, "Degraded")["status"], "False");
+        let members = s["members"].as_array().unwrap();
+        assert_eq!(members.len(), 3);
+        assert!(members
+            .iter()
+            .all(|m| m["joined"] == true && m["reachable"] == true));
+        assert_eq!(
+            members[1]["nodeId"], "node2",
+            "node ids come from the members"
+        );
+        let events = fake.event_reasons(NS);
+        assert!(events.contains(&"GroupCreated".to_string()), "{events:?}");
+        assert_eq!(
+            events.iter().filter(|e| *e == "MemberJoined").count(),
+            2,
+            "{events:?}"
+        );
+
+        // Again: nothing new happens; never a second group or a double join.
+        reconcile(&client, &ctx).await.unwrap();
+        let events = fake.event_reasons(NS);
+        assert_eq!(events.iter().filter(|e| *e == "GroupCreated").count(), 1);
+        assert_eq!(events.iter().filter(|e| *e == "MemberJoined").count(), 2);
+        for node in cluster.nodes() {
+            assert_eq!(members_seen_by(&cluster, node).await, 3, "node {node}");
+        }
+
+        // A ReplicatedTable: created where missing, replicated, writes flow.
+        fake.insert(
+            "replicatedtables",
+            json!({
+                "apiVersion": "pgpaxos.io/v1alpha1", "kind": "ReplicatedTable",
+                "metadata": { "name": "orders", "namespace": NS },
+                "spec": { "group": "shop", "table": "public.orders",
+                          "columns": "id bigint PRIMARY KEY, item text" },
+            }),
+        );
+        let tables: Api<ReplicatedTable> = Api::namespaced(client.clone(), NS);
+        let orders = Arc::new(tables.get("orders").await.unwrap());
+        table::reconcile(orders, ctx.clone()).await.unwrap();
+        let t = fake.get(NS, "replicatedtables", "orders").unwrap();
+        assert_eq!(
+            condition(&t["status"], "Replicated")["status"],
+            "True",
+            "{t}"
+        );
+        assert_eq!(
+            t["status"]["members"],
+            json!(["shop-0", "shop-1", "shop-2"])
+        );
+        cluster
+            .client(1)
+            .await
+            .execute("INSERT INTO public.orders VALUES (1, 'tea')", &[])
+            .await
+            .unwrap();
+        let item: String = cluster
+            .client(3)
+            .await
+            .query_one("SELECT item FROM public.orders WHERE id = 1", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(item, "tea");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_up_joins_and_scaling_down_leaves_one_member_at_a_time() {
+    bounded(async {
+        let cluster = Cluster::new("op_scale", 5);
+        let (client, fake) = FakeKube::start();
+        let ctx = context(
+            client.clone(),
+            cluster.nodes().map(|n| cluster.port(n)).collect(),
+        );
+        fake.insert("paxosgroups", group_object(3, json!({})));
+        pods_ready(&fake, 0..3);
+        for _ in 0..2 {
+            reconcile(&client, &ctx).await.unwrap();
+        }
+        assert_eq!(status(&fake)["phase"], "Ready");
+
+        // Up to 5.
+        fake.edit(NS, "paxosgroups", "shop", |g| {
+            g["spec"]["members"] = json!(5)
+        });
+        reconcile(&client, &ctx).await.unwrap();
+        assert_eq!(
+            fake.get(NS, "statefulsets", "shop").unwrap()["spec"]["replicas"],
+            5
+        );
+        pods_ready(&fake, 3..5);
+        reconcile(&client, &ctx).await.unwrap();
+        assert_eq!(status(&fake)["readyMembers"], 5);
+        assert_eq!(members_seen_by(&cluster, 1).await, 5);
+
+        // Down to 3: member 4 leaves, then member 3, and only then do their pods go.
+        fake.edit(NS, "paxosgroups", "shop", |g| {
+            g["spec"]["members"] = json!(3)
+        });
+        reconcile(&client, &ctx).await.unwrap();
+        assert_eq!(members_seen_by(&cluster, 1).await, 4);
+        assert_eq!(
+            fake.get(NS, "statefulsets", "shop").unwrap()["spec"]["replicas"],
+            5
+        );
+        assert_eq!(status(&fake)["phase"], "Scaling");
+        reconcile(&client, &ctx).await.unwrap();
+        assert_eq!(members_seen_by(&cluster, 1).await, 3);
+        assert_eq!(
+            fake.get(NS, "statefulsets", "shop").unwrap()["spec"]["replicas"],
+            3
+        );
+        let s = status(&fake);
+        assert_eq!(s["phase"], "Ready", "{s}");
+        let events = fake.event_reasons(NS);
+        assert_eq!(
+            events.iter().filter(|e| *e == "MemberLeft").count(),
+            2,
+            "{events:?}"
+        );
+        // The group still works with the three that stayed.
+        cluster
+            .client(2)
+            .await
+            .execute("SELECT paxos_append('after-scale', 'shop', 'v')", &[])
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_goes_through_the_finalizer() {
+    bounded(async {
+        let cluster = Cluster::new("op_delete", 1);
+        let (client, fake) = FakeKube::start();
+        let ctx = context(client.clone(), vec![cluster.port(1)]);
+        fake.insert("paxosgroups", group_object(1, json!({})));
+        pods_ready(&fake, 0..1);
+        for _ in 0..2 {
+            reconcile(&client, &ctx).await.unwrap();
+        }
+        assert_eq!(status(&fake)["phase"], "Ready");
+        let api: Api<PaxosGroup> = Api::namespaced(client.clone(), NS);
+        api.delete("shop", &Default::default()).await.unwrap();
+        assert!(
+            fake.get(NS, "paxosgroups", "shop").is_some(),
+            "the finalizer holds the group until cleanup ran"
+        );
+        reconcile(&client, &ctx).await.unwrap();
+        assert!(fake.get(NS, "paxosgroups", "shop").is_none());
+        assert!(fake.event_reasons(NS).contains(&"Deleting".to_string()));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_set_degraded_with_an_event_and_requeue() {
+    bounded(async {
+        let (client, fake) = FakeKube::start();
+        // Member 0 is unreachable: nothing listens on port 1.
+        let ctx = context(client.clone(), vec![1]);
+        fake.insert("paxosgroups", group_object(1, json!({})));
+        pods_ready(&fake, 0..1);
+        reconcile(&client, &ctx).await.unwrap();
+        let err = reconcile(&client, &ctx).await.unwrap_err();
+        assert_eq!(err.reason(), "MemberUnreachable", "{err}");
+        let s = status(&fake);
+        assert_eq!(s["phase"], "Degraded");
+        assert_eq!(condition(&s, "Degraded")["status"], "True");
+        assert_eq!(condition(&s, "Degraded")["reason"], "MemberUnreachable");
+        assert!(fake
+            .event_reasons(NS)
+            .contains(&"MemberUnreachable".to_string()));
+        let action = group::error_policy(current(&client).await, &err, ctx.clone());
+        assert_ne!(action, Action::await_change(), "errors requeue");
+
+        // An invalid spec: a parameter the operator manages, and a Secret that does not exist.
+        for (extra, reason) in [
+            (
+                json!({"postgresParameters": {"shared_preload_libraries": "evil"}}),
+                "InvalidSpec",
+            ),
+            (json!({"credentialsSecret": "missing"}), "InvalidSpec"),
+        ] {
+            fake.edit(NS, "paxosgroups", "shop", |g| {
+                g["spec"] = group_object(1, extra.clone())["spec"].clone();
+            });
+            let err = reconcile(&client, &ctx).await.unwrap_err();
+            assert_eq!(err.reason(), reason, "{err}");
+            let degraded = condition(&status(&fake), "Degraded");
+            assert_eq!(degraded["reason"], reason);
+            assert!(!degraded["message"].as_str().unwrap_or_default().is_empty());
+        }
+        // Even member counts are allowed, with a warning.
+        fake.edit(NS, "paxosgroups", "shop", |g| {
+            g["spec"] = json!({"members": 2})
+        });
+        let _ = reconcile(&client, &ctx).await;
+        assert!(fake
+            .event_reasons(NS)
+            .contains(&"EvenMemberCount".to_string()));
+    })
+    .await;
+}
