@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, builds and installs the extension into PostgreSQL 15,
-# then the unit and simulation tests, the integration tests on local clusters, fmt and clippy.
+# then fmt and clippy, the unit and simulation tests, the integration tests on local clusters, and
+# the bounded fault suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -11,6 +12,7 @@ export RUST_BACKTRACE=0
 cleanup() {
   for data in "${TMPDIR:-/tmp}"/pg_paxos_test_*/node*/data; do
     [[ -f $data/postmaster.pid ]] && runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$data" -m immediate stop >/dev/null 2>&1
+    mountpoint -q "$data" && umount "$data"
   done
   rm -rf "${TMPDIR:-/tmp}"/pg_paxos_test_*
 }
@@ -22,3 +24,5 @@ echo "== unit and simulation tests (pure crates)"
 cargo test -p paxos-core -p paxos-model -p pg-paxos-operator
 echo "== integration tests on local PostgreSQL clusters"
 cargo test -p pg-paxos-tests -- --test-threads="${PG_PAXOS_TEST_THREADS:-2}"
+echo "== fault suite (bounded, seeded)"
+PG_PAXOS_SKIP_SETUP=1 bash scripts/faults.sh

@@ -5,6 +5,8 @@ pub mod blackhole;
 pub mod cluster;
 pub mod errors;
 pub mod fake_kube;
+pub mod faults;
+pub mod links;
 pub mod proxy;
 pub mod wait;
 
@@ -12,5 +14,6 @@ pub use blackhole::Blackhole;
 pub use cluster::Cluster;
 pub use errors::{bounded, message, sqlstate};
 pub use fake_kube::FakeKube;
+pub use links::{LinkProxy, Rule};
 pub use proxy::Proxy;
 pub use wait::wait_until;

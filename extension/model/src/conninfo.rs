@@ -17,6 +17,9 @@ pub struct Defaults {
     /// The contents of the password file (`$PGPASSFILE`, else `~/.pgpass`), consulted like libpq
     /// does for a connection string without a password.
     pub passfile: Option<String>,
+    /// This node's id: connections say `application_name = 'pg_paxos/<node id>'`, so a member
+    /// (and a test's link proxy) can tell which node is calling.
+    pub node_id: String,
 }
 
 impl std::fmt::Debug for Defaults {
@@ -25,6 +28,7 @@ impl std::fmt::Debug for Defaults {
             .field("user", &self.user)
             .field("dbname", &self.dbname)
             .field("passfile", &self.passfile.as_ref().map(|_| "<hidden>"))
+            .field("node_id", &self.node_id)
             .finish()
     }
 }
@@ -71,7 +75,7 @@ pub fn parse(conninfo: &str, defaults: &Defaults, connect_timeout: Duration) -> 
         }
     }
     config
-        .application_name("pg_paxos")
+        .application_name(format!("pg_paxos/{}", defaults.node_id))
         .connect_timeout(connect_timeout)
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(10))
@@ -203,6 +207,7 @@ mod tests {
             user: "postgres".into(),
             dbname: "app".into(),
             passfile: None,
+            node_id: "n1".into(),
         }
     }
 

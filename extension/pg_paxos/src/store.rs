@@ -460,6 +460,7 @@ pub fn connection_defaults() -> Result<Defaults> {
             user: row.get::<String>(1)?.unwrap_or_else(|| "postgres".into()),
             dbname: row.get::<String>(2)?.unwrap_or_else(|| "postgres".into()),
             passfile: read_passfile(),
+            node_id: crate::guc::node_id(),
         })
     })?;
     DEFAULTS.with(|d| *d.borrow_mut() = Some(defaults.clone()));

@@ -19,6 +19,23 @@ use crate::store;
 pub static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 pub static mut PREV_EXECUTOR_END: pg_sys::ExecutorEnd_hook_type = None;
 
+/// After catching up, a statement under READ COMMITTED runs on a snapshot taken now: the one it
+/// was given was taken before, and misses what other backends of this node applied since (a read
+/// would be stale; a write would run here on other rows than on the nodes that replay it).
+/// Under REPEATABLE READ and SERIALIZABLE the transaction keeps its snapshot.
+unsafe fn use_fresh_snapshot(query_desc: *mut pg_sys::QueryDesc) {
+    // SAFETY: a query descriptor holds one registration of its snapshot (taken by
+    // CreateQueryDesc, released by FreeQueryDesc, both on the current resource owner): it is
+    // moved from the old snapshot to the new one.
+    unsafe {
+        if pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32 {
+            let fresh = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
+            pg_sys::UnregisterSnapshot((*query_desc).snapshot);
+            (*query_desc).snapshot = fresh;
+        }
+    }
+}
+
 #[pg_guard]
 pub unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
     // SAFETY: query_desc is the executor's own; we only read it before passing it on.
@@ -29,11 +46,16 @@ pub unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDes
             if let Some(write) = intercepted((*stmt).queryId) {
                 transaction::begin_write(&write.group).or_raise();
                 capture::start((*stmt).queryId, write.sites.len());
+                use_fresh_snapshot(query_desc);
             } else if (*stmt).commandType == pg_sys::CmdType::CMD_SELECT
                 && guc::CONSISTENCY_MODEL.get() == ConsistencyModel::Strong
             {
-                for group in replicated_groups_read((*stmt).rtable) {
-                    transaction::catch_up_for_read(&group).or_raise();
+                let groups = replicated_groups_read((*stmt).rtable);
+                for group in &groups {
+                    transaction::catch_up_for_read(group).or_raise();
+                }
+                if !groups.is_empty() {
+                    use_fresh_snapshot(query_desc);
                 }
             }
         }

@@ -42,11 +42,24 @@ pub fn replicate(group_id: &str, relid: pgrx::pg_sys::Oid) -> Result<u64> {
     Ok(round)
 }
 
-/// Has every reachable member apply the log through the registration round, so that each one
-/// intercepts writes to the table from now on. A member that does not answer registers the table
-/// when it next applies the log.
-fn register_on_members(log: &ReplicatedLog, round: u64) -> Result<()> {
+/// The members other than this node. This node answers for itself inside the caller's
+/// transaction: a call through its own loopback connection would wait for locks this transaction
+/// holds.
+fn other_members(log: &ReplicatedLog) -> Result<(usize, Vec<String>)> {
     let members = log.current_members()?;
+    let total = members.len();
+    let others = members
+        .into_iter()
+        .filter(|m| *m != log.group.self_conninfo)
+        .collect();
+    Ok((total, others))
+}
+
+/// Has every other reachable member apply the log through the registration round, so that each
+/// one intercepts writes to the table from now on (this node applied it already). A member that
+/// does not answer registers the table when it next applies the log.
+fn register_on_members(log: &ReplicatedLog, round: u64) -> Result<()> {
+    let (_, members) = other_members(log)?;
     let links = log.links(&members)?;
     let net = net()?;
     let answers = net.block_on(round::gather(
@@ -73,8 +86,10 @@ fn register_on_members(log: &ReplicatedLog, round: u64) -> Result<()> {
     Ok(())
 }
 
+/// Checks that a majority of the members, this node included, have the table with the same
+/// columns, and that no member that answered lacks it or has it otherwise.
 fn check_members_have(log: &ReplicatedLog, name: &str, columns: &str) -> Result<()> {
-    let members = log.current_members()?;
+    let (total, members) = other_members(log)?;
     let links = log.links(&members)?;
     let wait = Duration::from_millis(guc::millis(&guc::CONNECT_TIMEOUT_MS) + 1000);
     let net = net()?;
@@ -87,7 +102,8 @@ fn check_members_have(log: &ReplicatedLog, name: &str, columns: &str) -> Result<
         wait,
     ));
     net.emit_warnings();
-    let mut answered = 0;
+    // This node has the table: its definition is what the others are compared with.
+    let mut answered = total - members.len();
     for (i, answer) in answers {
         let Ok(rows) = answer else { continue };
         answered += 1;
@@ -104,12 +120,12 @@ fn check_members_have(log: &ReplicatedLog, name: &str, columns: &str) -> Result<
             missing: problem == "does not exist",
         });
     }
-    if answered < paxos_core::proposer::majority(members.len()) {
+    if answered < paxos_core::proposer::majority(total) {
         return Err(PaxosError::NoMajority {
             group: log.id().to_string(),
             action: "check the table on the members",
             answered,
-            total: members.len(),
+            total,
             last_error: None,
         });
     }

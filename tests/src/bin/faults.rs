@@ -1,0 +1,59 @@
+//! The fault suite's command: `faults [--seed N] [--members 3] [--seconds 60] [--clients 4]
+//! [--out DIR]`. Exits 1 when a run found anomalies; the evidence is kept under DIR.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pg_paxos_tests::faults::{run, Settings};
+
+fn main() {
+    let mut settings = Settings {
+        seed: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1),
+        members: 3,
+        duration: Duration::from_secs(60),
+        clients_per_node: 4,
+        out: PathBuf::from("/tmp/pg_paxos_faults"),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let value = pair.get(1).map(String::as_str).unwrap_or_default();
+        let number = || -> u64 {
+            value.parse().unwrap_or_else(|_| {
+                eprintln!("{} needs a number, got {value:?}", pair[0]);
+                std::process::exit(2)
+            })
+        };
+        match pair[0].as_str() {
+            "--seed" => settings.seed = number(),
+            "--members" => settings.members = number() as usize,
+            "--seconds" => settings.duration = Duration::from_secs(number()),
+            "--clients" => settings.clients_per_node = number() as usize,
+            "--out" => settings.out = PathBuf::from(value),
+            other => {
+                eprintln!("unknown argument {other}");
+                std::process::exit(2)
+            }
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let summary = runtime.block_on(run(&settings));
+    print!("{}", summary.text);
+    if !summary.anomalies.is_empty() {
+        println!(
+            "evidence kept in {}/seed-{}; replay the schedule with: scripts/faults.sh --seed {} --members {} --seconds {}",
+            settings.out.display(),
+            settings.seed,
+            settings.seed,
+            settings.members,
+            settings.duration.as_secs()
+        );
+        std::process::exit(1);
+    }
+}
