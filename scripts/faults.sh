@@ -4,7 +4,7 @@
 #
 #   scripts/faults.sh                                 bounded form (CI): seed 1 on 3 members and
 #                                                     seed 2 on 5 members, 60 s of faults each
-#   scripts/faults.sh --full                          10 minutes each, new seeds
+#   scripts/faults.sh --full                          5 minutes each, new seeds
 #   scripts/faults.sh --seed N --members M --seconds S   one run, e.g. to replay a failure
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +15,8 @@ faults=target/debug/faults
 
 if [[ ${1:-} == --full ]]; then
   seed=$(date +%s)
-  "$faults" --seed "$seed" --members 3 --seconds 600
-  "$faults" --seed $((seed + 1)) --members 5 --seconds 600
+  "$faults" --seed "$seed" --members 3 --seconds 300
+  "$faults" --seed $((seed + 1)) --members 5 --seconds 300
 elif [[ $# -gt 0 ]]; then
   "$faults" "$@"
 else

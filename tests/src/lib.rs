@@ -7,7 +7,6 @@ pub mod errors;
 pub mod fake_kube;
 pub mod faults;
 pub mod links;
-pub mod proxy;
 pub mod wait;
 
 pub use blackhole::Blackhole;
@@ -15,5 +14,4 @@ pub use cluster::Cluster;
 pub use errors::{bounded, message, sqlstate};
 pub use fake_kube::FakeKube;
 pub use links::{LinkProxy, Rule};
-pub use proxy::Proxy;
 pub use wait::wait_until;

@@ -1,7 +1,7 @@
 //! Plain SQL on replicated tables: writes intercepted and logged, strong reads catching up,
 //! transactions proposed at COMMIT. Real 3-node clusters.
 
-use pg_paxos_tests::{bounded, sqlstate, Cluster, Proxy};
+use pg_paxos_tests::{bounded, sqlstate, Cluster, LinkProxy, Rule};
 use tokio_postgres::{Client, Error, SimpleQueryMessage};
 
 /// Runs SQL over the simple protocol, as psql does, and returns the rows of its last result.
@@ -348,7 +348,7 @@ async fn a_strong_read_once_a_cut_link_is_back_sees_every_acknowledged_write() {
     bounded(async {
         let cluster = Cluster::new("cut_link", 3);
         // The other members reach node 3 through this proxy only.
-        let link = Proxy::start(cluster.port(3));
+        let link = LinkProxy::start(cluster.port(3));
         for n in cluster.nodes() {
             cluster
                 .client(n)
@@ -383,7 +383,9 @@ async fn a_strong_read_once_a_cut_link_is_back_sees_every_acknowledged_write() {
             .await
             .unwrap();
         assert_eq!(kv(&c3).await.len(), 1);
-        link.cut();
+        for caller in ["node1", "node2"] {
+            link.set(caller, Rule::Blackhole);
+        }
         for k in 2..=5 {
             c1.execute("INSERT INTO kv VALUES ($1, 'while cut')", &[&k])
                 .await
@@ -398,7 +400,7 @@ async fn a_strong_read_once_a_cut_link_is_back_sees_every_acknowledged_write() {
             1,
             "node 3 saw writes through a cut link"
         );
-        link.restore();
+        link.heal();
         c3.batch_execute("SET pg_paxos.consistency_model = strong")
             .await
             .unwrap();

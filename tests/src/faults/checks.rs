@@ -70,6 +70,7 @@ pub fn check_registers(records: &[Record]) -> Vec<String> {
             action,
             invoked: r.invoked,
             answered,
+            gave_up: answered.is_none().then_some(r.answered),
         });
     }
     (0..REGISTERS)

@@ -271,6 +271,7 @@ async fn converge(cluster: &Cluster, nodes: usize) -> FinalState {
         .map(|r| r.get(0))
         .unwrap_or(-1);
     let mut sums = Vec::new();
+    let mut applied_rounds = Vec::new();
     let mut logs: Vec<BTreeMap<i64, String>> = Vec::new();
     for node in 1..=nodes {
         let c = cluster.client(node).await;
@@ -294,6 +295,15 @@ async fn converge(cluster: &Cluster, nodes: usize) -> FinalState {
             ));
             continue;
         }
+        let applied: i64 = c
+            .query_one(
+                "SELECT applied_round FROM paxos.groups WHERE group_id = 'g'",
+                &[],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(-1);
+        applied_rounds.push((node, applied));
         let sum: String = c
             .query_one(
                 "SELECT md5(coalesce(string_agg(id || ':' || node, ',' ORDER BY id), '')) || '/' ||
@@ -315,6 +325,15 @@ async fn converge(cluster: &Cluster, nodes: usize) -> FinalState {
             .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
             .unwrap_or_default();
         logs.push(log);
+    }
+    if let Some((_, reference)) = applied_rounds.first() {
+        for (node, applied) in &applied_rounds {
+            if applied != reference || *applied < round {
+                anomalies.push(format!(
+                    "node {node} applied through round {applied}; round {round} was the target and node 1 applied through {reference}"
+                ));
+            }
+        }
     }
     if let Some((_, reference)) = sums.first() {
         for (node, sum) in &sums {

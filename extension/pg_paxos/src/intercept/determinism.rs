@@ -290,49 +290,29 @@ unsafe fn placeholder(
     }
 }
 
-unsafe fn int8_const(value: i64) -> *mut pg_sys::Node {
-    // SAFETY: int8 is passed by value on every 64-bit platform PostgreSQL 15 supports.
+/// A constant of a pass-by-value type (int8, int4, oid) of `len` bytes.
+unsafe fn by_value_const(typid: pg_sys::Oid, len: i32, value: pg_sys::Datum) -> *mut pg_sys::Node {
+    // SAFETY: the three types used here are passed by value on every 64-bit platform PostgreSQL
+    // 15 supports.
     unsafe {
-        pg_sys::makeConst(
-            pg_sys::INT8OID,
-            -1,
-            pg_sys::Oid::INVALID,
-            8,
-            pg_sys::Datum::from(value),
-            false,
-            true,
-        ) as *mut pg_sys::Node
+        pg_sys::makeConst(typid, -1, pg_sys::Oid::INVALID, len, value, false, true)
+            as *mut pg_sys::Node
     }
+}
+
+unsafe fn int8_const(value: i64) -> *mut pg_sys::Node {
+    // SAFETY: see by_value_const.
+    unsafe { by_value_const(pg_sys::INT8OID, 8, pg_sys::Datum::from(value)) }
 }
 
 unsafe fn int4_const(value: i32) -> *mut pg_sys::Node {
-    // SAFETY: int4 is passed by value.
-    unsafe {
-        pg_sys::makeConst(
-            pg_sys::INT4OID,
-            -1,
-            pg_sys::Oid::INVALID,
-            4,
-            pg_sys::Datum::from(value),
-            false,
-            true,
-        ) as *mut pg_sys::Node
-    }
+    // SAFETY: see by_value_const.
+    unsafe { by_value_const(pg_sys::INT4OID, 4, pg_sys::Datum::from(value)) }
 }
 
 unsafe fn oid_const(value: pg_sys::Oid) -> *mut pg_sys::Node {
-    // SAFETY: oid is passed by value.
-    unsafe {
-        pg_sys::makeConst(
-            pg_sys::OIDOID,
-            -1,
-            pg_sys::Oid::INVALID,
-            4,
-            pg_sys::Datum::from(value),
-            false,
-            true,
-        ) as *mut pg_sys::Node
-    }
+    // SAFETY: see by_value_const.
+    unsafe { by_value_const(pg_sys::OIDOID, 4, pg_sys::Datum::from(value)) }
 }
 
 /// The sequence a node draws from: `nextval('constant'::regclass)` or an identity column's
