@@ -164,15 +164,15 @@ pub fn check(ops: &[Op], initial: i64) -> Verdict {
         // unknowns and operations from the prefix up to the first answer among those not done.
         let mut horizon = u64::MAX;
         let mut candidates: Vec<usize> = state.pending.clone();
-        for i in state.prefix..n {
-            if ops[i].invoked > horizon {
+        for (i, op) in ops.iter().enumerate().skip(state.prefix) {
+            if op.invoked > horizon {
                 break;
             }
             if state.is_done(i) {
                 continue;
             }
             candidates.push(i);
-            if let Some(a) = ops[i].answered {
+            if let Some(a) = op.answered {
                 horizon = horizon.min(a);
             }
         }
