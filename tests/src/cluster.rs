@@ -146,14 +146,20 @@ impl Cluster {
             .await
             .expect("create group");
         for node in 2..=self.size {
-            let c = self.client(node).await;
-            c.execute(
+            self.join(group, node, node - 1).await;
+        }
+    }
+
+    /// Has `node` join `group` through member `via`.
+    pub async fn join(&self, group: &str, node: usize, via: usize) {
+        self.client(node)
+            .await
+            .execute(
                 "SELECT paxos_join_group($1, $2, $3)",
-                &[&group, &self.conninfo(node - 1), &self.conninfo(node)],
+                &[&group, &self.conninfo(via), &self.conninfo(node)],
             )
             .await
             .unwrap_or_else(|e| panic!("node {node} joins: {e:?}"));
-        }
     }
 }
 

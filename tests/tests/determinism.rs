@@ -220,15 +220,7 @@ async fn a_joining_member_gets_identity_rows_and_draws_after_them() {
         .await
         .unwrap();
         for n in [2, 3] {
-            cluster
-                .client(n)
-                .await
-                .execute(
-                    "SELECT paxos_join_group('g', $1, $2)",
-                    &[&cluster.conninfo(1), &cluster.conninfo(n)],
-                )
-                .await
-                .unwrap();
+            cluster.join("g", n, 1).await;
         }
         let c3 = cluster.client(3).await;
         c3.execute("INSERT INTO tickets (label) VALUES ('d')", &[])

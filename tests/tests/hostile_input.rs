@@ -68,6 +68,17 @@ async fn call(c: &Client, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Option<Str
     }
 }
 
+/// Entries of group `safe` other than table registrations.
+async fn safe_entries(c: &Client) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM paxos.log WHERE group_id = 'safe' AND value_kind <> 'replicate_table'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_names_and_connection_strings_through_every_function() {
     bounded(async {
@@ -83,14 +94,7 @@ async fn hostile_names_and_connection_strings_through_every_function() {
         c.execute("SELECT paxos_append('before', 'safe', 'v')", &[])
             .await
             .unwrap();
-        let log_before: i64 = c
-            .query_one(
-                "SELECT count(*) FROM paxos.log WHERE group_id = 'safe' AND value_kind <> 'replicate_table'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let log_before = safe_entries(&c).await;
 
         let mut errors = Vec::new();
         // Names where a group name goes (none of these groups exist).
@@ -169,18 +173,14 @@ async fn hostile_names_and_connection_strings_through_every_function() {
         errors.extend(call(&c, "SELECT paxos_append('p', 'victim', 'v')", &[]).await);
 
         // Nothing outside the named objects changed; the safe group works.
-        let log_after: i64 = c
-            .query_one(
-                "SELECT count(*) FROM paxos.log WHERE group_id = 'safe' AND value_kind <> 'replicate_table'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let log_after = safe_entries(&c).await;
         assert_eq!(log_after, log_before, "the safe group's log changed");
         // The one valid table name among them ('public.t') was replicated, and only that.
         let replicated: Vec<String> = c
-            .query("SELECT table_name FROM paxos.replicated_tables WHERE group_id = 'safe'", &[])
+            .query(
+                "SELECT table_name FROM paxos.replicated_tables WHERE group_id = 'safe'",
+                &[],
+            )
             .await
             .unwrap()
             .iter()

@@ -519,15 +519,7 @@ async fn members_join_and_leave_while_appends_run() {
         .await
         .unwrap();
         for node in [2, 3] {
-            cluster
-                .client(node)
-                .await
-                .execute(
-                    "SELECT paxos_join_group('g', $1, $2)",
-                    &[&cluster.conninfo(1), &cluster.conninfo(node)],
-                )
-                .await
-                .unwrap();
+            cluster.join("g", node, 1).await;
         }
         let stop = Arc::new(AtomicBool::new(false));
         let mut writers = Vec::new();

@@ -15,12 +15,11 @@ use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::json;
 use tokio_postgres::Client;
 
 use super::conditions::condition;
 use super::metrics::Kind;
-use super::{Context, MANAGER};
+use super::{apply_status, Context, MANAGER};
 use crate::crd::{MemberStatus, PaxosGroup, PaxosGroupStatus, Phase};
 use crate::error::{Error, Result};
 use crate::resources::{self, Names};
@@ -424,24 +423,6 @@ fn status(
             condition(&previous, "Degraded", false, reason, "", generation),
         ],
     }
-}
-
-/// Applies the status subresource by server-side apply.
-async fn apply_status(ctx: &Context, group: &PaxosGroup, status: PaxosGroupStatus) -> Result<()> {
-    let api: Api<PaxosGroup> =
-        Api::namespaced(ctx.client.clone(), &group.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": PaxosGroup::api_version(&()),
-        "kind": PaxosGroup::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &group.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    Ok(())
 }
 
 /// A failed pass: Degraded with the reason, a Warning event.

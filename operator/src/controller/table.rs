@@ -6,14 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Api, ResourceExt};
 
 use super::conditions::condition;
 use super::metrics::Kind;
-use super::{Context, MANAGER};
+use super::{apply_status, Context};
 use crate::crd::{PaxosGroup, Phase, ReplicatedTable, ReplicatedTableStatus};
 use crate::error::{Error, Result};
 use crate::resources::Names;
@@ -30,7 +28,7 @@ pub async fn reconcile(table: Arc<ReplicatedTable>, ctx: Arc<Context>) -> Result
                 "replicated on every member".into(),
                 members,
             );
-            apply_status(&ctx, &table, status).await?;
+            apply_status(&ctx, table.as_ref(), status).await?;
             Ok(Action::requeue(Duration::from_secs(60)))
         }
         Err(error) => {
@@ -46,7 +44,7 @@ pub async fn reconcile(table: Arc<ReplicatedTable>, ctx: Arc<Context>) -> Result
                 .map(|s| s.members.clone())
                 .unwrap_or_default();
             let status = status(&table, false, reason, error.to_string(), members);
-            if let Err(e) = apply_status(&ctx, &table, status).await {
+            if let Err(e) = apply_status(&ctx, table.as_ref(), status).await {
                 tracing::warn!(error = %e, "could not update a ReplicatedTable's status");
             }
             if !waiting {
@@ -164,25 +162,4 @@ fn status(
             ),
         ],
     }
-}
-
-async fn apply_status(
-    ctx: &Context,
-    table: &ReplicatedTable,
-    status: ReplicatedTableStatus,
-) -> Result<()> {
-    let api: Api<ReplicatedTable> =
-        Api::namespaced(ctx.client.clone(), &table.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": ReplicatedTable::api_version(&()),
-        "kind": ReplicatedTable::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &table.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    Ok(())
 }
