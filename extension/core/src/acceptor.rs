@@ -32,11 +32,34 @@ impl<V> Default for SlotState<V> {
     }
 }
 
+/// A promise for every round from `from` on, made to a leader in one phase 1 (see `leader`): the
+/// acceptor refuses ballots below `ballot` in each of those rounds as if it had promised it there.
+/// Durable, like a slot's own promise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangePromise {
+    pub from: u64,
+    pub ballot: Ballot,
+}
+
 /// The result of handling a request: `persist` (when `Some`) must be durable before `reply` is sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step<V, R> {
     pub persist: Option<SlotState<V>>,
     pub reply: R,
+}
+
+impl<V: Clone> SlotState<V> {
+    /// The slot of `round` as the rules see it: its own promise, raised to the range promise when
+    /// that covers `round`. Feed this to [`on_prepare`] and [`on_accept`].
+    pub fn under(&self, range: Option<&RangePromise>, round: u64) -> SlotState<V> {
+        let mut slot = self.clone();
+        if let Some(range) = range.filter(|r| round >= r.from) {
+            if slot.promised.as_ref().is_none_or(|p| *p < range.ballot) {
+                slot.promised = Some(range.ballot.clone());
+            }
+        }
+        slot
+    }
 }
 
 impl<V> SlotState<V> {
@@ -95,6 +118,63 @@ pub fn on_accept<V: Clone + PartialEq>(
             accepted: Some(vote),
         }),
         reply: AcceptOutcome::Accepted,
+    }
+}
+
+/// What a range prepare changes and answers: `persist` (when `Some`) must be durable before the
+/// reply is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeStep<V> {
+    pub persist: Option<RangePromise>,
+    pub reply: RangeOutcome<V>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RangeOutcome<V> {
+    /// Promised for every round from `from` on; `votes` are this acceptor's votes in those rounds.
+    Granted { votes: Vec<(u64, Accepted<V>)> },
+    /// A higher ballot was promised for some of those rounds.
+    Refused { promised: Ballot },
+}
+
+/// Phase 1b for every round from `from` on at once. `range` is the acceptor's current range promise
+/// and `slots` its slots of rounds `from` and later (others are ignored). Refused when a higher
+/// ballot was promised in any of those rounds, so that the leader retries above it rather than
+/// being refused round by round later.
+///
+/// Promises only ever rise: the new range starts at the lower of the old and the new `from`, so the
+/// rounds an earlier range covered stay covered (at the higher ballot now).
+pub fn on_prepare_range<'a, V: Clone + 'a>(
+    range: Option<&RangePromise>,
+    slots: impl IntoIterator<Item = (u64, &'a SlotState<V>)>,
+    from: u64,
+    ballot: &Ballot,
+) -> RangeStep<V> {
+    let refuse = |promised: &Ballot| RangeStep {
+        persist: None,
+        reply: RangeOutcome::Refused {
+            promised: promised.clone(),
+        },
+    };
+    if let Some(current) = range.filter(|r| r.ballot > *ballot) {
+        return refuse(&current.ballot);
+    }
+    let mut votes = Vec::new();
+    for (round, slot) in slots.into_iter().filter(|(round, _)| *round >= from) {
+        if let Some(promised) = slot.promised.as_ref().filter(|p| *p > ballot) {
+            return refuse(promised);
+        }
+        if let Some(vote) = &slot.accepted {
+            votes.push((round, vote.clone()));
+        }
+    }
+    let next = RangePromise {
+        from: range.map_or(from, |r| r.from.min(from)),
+        ballot: ballot.clone(),
+    };
+    RangeStep {
+        persist: (range != Some(&next)).then_some(next),
+        reply: RangeOutcome::Granted { votes },
     }
 }
 
@@ -199,6 +279,79 @@ mod tests {
                 value: "y".to_string(),
             }),
         }
+    }
+
+    #[test]
+    fn range_promise_covers_later_rounds_only() {
+        let range = RangePromise {
+            from: 10,
+            ballot: b(5, "l"),
+        };
+        let slot = SlotState::<String>::default();
+        assert!(matches!(
+            on_accept(&slot.under(Some(&range), 10), &b(4, "x"), &"v".to_string()).reply,
+            AcceptOutcome::Refused { .. }
+        ));
+        assert!(matches!(
+            on_prepare(&slot.under(Some(&range), 12), &b(4, "x")).reply,
+            PromiseOutcome::Refused { .. }
+        ));
+        assert_eq!(
+            on_accept(&slot.under(Some(&range), 9), &b(4, "x"), &"v".to_string()).reply,
+            AcceptOutcome::Accepted
+        );
+        assert_eq!(
+            on_accept(&slot.under(Some(&range), 11), &b(5, "l"), &"v".to_string()).reply,
+            AcceptOutcome::Accepted
+        );
+    }
+
+    #[test]
+    fn range_prepare_reports_votes_and_never_lowers_a_promise() {
+        let voted = persisted_again();
+        let slots = [(3u64, SlotState::default()), (7, voted.clone())];
+        let step = on_prepare_range(None, slots.iter().map(|(r, s)| (*r, s)), 5, &b(4, "l"));
+        assert_eq!(
+            step.reply,
+            RangeOutcome::Granted {
+                votes: vec![(7, voted.accepted.clone().unwrap())]
+            }
+        );
+        let range = step.persist.unwrap();
+        assert_eq!(range.from, 5);
+        // A lower ballot is refused; a higher one from a later round keeps the earlier rounds.
+        let lower = on_prepare_range::<String>(Some(&range), [], 9, &b(3, "z"));
+        assert_eq!(
+            lower.reply,
+            RangeOutcome::Refused {
+                promised: b(4, "l")
+            }
+        );
+        let higher = on_prepare_range::<String>(Some(&range), [], 9, &b(6, "m"));
+        assert_eq!(
+            higher.persist,
+            Some(RangePromise {
+                from: 5,
+                ballot: b(6, "m")
+            })
+        );
+        // A slot promised higher than the range ballot refuses it.
+        let above = SlotState::<String> {
+            promised: Some(b(9, "q")),
+            accepted: None,
+        };
+        let refused = on_prepare_range(None, [(8, &above)], 5, &b(6, "m"));
+        assert_eq!(
+            refused.reply,
+            RangeOutcome::Refused {
+                promised: b(9, "q")
+            }
+        );
+        // Repeating the same range prepare needs no write.
+        assert_eq!(
+            on_prepare_range::<String>(Some(&range), [], 5, &b(4, "l")).persist,
+            None
+        );
     }
 
     #[test]

@@ -7,21 +7,21 @@
 //!
 //! One Paxos instance decides the value of one *round* (a slot of the Multi-Paxos log).
 //!
-//! Multi-Paxos is designed in, not built yet: a proposer holding promises from a majority for every
-//! round from `r` on may skip phase 1 for those rounds. The acceptor rules take the `promised` ballot
-//! of a slot as their only input, so a range promise (one durable record for all rounds >= r, from
-//! which a fresh slot's `promised` is read) needs no change to [`acceptor::on_prepare`] or
-//! [`acceptor::on_accept`]; the proposer would start in its accept phase. The fast-path issue adds
-//! both, with simulator coverage.
+//! Multi-Paxos: a node that won a [`leader::Campaign`] (phase 1 for every round from `r` on, kept by
+//! each acceptor as one [`acceptor::RangePromise`]) proposes later rounds with phase 2 only
+//! ([`Proposer::start_accepting`]). The acceptor rules stay per slot: a range promise only raises
+//! the `promised` ballot they see ([`SlotState::under`]).
 
 pub mod acceptor;
 pub mod backoff;
 pub mod ballot;
+pub mod leader;
 pub mod message;
 pub mod proposer;
 pub mod rng;
 
-pub use acceptor::{Accepted, SlotState, Step};
+pub use acceptor::{Accepted, RangeOutcome, RangePromise, SlotState, Step};
 pub use ballot::Ballot;
+pub use leader::{Campaign, CampaignAction, Leadership};
 pub use message::{AcceptOutcome, PromiseOutcome, Reply, Request};
 pub use proposer::{Action, Proposer};

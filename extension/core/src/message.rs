@@ -1,12 +1,14 @@
 //! Messages between proposers and acceptors. They carry one round each.
 
-use crate::acceptor::Accepted;
+use crate::acceptor::{Accepted, RangeOutcome};
 use crate::ballot::Ballot;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request<V> {
     /// Phase 1a: promise to refuse ballots lower than `ballot` in `round`.
     Prepare { round: u64, ballot: Ballot },
+    /// Phase 1a for every round from `from` on (a leader's election, see `leader`).
+    PrepareRange { from: u64, ballot: Ballot },
     /// Phase 2a: accept `value` with `ballot` in `round`.
     Accept {
         round: u64,
@@ -21,6 +23,7 @@ impl<V> Request<V> {
     pub fn round(&self) -> u64 {
         match self {
             Request::Prepare { round, .. }
+            | Request::PrepareRange { from: round, .. }
             | Request::Accept { round, .. }
             | Request::Learn { round, .. } => *round,
         }
@@ -48,6 +51,12 @@ pub enum Reply<V> {
         round: u64,
         ballot: Ballot,
         outcome: PromiseOutcome<V>,
+    },
+    /// Phase 1b for every round from `from` on, answering the PrepareRange with `ballot`.
+    RangePromise {
+        from: u64,
+        ballot: Ballot,
+        outcome: RangeOutcome<V>,
     },
     /// Phase 2b, answering the Accept with `ballot`.
     Accept {

@@ -157,6 +157,29 @@ impl<N: Ord + Clone, V: Clone> Proposer<N, V> {
         })
     }
 
+    /// Phase 2 straight away under `ballot`, a leader's ballot whose phase 1 covers this round (see
+    /// `leader::Leadership::claim`, which hands each round out once). Should it be refused, later
+    /// attempts run both phases with this proposer's own ballots, as [`Proposer::start`] does.
+    pub fn start_accepting(&mut self, ballot: Ballot) -> Vec<Action<N, V>> {
+        if matches!(self.phase, Phase::Chosen(_)) {
+            return Vec::new();
+        }
+        self.attempts += 1;
+        self.observe_number(ballot.number);
+        self.ballot = Some(ballot.clone());
+        let value = self.own_value.clone();
+        self.phase = Phase::Accepting {
+            value: value.clone(),
+            accepted: BTreeSet::new(),
+            refused: BTreeSet::new(),
+        };
+        self.broadcast(|round| Request::Accept {
+            round,
+            ballot: ballot.clone(),
+            value: value.clone(),
+        })
+    }
+
     /// The current phase did not finish in time: give up this ballot and back off.
     pub fn timeout(&mut self) -> Vec<Action<N, V>> {
         if self.in_flight() {
@@ -398,7 +421,7 @@ mod tests {
                                     outcome: step.reply,
                                 }
                             }
-                            Request::Learn { .. } => continue,
+                            Request::Learn { .. } | Request::PrepareRange { .. } => continue,
                         };
                         next.extend(proposer.handle(to, reply));
                     }
@@ -529,6 +552,48 @@ mod tests {
             }
         );
         assert_eq!(sends(&out).len(), 3, "learn goes to every member");
+    }
+
+    #[test]
+    fn a_leader_skips_phase_one_and_falls_back_when_refused() {
+        let mut slots = vec![SlotState::default(); 3];
+        let mut p = P::new(1, vec![0, 1, 2], "a", "x", 1, BackoffPolicy::default());
+        let out = p.start_accepting(Ballot::new(4, "leader"));
+        assert!(sends(&out)
+            .iter()
+            .all(|(_, r)| matches!(r, Request::Accept { .. })));
+        // A higher promise at a majority refuses the leader's accept; the retry runs phase 1.
+        for slot in &mut slots {
+            slot.promised = Some(Ballot::new(6, "other"));
+        }
+        for (to, request) in sends(&out) {
+            if let Request::Accept {
+                round,
+                ballot,
+                value,
+            } = request
+            {
+                let step = on_accept(&slots[to as usize], &ballot, &value);
+                p.handle(
+                    to,
+                    Reply::Accept {
+                        round,
+                        ballot,
+                        outcome: step.reply,
+                    },
+                );
+            }
+        }
+        assert!(!p.in_flight(), "refused by a majority");
+        let out = run(&mut p, &mut slots, &[0, 1, 2]);
+        assert_eq!(
+            out,
+            vec![Action::Chosen {
+                round: 1,
+                value: "x"
+            }]
+        );
+        assert_eq!(p.ballot().unwrap(), &Ballot::new(7, "a"));
     }
 
     #[test]

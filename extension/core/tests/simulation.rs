@@ -2,6 +2,10 @@
 //! proposers over a network that drops, duplicates, delays and reorders messages, with partitions
 //! and crash-restarts (a crashed node keeps only what it persisted).
 //!
+//! In leader mode each client is a node running Multi-Paxos: it campaigns for leadership (one range
+//! phase 1), then proposes several rounds at once with phase 2 only, falls back to both phases
+//! when refused, and may be paused (a stale leader that wakes up later) as well as crashed.
+//!
 //! Checked on every run:
 //! - safety: never two different values chosen for one round, where "chosen" is computed from the
 //!   acceptors' durable votes (a majority voted for one ballot), not from what proposers claim, and
@@ -13,10 +17,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use paxos_core::acceptor::{on_accept, on_prepare};
+use paxos_core::acceptor::{on_accept, on_prepare, on_prepare_range, RangePromise};
 use paxos_core::backoff::BackoffPolicy;
 use paxos_core::rng::SplitMix64;
-use paxos_core::{Action, Ballot, PromiseOutcome, Proposer, Reply, Request, SlotState};
+use paxos_core::{
+    Action, Ballot, Campaign, CampaignAction, Leadership, PromiseOutcome, Proposer, Reply, Request,
+    SlotState,
+};
 
 type Node = usize;
 type Value = String;
@@ -37,6 +44,14 @@ struct Config {
     phase_timeout: u64,
     /// Test the checker: acceptors forget their votes and promises when asked to prepare.
     broken_acceptors: bool,
+    /// Clients are Multi-Paxos leaders (see [`LeaderClient`]) instead of one-round proposers.
+    leaders: bool,
+    /// Rounds a leader keeps in flight at once.
+    pipeline: usize,
+    /// Chance per tick that a client is paused or resumed (keeping all its state).
+    pause_pct_per_tick: u64,
+    /// Test the checker: a leader hands out a round twice under its ballot.
+    reuse_leader_rounds: bool,
 }
 
 impl Config {
@@ -54,6 +69,20 @@ impl Config {
             partition_pct_per_tick: 2,
             phase_timeout: 25,
             broken_acceptors: false,
+            leaders: false,
+            pipeline: 1,
+            pause_pct_per_tick: 0,
+            reuse_leader_rounds: false,
+        }
+    }
+
+    fn leaders(acceptors: usize) -> Self {
+        Config {
+            leaders: true,
+            pipeline: 3,
+            values_per_client: 8,
+            pause_pct_per_tick: 2,
+            ..Config::new(acceptors)
         }
     }
 }
@@ -74,6 +103,7 @@ struct Envelope {
 struct AcceptorNode {
     /// Durable: survives crashes.
     slots: BTreeMap<u64, SlotState<Value>>,
+    range: Option<RangePromise>,
     learned: BTreeMap<u64, Value>,
     up: bool,
 }
@@ -88,12 +118,84 @@ struct Client {
     up: bool,
 }
 
+/// A proposal of a leader client in one round.
+struct InFlight {
+    proposer: Proposer<Node, Value>,
+    /// The client value it carries (None for a recovered value or a no-op).
+    own: Option<Value>,
+    deadline: u64,
+    wake_at: u64,
+}
+
+/// A client in leader mode: a node that campaigns, then pipelines phase-2-only rounds.
+struct LeaderClient {
+    pending: VecDeque<Value>,
+    incarnation: u32,
+    paused: bool,
+    up: bool,
+    highest_number: u64,
+    campaign: Option<(Campaign<Node, Value>, u64)>,
+    leadership: Option<Leadership<Ballot>>,
+    recovered: BTreeMap<u64, Value>,
+    cursor: u64,
+    inflight: BTreeMap<u64, InFlight>,
+    known: BTreeSet<u64>,
+    wake_at: u64,
+    proposals: u64,
+}
+
+impl LeaderClient {
+    fn new(pending: VecDeque<Value>) -> Self {
+        LeaderClient {
+            pending,
+            incarnation: 0,
+            paused: false,
+            up: true,
+            highest_number: 0,
+            campaign: None,
+            leadership: None,
+            recovered: BTreeMap::new(),
+            cursor: 0,
+            inflight: BTreeMap::new(),
+            known: BTreeSet::new(),
+            wake_at: 0,
+            proposals: 0,
+        }
+    }
+
+    /// A crash: everything but the application's own values is lost.
+    fn restart(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        let mut unsent: VecDeque<Value> = self
+            .inflight
+            .values()
+            .filter_map(|f| f.own.clone())
+            .collect();
+        unsent.extend(pending);
+        *self = LeaderClient {
+            incarnation: self.incarnation + 1,
+            ..LeaderClient::new(unsent)
+        };
+    }
+
+    fn first_unknown(&self) -> u64 {
+        (0..).find(|r| !self.known.contains(r)).unwrap_or(0)
+    }
+
+    fn busy(&self) -> bool {
+        !self.pending.is_empty() || !self.inflight.is_empty()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Report {
     chosen_rounds: usize,
     delivered: u64,
     crashes: u64,
     partitions: u64,
+    elections: u64,
+    leader_rounds: u64,
+    pauses: u64,
     /// An order-sensitive hash of every event, to show that a seed replays exactly.
     trace_hash: u64,
 }
@@ -104,9 +206,11 @@ struct Sim {
     now: u64,
     acceptors: Vec<AcceptorNode>,
     clients: Vec<Client>,
+    leaders: Vec<LeaderClient>,
     net: Vec<Envelope>,
     side: Vec<bool>,
-    votes: BTreeMap<(u64, Ballot), BTreeSet<Node>>,
+    /// Who ever voted for each (round, ballot, value).
+    votes: BTreeMap<(u64, Ballot, Value), BTreeSet<Node>>,
     chosen: BTreeMap<u64, Value>,
     report: Report,
 }
@@ -132,12 +236,26 @@ impl Sim {
                 up: true,
             })
             .collect();
+        let leaders = if cfg.leaders {
+            (0..cfg.clients)
+                .map(|c| {
+                    LeaderClient::new(
+                        (0..cfg.values_per_client)
+                            .map(|k| format!("c{c}-v{k}"))
+                            .collect(),
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Sim {
             cfg,
             rng: SplitMix64::new(seed),
             now: 0,
             acceptors,
             clients,
+            leaders,
             net: Vec::new(),
             side: vec![false; cfg.acceptors + cfg.clients],
             votes: BTreeMap::new(),
@@ -196,14 +314,30 @@ impl Sim {
                 self.heal();
             }
             self.deliver_due()?;
-            self.drive_clients()?;
-            if !self.chaos() && self.clients.iter().all(|c| c.pending.is_empty()) {
+            if self.cfg.leaders {
+                self.drive_leaders()?;
+            } else {
+                self.drive_clients()?;
+            }
+            let done = if self.cfg.leaders {
+                self.leaders.iter().all(|c| !c.busy())
+            } else {
+                self.clients.iter().all(|c| c.pending.is_empty())
+            };
+            if !self.chaos() && done {
                 self.report.chosen_rounds = self.chosen.len();
                 return Ok(self.report);
             }
             self.now += 1;
         }
-        let left: Vec<usize> = self.clients.iter().map(|c| c.pending.len()).collect();
+        let left: Vec<usize> = if self.cfg.leaders {
+            self.leaders
+                .iter()
+                .map(|c| c.pending.len() + c.inflight.len())
+                .collect()
+        } else {
+            self.clients.iter().map(|c| c.pending.len()).collect()
+        };
         Err(format!(
             "liveness: {left:?} values still unappended {} ticks after the faults stopped",
             self.cfg.liveness_bound_ticks
@@ -228,6 +362,13 @@ impl Sim {
                 // An acceptor has only durable state: a crash-restart loses nothing it persisted.
                 let node = &mut self.acceptors[victim];
                 node.up = !node.up;
+            } else if self.cfg.leaders {
+                let client = &mut self.leaders[victim - self.cfg.acceptors];
+                if client.up {
+                    client.up = false;
+                } else {
+                    client.restart();
+                }
             } else {
                 let client = &mut self.clients[victim - self.cfg.acceptors];
                 if client.up {
@@ -242,6 +383,13 @@ impl Sim {
             }
             self.trace(2 + victim as u64);
         }
+        if self.cfg.leaders && self.rng.chance(self.cfg.pause_pct_per_tick) {
+            // A pause keeps every bit of state: the client wakes up as a possibly stale leader.
+            let c = self.rng.below(self.cfg.clients as u64) as usize;
+            self.leaders[c].paused = !self.leaders[c].paused;
+            self.report.pauses += 1;
+            self.trace(50 + c as u64);
+        }
     }
 
     fn heal(&mut self) {
@@ -254,11 +402,20 @@ impl Sim {
                 client.next_round = 0;
             }
         }
+        for client in &mut self.leaders {
+            client.paused = false;
+            if !client.up {
+                client.restart();
+            }
+        }
     }
 
     fn node_up(&self, node: Node) -> bool {
         if node < self.cfg.acceptors {
             self.acceptors[node].up
+        } else if self.cfg.leaders {
+            let client = &self.leaders[node - self.cfg.acceptors];
+            client.up && !client.paused
         } else {
             self.clients[node - self.cfg.acceptors].up
         }
@@ -304,15 +461,23 @@ impl Sim {
             self.acceptors[me].learned.insert(round, value.clone());
             return Ok(());
         }
-        if let Some(value) = self.acceptors[me].learned.get(&round).cloned() {
+        let range_request = matches!(request, Request::PrepareRange { .. });
+        if let Some(value) = self.acceptors[me]
+            .learned
+            .get(&round)
+            .filter(|_| !range_request)
+            .cloned()
+        {
             self.send(me, from, Msg::Reply(Reply::Chosen { round, value }));
             return Ok(());
         }
+        let range = self.acceptors[me].range.clone();
         let slot = self.acceptors[me]
             .slots
             .get(&round)
             .cloned()
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .under(range.as_ref(), round);
         // A crash may strike before the write (nothing changes) or after it (no reply).
         let crash_roll = if self.chaos() {
             self.rng.below(200)
@@ -353,6 +518,23 @@ impl Sim {
                     outcome: step.reply,
                 }
             }
+            Request::PrepareRange { from, ballot } => {
+                let node = &self.acceptors[me];
+                let step = on_prepare_range(
+                    node.range.as_ref(),
+                    node.slots.range(from..).map(|(r, s)| (*r, s)),
+                    from,
+                    &ballot,
+                );
+                if let Some(range) = step.persist {
+                    self.acceptors[me].range = Some(range);
+                }
+                Reply::RangePromise {
+                    from,
+                    ballot,
+                    outcome: step.reply,
+                }
+            }
             Request::Learn { .. } => unreachable!("handled above"),
         };
         if crash_roll == 1 {
@@ -372,7 +554,10 @@ impl Sim {
         ballot: &Ballot,
         value: &Value,
     ) -> Result<(), String> {
-        let voters = self.votes.entry((round, ballot.clone())).or_default();
+        let voters = self
+            .votes
+            .entry((round, ballot.clone(), value.clone()))
+            .or_default();
         voters.insert(acceptor);
         if voters.len() > self.cfg.acceptors / 2 {
             match self.chosen.get(&round) {
@@ -401,6 +586,9 @@ impl Sim {
 
     fn client_receive(&mut self, me: Node, from: Node, reply: Reply<Value>) -> Result<(), String> {
         let c = me - self.cfg.acceptors;
+        if self.cfg.leaders {
+            return self.leader_receive(c, from, reply);
+        }
         let Some(proposer) = self.clients[c].proposer.as_mut() else {
             return Ok(());
         };
@@ -476,6 +664,234 @@ impl Sim {
     }
 }
 
+impl Sim {
+    fn leader_receive(&mut self, c: usize, from: Node, reply: Reply<Value>) -> Result<(), String> {
+        if matches!(reply, Reply::RangePromise { .. }) {
+            let Some((campaign, _)) = self.leaders[c].campaign.as_mut() else {
+                return Ok(());
+            };
+            let actions = campaign.handle(from, reply);
+            return self.campaign_actions(c, actions);
+        }
+        let round = match &reply {
+            Reply::Promise { round, .. }
+            | Reply::Accept { round, .. }
+            | Reply::Chosen { round, .. } => *round,
+            Reply::RangePromise { .. } => return Ok(()),
+        };
+        let Some(flight) = self.leaders[c].inflight.get_mut(&round) else {
+            return Ok(());
+        };
+        let actions = flight.proposer.handle(from, reply);
+        self.round_actions(c, round, actions)
+    }
+
+    fn campaign_actions(
+        &mut self,
+        c: usize,
+        actions: Vec<CampaignAction<Node, Value>>,
+    ) -> Result<(), String> {
+        let me = self.client_node(c);
+        for action in actions {
+            match action {
+                CampaignAction::Send { to, request } => self.send(me, to, Msg::Request(request)),
+                CampaignAction::Elected {
+                    ballot,
+                    from,
+                    recovered,
+                } => {
+                    self.report.elections += 1;
+                    self.trace(30_000 + from);
+                    let client = &mut self.leaders[c];
+                    client.campaign = None;
+                    client.leadership = Some(Leadership::new(ballot, from));
+                    client.recovered = recovered;
+                    client.cursor = from;
+                }
+                CampaignAction::Lost { promised_number } => {
+                    let backoff = 1 + self.rng.below(30);
+                    let client = &mut self.leaders[c];
+                    client.campaign = None;
+                    client.highest_number = client.highest_number.max(promised_number);
+                    client.wake_at = self.now + backoff;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn round_actions(
+        &mut self,
+        c: usize,
+        round: u64,
+        actions: Vec<Action<Node, Value>>,
+    ) -> Result<(), String> {
+        let me = self.client_node(c);
+        for action in actions {
+            match action {
+                Action::Send { to, request } => self.send(me, to, Msg::Request(request)),
+                Action::BackOff { millis } => {
+                    // Refused or timed out: this client's leadership may be gone. The round goes on
+                    // with both phases; a new campaign waits for the back-off.
+                    let now = self.now;
+                    let client = &mut self.leaders[c];
+                    client.leadership = None;
+                    client.wake_at = client.wake_at.max(now + millis);
+                    if let Some(flight) = client.inflight.get_mut(&round) {
+                        flight.wake_at = now + millis;
+                        client.highest_number = client
+                            .highest_number
+                            .max(flight.proposer.ballot().map_or(0, |b| b.number));
+                    }
+                    self.trace(10_000 + millis);
+                }
+                Action::Chosen { round, value } => {
+                    self.check_chosen(round, &value, "leader")?;
+                    self.trace(20_000 + round);
+                    let client = &mut self.leaders[c];
+                    client.known.insert(round);
+                    if let Some(flight) = client.inflight.remove(&round) {
+                        if let Some(own) = flight.own.filter(|own| *own != value) {
+                            client.pending.push_front(own);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn drive_leaders(&mut self) -> Result<(), String> {
+        for c in 0..self.leaders.len() {
+            let me = self.client_node(c);
+            let client = &self.leaders[c];
+            if !client.up || client.paused {
+                continue;
+            }
+            // Campaign when there is work and no leadership.
+            if client.leadership.is_none()
+                && client.campaign.is_none()
+                && client.busy()
+                && client.wake_at <= self.now
+            {
+                let number = client.highest_number + 1;
+                let ballot = Ballot::new(number, format!("c{c}.{}.L", client.incarnation));
+                let from = client.first_unknown();
+                let campaign = Campaign::new(from, (0..self.cfg.acceptors).collect(), ballot);
+                let actions = campaign.start();
+                let client = &mut self.leaders[c];
+                client.highest_number = number;
+                client.campaign = Some((campaign, self.now + self.cfg.phase_timeout));
+                self.campaign_actions(c, actions)?;
+            }
+            let client = &mut self.leaders[c];
+            if let Some((campaign, deadline)) = client.campaign.as_mut() {
+                if self.now >= *deadline {
+                    let actions = campaign.timeout();
+                    self.campaign_actions(c, actions)?;
+                }
+            }
+            // Fill the pipeline with phase-2-only rounds.
+            loop {
+                let client = &mut self.leaders[c];
+                if client.inflight.len() >= self.cfg.pipeline {
+                    break;
+                }
+                let Some(leadership) = client.leadership.as_mut() else {
+                    break;
+                };
+                while client.known.contains(&client.cursor)
+                    || (client.inflight.contains_key(&client.cursor)
+                        && !self.cfg.reuse_leader_rounds)
+                {
+                    client.cursor += 1;
+                }
+                let round = client.cursor;
+                let (value, own) = match client.recovered.remove(&round) {
+                    Some(value) => (value, None),
+                    None if client.recovered.keys().any(|&r| r > round) => {
+                        (format!("noop-c{c}-r{round}"), None)
+                    }
+                    None => match client.pending.pop_front() {
+                        Some(value) => (value.clone(), Some(value)),
+                        None => break,
+                    },
+                };
+                let ballot = if self.cfg.reuse_leader_rounds {
+                    Some(leadership.ballot.clone())
+                } else {
+                    leadership.claim(round)
+                };
+                let Some(ballot) = ballot else {
+                    client.leadership = None;
+                    if let Some(own) = own {
+                        client.pending.push_front(own);
+                    }
+                    break;
+                };
+                client.proposals += 1;
+                let id = format!("c{c}.{}.p{}", client.incarnation, client.proposals);
+                let seed = self.rng.next_u64();
+                let backoff = BackoffPolicy {
+                    base_ms: 4,
+                    max_ms: 60,
+                };
+                let mut proposer = Proposer::new(
+                    round,
+                    (0..self.cfg.acceptors).collect(),
+                    id,
+                    value,
+                    seed,
+                    backoff,
+                );
+                let actions = proposer.start_accepting(ballot);
+                let client = &mut self.leaders[c];
+                if !self.cfg.reuse_leader_rounds {
+                    client.cursor = round + 1;
+                }
+                client.inflight.insert(
+                    round,
+                    InFlight {
+                        proposer,
+                        own,
+                        deadline: self.now + self.cfg.phase_timeout,
+                        wake_at: 0,
+                    },
+                );
+                self.report.leader_rounds += 1;
+                self.round_actions(c, round, actions)?;
+                if self.cfg.reuse_leader_rounds {
+                    // One proposal per tick, all of them in the same round.
+                    break;
+                }
+            }
+            // Rounds that were refused go on with both phases.
+            let rounds: Vec<u64> = self.leaders[c].inflight.keys().copied().collect();
+            for round in rounds {
+                let now = self.now;
+                let timeout = self.cfg.phase_timeout;
+                let Some(flight) = self.leaders[c].inflight.get_mut(&round) else {
+                    continue;
+                };
+                let actions = if flight.proposer.in_flight() {
+                    if now < flight.deadline {
+                        continue;
+                    }
+                    flight.proposer.timeout()
+                } else if flight.proposer.chosen().is_none() && flight.wake_at <= now {
+                    flight.deadline = now + timeout;
+                    flight.proposer.start()
+                } else {
+                    continue;
+                };
+                self.round_actions(c, round, actions)?;
+            }
+            let _ = me;
+        }
+        Ok(())
+    }
+}
+
 fn runs() -> u64 {
     std::env::var("PAXOS_SIM_RUNS")
         .ok()
@@ -502,6 +918,9 @@ fn check_many(cfg: Config) {
                 totals.delivered += report.delivered;
                 totals.crashes += report.crashes;
                 totals.partitions += report.partitions;
+                totals.elections += report.elections;
+                totals.leader_rounds += report.leader_rounds;
+                totals.pauses += report.pauses;
             }
             Err(failure) => panic!(
                 "seed {seed} with {} acceptors failed: {failure}\n  replay: PAXOS_SIM_SEED={seed} cargo test -p paxos-core --test simulation",
@@ -511,6 +930,12 @@ fn check_many(cfg: Config) {
     }
     // The fault schedule must actually have struck, or the run proves nothing.
     assert!(totals.crashes > 0 && totals.partitions > 0, "{totals:?}");
+    if cfg.leaders {
+        assert!(
+            totals.elections > 0 && totals.leader_rounds > 0 && totals.pauses > 0,
+            "{totals:?}"
+        );
+    }
     assert!(totals.chosen_rounds >= cfg.clients * cfg.values_per_client);
     eprintln!("{} acceptors: {totals:?}", cfg.acceptors);
 }
@@ -571,5 +996,39 @@ fn the_checker_catches_acceptors_that_forget() {
     assert!(
         violations > 0,
         "a broken acceptor went unnoticed in 300 runs"
+    );
+}
+
+#[test]
+fn leaders_with_pipelined_rounds_are_safe_and_live() {
+    check_many(Config::leaders(3));
+}
+
+#[test]
+fn five_acceptors_with_leaders_stale_and_paused_stay_safe() {
+    check_many(Config {
+        clients: 4,
+        pause_pct_per_tick: 4,
+        ..Config::leaders(5)
+    });
+}
+
+#[test]
+fn the_checker_catches_a_leader_reusing_a_round() {
+    let cfg = Config {
+        reuse_leader_rounds: true,
+        liveness_bound_ticks: 2_000,
+        drop_pct: 0,
+        crash_pct_per_tick: 0,
+        partition_pct_per_tick: 0,
+        ..Config::leaders(3)
+    };
+    let violations = (0..300)
+        .filter_map(|seed| Sim::new(cfg, seed).run().err())
+        .filter(|e| e.starts_with("safety"))
+        .count();
+    assert!(
+        violations > 0,
+        "a leader reusing rounds went unnoticed in 300 runs"
     );
 }

@@ -25,6 +25,7 @@ mod store;
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
     paxos::round_claims::init();
+    paxos::leadership::init();
     intercept::install();
 }
 
@@ -64,6 +65,15 @@ CREATE TABLE paxos.acceptor_slots (
     value_kind text,
     value_body text,
     PRIMARY KEY (group_id, round)
+);
+
+-- The acceptor's promise to a leader for every round from from_round on, made in one phase 1. It
+-- only ever rises (see paxos-core's leader module).
+CREATE TABLE paxos.range_promises (
+    group_id text PRIMARY KEY,
+    from_round bigint NOT NULL,
+    promised_num bigint NOT NULL,
+    promised_by text NOT NULL
 );
 
 -- Values known to be chosen. Round 0 records the founder.

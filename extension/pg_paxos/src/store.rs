@@ -5,13 +5,14 @@
 //! - `groups`: the groups this node belongs to, its own connection string and its applied round.
 //! - `acceptor_slots`: the acceptor's promise and vote per round; never deleted, since a vote may
 //!   be needed to keep a chosen value chosen.
+//! - `range_promises`: the acceptor's promise to a leader for every round from some round on.
 //! - `log`: values known to be chosen, per round; membership changes are read from here.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use paxos_core::{Accepted, Ballot, SlotState};
+use paxos_core::{Accepted, Ballot, RangePromise, SlotState};
 use paxos_model::conninfo::Defaults;
 use paxos_model::value::{LogValue, ValueKind};
 use pgrx::datum::DatumWithOid;
@@ -27,7 +28,7 @@ struct Sql {
     args: &'static [BuiltinOid],
 }
 
-use BuiltinOid::{BOOLOID as BOOL, INT8OID as INT8, TEXTOID as TEXT};
+use BuiltinOid::{BOOLOID as BOOL, INT4OID as INT4, INT8OID as INT8, TEXTOID as TEXT};
 
 thread_local! {
     static PLANS: RefCell<HashMap<&'static str, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
@@ -324,15 +325,7 @@ pub fn lock_slot(group_id: &str, round: u64) -> Result<Option<SlotState<LogValue
     query(&LOCK_SLOT, &[group_id.into(), round_arg(round)], |table| {
         let mut out = None;
         for row in table {
-            let promised = ballot(row.get::<i64>(1)?, row.get::<String>(2)?);
-            let accepted = match (
-                ballot(row.get::<i64>(3)?, row.get::<String>(4)?),
-                value_from_row(&row, 5)?,
-            ) {
-                (Some(ballot), Some(value)) => Some(Accepted { ballot, value }),
-                _ => None,
-            };
-            out = Some(SlotState { promised, accepted });
+            out = Some(slot_from_row(&row, 1)?);
         }
         Ok(out)
     })
@@ -380,6 +373,109 @@ pub fn write_slot(
         return Ok(true);
     }
     Ok(first_value::<bool>(&INSERT_SLOT, &args)?.unwrap_or(false))
+}
+
+/// The first key of the acceptor's advisory locks ("Pxos"): keeps them apart from other users'.
+const ACCEPTOR_LOCK_SPACE: i32 = 0x5078_6f73;
+
+const LOCK_ACCEPTOR_SHARED: Sql = Sql {
+    text: "SELECT pg_catalog.pg_advisory_xact_lock_shared($1, $2)",
+    args: &[INT4, INT4],
+};
+
+const LOCK_ACCEPTOR_EXCLUSIVE: Sql = Sql {
+    text: "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)",
+    args: &[INT4, INT4],
+};
+
+/// Orders this transaction's acceptor work on `group_id` against range prepares, until commit:
+/// requests for single rounds share the lock, a range prepare takes it alone. Without it, a vote
+/// committed while a range prepare runs could be missing from that prepare's answer, although it
+/// was cast under a ballot the new promise refuses.
+pub fn lock_acceptor(group_id: &str, range_prepare: bool) -> Result<()> {
+    let key = group_id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    }) as i32;
+    let sql = if range_prepare {
+        &LOCK_ACCEPTOR_EXCLUSIVE
+    } else {
+        &LOCK_ACCEPTOR_SHARED
+    };
+    execute(sql, &[ACCEPTOR_LOCK_SPACE.into(), key.into()])
+}
+
+const RANGE_PROMISE: Sql = Sql {
+    text: "SELECT from_round, promised_num, promised_by FROM paxos.range_promises
+           WHERE group_id = $1",
+    args: &[TEXT],
+};
+
+/// The acceptor's range promise for `group_id`, if it made one.
+pub fn range_promise(group_id: &str) -> Result<Option<RangePromise>> {
+    query(&RANGE_PROMISE, &[group_id.into()], |table| {
+        let mut out = None;
+        for row in table {
+            if let (Some(from), Some(ballot)) = (
+                row.get::<i64>(1)?,
+                ballot(row.get::<i64>(2)?, row.get::<String>(3)?),
+            ) {
+                out = Some(RangePromise {
+                    from: to_round(Some(from)),
+                    ballot,
+                });
+            }
+        }
+        Ok(out)
+    })
+}
+
+const WRITE_RANGE_PROMISE: Sql = Sql {
+    text: "INSERT INTO paxos.range_promises (group_id, from_round, promised_num, promised_by)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (group_id) DO UPDATE SET from_round = excluded.from_round,
+               promised_num = excluded.promised_num, promised_by = excluded.promised_by",
+    args: &[TEXT, INT8, INT8, TEXT],
+};
+
+pub fn write_range_promise(group_id: &str, range: &RangePromise) -> Result<()> {
+    let args = [
+        group_id.into(),
+        round_arg(range.from),
+        (range.ballot.number as i64).into(),
+        range.ballot.proposer.as_str().into(),
+    ];
+    execute(&WRITE_RANGE_PROMISE, &args)
+}
+
+const SLOTS_FROM: Sql = Sql {
+    text: "SELECT round, promised_num, promised_by, accepted_num, accepted_by,
+                  value_origin, value_kind, value_body
+           FROM paxos.acceptor_slots WHERE group_id = $1 AND round >= $2 ORDER BY round",
+    args: &[TEXT, INT8],
+};
+
+/// The acceptor's slots of rounds `from` and later, ascending.
+pub fn slots_from(group_id: &str, from: u64) -> Result<Vec<(u64, SlotState<LogValue>)>> {
+    query(&SLOTS_FROM, &[group_id.into(), round_arg(from)], |table| {
+        let mut out = Vec::new();
+        for row in table {
+            let round = to_round(row.get::<i64>(1)?);
+            out.push((round, slot_from_row(&row, 2)?));
+        }
+        Ok(out)
+    })
+}
+
+fn slot_from_row(row: &SpiHeapTupleData, first: usize) -> Result<SlotState<LogValue>> {
+    let promised = ballot(row.get::<i64>(first)?, row.get::<String>(first + 1)?);
+    let accepted = match (
+        ballot(row.get::<i64>(first + 2)?, row.get::<String>(first + 3)?),
+        value_from_row(row, first + 4)?,
+    ) {
+        (Some(ballot), Some(value)) => Some(Accepted { ballot, value }),
+        _ => None,
+    };
+    Ok(SlotState { promised, accepted })
 }
 
 const HIGHEST_KNOWN: Sql = Sql {

@@ -114,6 +114,63 @@ mod paxos {
         .or_raise()
     }
 
+    /// Phase 1b for every round from `from_round` on: a first row with the status (and, when
+    /// refused, the higher promise), then one row per vote cast in those rounds.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn request_prepare_range(
+        group_id: &str,
+        from_round: i64,
+        ballot_num: i64,
+        ballot_proposer: &str,
+    ) -> TableIterator<
+        'static,
+        (
+            name!(status, String),
+            name!(round, Option<i64>),
+            name!(num, Option<i64>),
+            name!(proposer, Option<String>),
+            name!(value_origin, Option<String>),
+            name!(value_kind, Option<String>),
+            name!(value_body, Option<String>),
+        ),
+    > {
+        let reply = (|| {
+            acceptor::prepare_range(
+                group_id,
+                round(from_round)?,
+                ballot(ballot_num, ballot_proposer)?,
+            )
+        })()
+        .or_raise();
+        let rows: Vec<_> = match reply {
+            acceptor::RangeReply::Refused(promised) => vec![(
+                "refused".to_string(),
+                None,
+                Some(promised.number as i64),
+                Some(promised.proposer),
+                None,
+                None,
+                None,
+            )],
+            acceptor::RangeReply::Granted(votes) => {
+                std::iter::once(("granted".to_string(), None, None, None, None, None, None))
+                    .chain(votes.into_iter().map(|(r, vote)| {
+                        (
+                            "vote".to_string(),
+                            Some(r as i64),
+                            Some(vote.ballot.number as i64),
+                            Some(vote.ballot.proposer),
+                            Some(vote.value.origin),
+                            Some(vote.value.kind.as_str().to_string()),
+                            vote.value.body,
+                        )
+                    }))
+                    .collect()
+            }
+        };
+        TableIterator::new(rows)
+    }
+
     #[pg_extern(volatile, parallel_unsafe)]
     fn request_learn(
         group_id: &str,

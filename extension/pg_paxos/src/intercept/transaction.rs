@@ -10,7 +10,8 @@ use pgrx::prelude::*;
 
 use crate::error::{OrRaise, PaxosError, Result};
 use crate::paxos::apply::{as_extension_owner, check_not_diverged};
-use crate::paxos::replicated_log::{new_value, ReplicatedLog};
+use crate::paxos::leadership;
+use crate::paxos::replicated_log::{new_value, Record, ReplicatedLog};
 use crate::store;
 
 /// The writes of the current transaction: its group, the round its state is based on (every round
@@ -40,8 +41,14 @@ fn refresh_snapshot() {
     }
 }
 
-/// A write to `group` is about to run. The transaction's first write brings the node up to the
-/// group's highest round and locks the applied round until the transaction ends.
+/// A write to `group` is about to run. The transaction's first write brings the node up to date
+/// and locks the applied round until the transaction ends.
+///
+/// Up to date means the group's highest accepted round (one round trip to a majority), except on
+/// the leader: there the rounds it learned are enough. Should its leadership be over without its
+/// knowing, the write runs on an old state, but its accept in the next round is refused by the
+/// new leader's promise and the transaction fails with a serialization error: no write is ever
+/// chosen in a round other than the one right after the state it ran on.
 pub fn begin_write(group: &str) -> Result<()> {
     let started = PENDING.with(|p| match p.borrow().as_ref() {
         Some(pending) if pending.group == group => Ok(true),
@@ -62,7 +69,11 @@ pub fn begin_write(group: &str) -> Result<()> {
         as_extension_owner(|| {
             check_not_diverged(group)?;
             let log = ReplicatedLog::open(group)?;
-            let top = log.max_group_round(true)?;
+            let top = if leadership::holds(group) {
+                store::highest_learned(group)?
+            } else {
+                log.max_group_round(true)?
+            };
             log.apply_log(top)?;
             check_not_diverged(group)?;
             store::lock_applied_round(group)
@@ -115,7 +126,10 @@ pub fn catch_up_for_read(group: &str) -> Result<()> {
     Ok(())
 }
 
-/// At COMMIT: propose the transaction's statements for the round after its base.
+/// At COMMIT: propose the transaction's statements for the round after its base. The chosen entry
+/// is recorded in this transaction, which then commits without waiting for its own flush: the
+/// entry is durable already in the votes of a majority, and after a crash this node learns and
+/// applies it again (log row, applied round and the writes commit together or not at all).
 fn propose_pending() -> Result<()> {
     let Some(pending) = PENDING.with(|p| p.borrow_mut().take()) else {
         return Ok(());
@@ -138,14 +152,16 @@ fn propose_pending() -> Result<()> {
                     Some(statement.encode()),
                 );
                 log.prepare_to_propose(round)?;
-                let chosen = log.decide(round, Some(value.clone()))?;
+                let chosen =
+                    log.decide_recorded(round, Some(value.clone()), Record::InThisTransaction)?;
                 if chosen.origin != value.origin {
                     return Err(PaxosError::Conflict {
                         group: pending.group.clone(),
                         round,
                     });
                 }
-                store::set_applied_round(&pending.group, round)
+                store::set_applied_round(&pending.group, round)?;
+                store::relax_synchronous_commit()
             })
         })
     })

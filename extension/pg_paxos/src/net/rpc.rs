@@ -1,7 +1,7 @@
 //! The acceptor requests as SQL calls to functions in schema `paxos` on each member, and their
 //! replies decoded into the core's messages.
 
-use paxos_core::{AcceptOutcome, Accepted, Ballot, PromiseOutcome, Reply, Request};
+use paxos_core::{AcceptOutcome, Accepted, Ballot, PromiseOutcome, RangeOutcome, Reply, Request};
 use tokio_postgres::Row;
 
 use crate::net::pool::{Link, LinkError, Param};
@@ -11,6 +11,9 @@ const PREPARE: &str = "SELECT status, num, proposer, value_origin, value_kind, v
                        FROM paxos.request_prepare($1, $2, $3, $4)";
 const ACCEPT: &str = "SELECT status, num, proposer, value_origin, value_kind, value_body
                       FROM paxos.request_accept($1, $2, $3, $4, $5, $6, $7)";
+const PREPARE_RANGE: &str =
+    "SELECT status, round, num, proposer, value_origin, value_kind, value_body
+     FROM paxos.request_prepare_range($1, $2, $3, $4)";
 const LEARN: &str = "SELECT paxos.request_learn($1, $2, $3, $4, $5)";
 pub const HIGHEST_ROUND: &str = "SELECT paxos.request_highest_round($1, $2)";
 pub const STATUS: &str =
@@ -56,6 +59,16 @@ pub async fn send(
             let rows = link.query(PREPARE, &params).await?;
             decode(&rows, round, ballot, true).map(Some)
         }
+        Request::PrepareRange { from, ballot } => {
+            let params = [
+                text(group),
+                Param::Int(*from as i64),
+                Param::Int(ballot.number as i64),
+                text(&ballot.proposer),
+            ];
+            let rows = link.query(PREPARE_RANGE, &params).await?;
+            decode_range(&rows, *from, ballot).map(Some)
+        }
         Request::Accept { ballot, value, .. } => {
             let mut params = vec![
                 text(group),
@@ -90,6 +103,46 @@ pub fn value_from_row(row: &Row, first: usize) -> Result<Option<LogValue>, LinkE
 
 pub fn protocol(e: tokio_postgres::Error) -> LinkError {
     LinkError::Remote(format!("unexpected reply: {e}"))
+}
+
+fn decode_range(rows: &[Row], from: u64, ballot: &Ballot) -> Result<Reply<LogValue>, LinkError> {
+    let first = rows
+        .first()
+        .ok_or_else(|| LinkError::Remote("empty reply".into()))?;
+    let status: String = first.try_get(0).map_err(protocol)?;
+    let ballot_in = |row: &Row| -> Result<Option<Ballot>, LinkError> {
+        let num: Option<i64> = row.try_get(2).map_err(protocol)?;
+        let proposer: Option<String> = row.try_get(3).map_err(protocol)?;
+        Ok(num
+            .zip(proposer)
+            .map(|(n, p)| Ballot::new(n.max(0) as u64, p)))
+    };
+    let outcome = match status.as_str() {
+        "refused" => RangeOutcome::Refused {
+            promised: ballot_in(first)?
+                .ok_or_else(|| LinkError::Remote("a refusal without its promise".into()))?,
+        },
+        "granted" => {
+            let mut votes = Vec::new();
+            for row in &rows[1..] {
+                let round: Option<i64> = row.try_get(1).map_err(protocol)?;
+                let vote = ballot_in(row)?.zip(value_from_row(row, 4)?);
+                match (round, vote) {
+                    (Some(round), Some((ballot, value))) => {
+                        votes.push((round.max(0) as u64, Accepted { ballot, value }))
+                    }
+                    _ => return Err(LinkError::Remote("a vote row lacks its fields".into())),
+                }
+            }
+            RangeOutcome::Granted { votes }
+        }
+        other => return Err(LinkError::Remote(format!("unknown reply status {other:?}"))),
+    };
+    Ok(Reply::RangePromise {
+        from,
+        ballot: ballot.clone(),
+        outcome,
+    })
 }
 
 fn decode(

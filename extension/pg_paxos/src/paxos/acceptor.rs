@@ -3,8 +3,8 @@
 //! synchronous_commit on) before the reply reaches the proposer, because a tokio-postgres query
 //! completes only at ReadyForQuery, after the commit.
 
-use paxos_core::acceptor::{on_accept, on_prepare};
-use paxos_core::{AcceptOutcome, Ballot, PromiseOutcome, SlotState};
+use paxos_core::acceptor::{on_accept, on_prepare, on_prepare_range};
+use paxos_core::{AcceptOutcome, Accepted, Ballot, PromiseOutcome, RangeOutcome, SlotState};
 
 use crate::error::{PaxosError, Result};
 use crate::store;
@@ -27,16 +27,22 @@ impl ReplyRow {
     }
 }
 
-/// Applies `rule` to the slot of `round` under a row lock and persists its result. A concurrent
-/// first request for the same round may win the insert; the rule then runs again on its row.
+/// Applies `rule` to the slot of `round` (its promise raised by a range promise that covers it)
+/// under a row lock and persists its result. A concurrent first request for the same round may win
+/// the insert; the rule then runs again on its row.
 fn with_slot<R>(
     group_id: &str,
     round: u64,
     rule: impl Fn(&SlotState<LogValue>) -> (Option<SlotState<LogValue>>, R),
 ) -> Result<R> {
+    store::lock_acceptor(group_id, false)?;
+    let range = store::range_promise(group_id)?;
     for _ in 0..2 {
         let existing = store::lock_slot(group_id, round)?;
-        let slot = existing.clone().unwrap_or_default();
+        let slot = existing
+            .clone()
+            .unwrap_or_default()
+            .under(range.as_ref(), round);
         let (persist, reply) = rule(&slot);
         match persist {
             Some(state) => {
@@ -95,6 +101,34 @@ pub fn accept(group_id: &str, round: u64, ballot: Ballot, value: LogValue) -> Re
             },
         };
         (step.persist, reply)
+    })
+}
+
+/// The answer to a range prepare: refused with the higher promise, or granted with the votes cast
+/// in the rounds it covers.
+pub enum RangeReply {
+    Granted(Vec<(u64, Accepted<LogValue>)>),
+    Refused(Ballot),
+}
+
+/// Phase 1b for every round from `from` on (a leader's campaign).
+pub fn prepare_range(group_id: &str, from: u64, ballot: Ballot) -> Result<RangeReply> {
+    store::require_synchronous_commit()?;
+    store::lock_acceptor(group_id, true)?;
+    let range = store::range_promise(group_id)?;
+    let slots = store::slots_from(group_id, from)?;
+    let step = on_prepare_range(
+        range.as_ref(),
+        slots.iter().map(|(round, slot)| (*round, slot)),
+        from,
+        &ballot,
+    );
+    if let Some(range) = &step.persist {
+        store::write_range_promise(group_id, range)?;
+    }
+    Ok(match step.reply {
+        RangeOutcome::Granted { votes } => RangeReply::Granted(votes),
+        RangeOutcome::Refused { promised } => RangeReply::Refused(promised),
     })
 }
 

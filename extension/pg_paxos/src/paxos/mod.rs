@@ -4,6 +4,7 @@
 pub mod acceptor;
 pub mod apply;
 pub mod group;
+pub mod leadership;
 
 pub mod replicated_log;
 pub mod round;

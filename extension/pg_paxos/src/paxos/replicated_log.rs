@@ -6,14 +6,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use paxos_core::backoff::BackoffPolicy;
-use paxos_core::{Proposer, Request};
+use paxos_core::{Campaign, Leadership, Proposer, Request};
 
 use crate::error::{PaxosError, Result};
 use crate::guc;
 use crate::net::pool::{net, Link, Net, Param};
 use crate::net::rpc;
 use crate::paxos::apply;
-use crate::paxos::round::{self, RoundFailure, Timing};
+use crate::paxos::leadership::{self, LeaderBallot};
+use crate::paxos::round::{self, Election, RoundFailure, Timing};
 use crate::paxos::round_claims;
 use crate::store::{self, Group};
 use paxos_model::conninfo::{self, Defaults};
@@ -38,6 +39,16 @@ fn unique_proposer_id() -> (String, u64) {
     let id = format!("{}/{:x}/{}/{}", guc::node_id(), started, pid, seq);
     let seed = (started as u64).rotate_left(17) ^ ((pid as u64) << 32) ^ seq;
     (id, seed)
+}
+
+/// Where decided values are written into this node's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// In transactions of their own, through the loopback connection (see `record_chosen`).
+    Separately,
+    /// In the caller's transaction, which must commit right after, with no network call in
+    /// between (or learn messages for those rounds would wait on its uncommitted rows).
+    InThisTransaction,
 }
 
 pub struct ReplicatedLog {
@@ -110,16 +121,104 @@ impl ReplicatedLog {
     /// The value chosen in `round`: known locally, or found by running Paxos with `proposal` (a no-op
     /// when `None`, which closes an abandoned round without changing anything).
     pub fn decide(&self, round: u64, proposal: Option<LogValue>) -> Result<LogValue> {
-        let mut chosen = self.decide_many(vec![(round, proposal)])?;
+        self.decide_recorded(round, proposal, Record::Separately)
+    }
+
+    /// [`ReplicatedLog::decide`], recording the chosen value as `record` says. A proposal in the
+    /// first round this node has not learned makes the node campaign for leadership first, unless
+    /// it leads already: later proposals then need phase 2 only.
+    pub fn decide_recorded(
+        &self,
+        round: u64,
+        proposal: Option<LogValue>,
+        record: Record,
+    ) -> Result<LogValue> {
+        if let Some(value) = proposal.as_ref() {
+            if let Some(chosen) = self.lead_from(round, value, record)? {
+                return Ok(chosen);
+            }
+        }
+        let mut chosen = self.decide_many(vec![(round, proposal)], None, record)?;
         chosen
             .pop()
             .ok_or_else(|| PaxosError::Internal(format!("round {round} was not decided")))
     }
 
+    /// Campaigns for leadership from `round` on when this node does not lead and `round` is the
+    /// first round it has not learned. Once elected it proposes, with phase 2 only, the values the
+    /// campaign recovered, `value` in `round`, and no-ops in the rounds between, and returns what
+    /// was chosen in `round`. `None` when no campaign ran or it was lost (the caller proposes with
+    /// both phases).
+    fn lead_from(&self, round: u64, value: &LogValue, record: Record) -> Result<Option<LogValue>> {
+        if leadership::holds(self.id()) || round != store::highest_learned(self.id())? + 1 {
+            return Ok(None);
+        }
+        let seen = store::range_promise(self.id())?.map_or(0, |r| r.ballot.number);
+        let Some(lb) = leadership::begin_campaign(self.id(), seen) else {
+            return Ok(None);
+        };
+        let members = match self.members_at(round).and_then(|m| {
+            let links = self.links(&m)?;
+            Ok(links)
+        }) {
+            Ok(links) => links,
+            Err(e) => {
+                leadership::end_campaign(self.id(), None, lb.number);
+                return Err(e);
+            }
+        };
+        let campaign = Campaign::new(round, (0..members.len()).collect(), leadership::ballot(lb));
+        let election = self.net.block_on(round::campaign(
+            self.id(),
+            &members,
+            campaign,
+            self.timing.phase_timeout,
+        ));
+        self.net.emit_warnings();
+        let recovered = match election {
+            Election::Lost { seen } => {
+                leadership::end_campaign(self.id(), None, seen);
+                return Ok(None);
+            }
+            Election::Won { recovered } => recovered,
+        };
+        // Rounds of this window have the membership the campaign used; recovered rounds beyond it
+        // are left to both-phase proposers that learn their membership first.
+        let window_end = round + CHANGE_DELAY - 1;
+        let last = recovered
+            .range(round..=window_end)
+            .next_back()
+            .map_or(round, |(r, _)| *r);
+        let mut led = Leadership::new(lb, round);
+        let mut proposals = Vec::new();
+        for r in round..=last {
+            led.claim(r);
+            let proposal = match recovered.get(&r) {
+                Some(v) => Some(v.clone()),
+                None if r == round => Some(value.clone()),
+                None => None,
+            };
+            proposals.push((r, proposal));
+        }
+        if let Some((beyond, _)) = recovered.range(window_end + 1..).next_back() {
+            led.reserve_through(*beyond);
+        }
+        leadership::end_campaign(self.id(), Some(led), lb.number);
+        let chosen = self.decide_many(proposals, Some(lb), record)?;
+        Ok(chosen.into_iter().next())
+    }
+
     /// Decides several rounds at once, each its own Paxos instance, all in flight together. The
     /// caller makes sure the membership of every round is known (see `prepare_to_propose`).
-    /// Returns the chosen values in the order of `proposals`.
-    fn decide_many(&self, proposals: Vec<(u64, Option<LogValue>)>) -> Result<Vec<LogValue>> {
+    /// Rounds go with phase 2 only under `claimed` (the caller claimed them all) or under a leader
+    /// ballot this node may claim for them; otherwise with both phases. Returns the chosen values
+    /// in the order of `proposals`.
+    fn decide_many(
+        &self,
+        proposals: Vec<(u64, Option<LogValue>)>,
+        claimed: Option<LeaderBallot>,
+        record: Record,
+    ) -> Result<Vec<LogValue>> {
         let mut chosen: Vec<Option<LogValue>> = Vec::with_capacity(proposals.len());
         let mut runs = Vec::new();
         for (i, (round, proposal)) in proposals.into_iter().enumerate() {
@@ -150,6 +249,7 @@ impl ReplicatedLog {
                 base_ms: 2,
                 max_ms: 100,
             };
+            let leader = claimed.or_else(|| leadership::claim(self.id(), round));
             let mut proposer = Proposer::new(
                 round,
                 (0..members.len()).collect(),
@@ -159,7 +259,7 @@ impl ReplicatedLog {
                 policy,
             );
             proposer.observe_number(store::promised_number(self.id(), round)?);
-            runs.push((i, round, links, self_index, proposer));
+            runs.push((i, round, links, self_index, proposer, leader));
         }
         if runs.is_empty() {
             return Ok(chosen.into_iter().flatten().collect());
@@ -176,19 +276,43 @@ impl ReplicatedLog {
         let outcomes = self
             .net
             .block_on(futures::future::join_all(runs.into_iter().map(
-                |(i, round, links, self_index, proposer)| async move {
-                    let outcome = round::drive(group, &links, self_index, proposer, timing).await;
-                    (i, round, outcome)
+                |(i, round, links, self_index, proposer, leader)| async move {
+                    let ballot = leader.map(leadership::ballot);
+                    let outcome =
+                        round::drive(group, &links, self_index, proposer, ballot, timing).await;
+                    (i, round, leader, outcome)
                 },
             )));
         self.net.emit_warnings();
         let mut decided = Vec::with_capacity(outcomes.len());
-        for (i, round, outcome) in outcomes {
-            let value = outcome.map_err(|f| self.failure(round, "choose a value", f))?;
-            decided.push((round, value.clone()));
-            chosen[i] = Some(value);
+        let mut failure = None;
+        for (i, round, leader, outcome) in outcomes {
+            let lost_leadership = match &outcome {
+                Ok(d) => d.leader_refused,
+                Err(_) => true,
+            };
+            if let Some(lb) = leader.filter(|_| lost_leadership) {
+                leadership::relinquish(self.id(), lb, lb.number);
+            }
+            match outcome {
+                Ok(d) => {
+                    decided.push((round, d.value.clone()));
+                    chosen[i] = Some(d.value);
+                }
+                Err(f) => failure = failure.or(Some((round, f))),
+            }
         }
-        self.record_chosen(&decided)?;
+        match record {
+            Record::Separately => self.record_chosen(&decided)?,
+            Record::InThisTransaction => {
+                for (round, value) in &decided {
+                    store::record_learned(self.id(), *round, value)?;
+                }
+            }
+        }
+        if let Some((round, f)) = failure {
+            return Err(self.failure(round, "choose a value", f));
+        }
         Ok(chosen.into_iter().flatten().collect())
     }
 
@@ -267,7 +391,11 @@ impl ReplicatedLog {
         let mut rest = missing.as_slice();
         while let Some(&first) = rest.first() {
             let end = rest.partition_point(|&r| r < first + CHANGE_DELAY);
-            self.decide_many(rest[..end].iter().map(|&r| (r, None)).collect())?;
+            self.decide_many(
+                rest[..end].iter().map(|&r| (r, None)).collect(),
+                None,
+                Record::Separately,
+            )?;
             rest = &rest[end..];
         }
         CONTIGUOUS_HINT.with(|h| h.borrow_mut().insert(self.id().to_string(), round));

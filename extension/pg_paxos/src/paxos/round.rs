@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use paxos_core::proposer::majority;
-use paxos_core::{Action, Proposer, Request};
+use paxos_core::{Action, Ballot, Campaign, CampaignAction, Proposer, Request};
 use tokio::time::Instant;
 
 use crate::net::pool::{Link, LinkError};
@@ -49,20 +49,29 @@ fn skipped(links: &[Link]) -> BTreeSet<usize> {
     }
 }
 
+/// A decided round: its value, and whether a leader ballot it started with was refused (or went
+/// unanswered), which means this node's leadership may be over.
+pub struct Decided {
+    pub value: LogValue,
+    pub leader_refused: bool,
+}
+
 /// Runs `proposer` until its round has a chosen value, within the round timeout (plus one phase)
-/// whatever happens inside. Learn messages go to every member except `self_index` (the caller
-/// records the value locally) without waiting for their answers.
+/// whatever happens inside. With a `leader` ballot it starts with phase 2 under it. Learn messages
+/// go to every member except `self_index` (the caller records the value locally) without waiting
+/// for their answers.
 pub async fn drive(
     group: &str,
     links: &[Link],
     self_index: Option<usize>,
     proposer: Proposer<usize, LogValue>,
+    leader: Option<Ballot>,
     timing: Timing,
-) -> Result<LogValue, RoundFailure> {
+) -> Result<Decided, RoundFailure> {
     let limit = timing.round_timeout + timing.phase_timeout;
     tokio::time::timeout(
         limit,
-        drive_unbounded(group, links, self_index, proposer, timing),
+        drive_unbounded(group, links, self_index, proposer, leader, timing),
     )
     .await
     .unwrap_or(Err(RoundFailure::Timeout {
@@ -77,8 +86,9 @@ async fn drive_unbounded(
     links: &[Link],
     self_index: Option<usize>,
     mut proposer: Proposer<usize, LogValue>,
+    leader: Option<Ballot>,
     timing: Timing,
-) -> Result<LogValue, RoundFailure> {
+) -> Result<Decided, RoundFailure> {
     let total = links.len();
     let tolerated = total - majority(total);
     let deadline = Instant::now() + timing.round_timeout;
@@ -86,7 +96,11 @@ async fn drive_unbounded(
     let mut answered: BTreeSet<usize> = BTreeSet::new();
     let mut failed: BTreeMap<usize, String> = BTreeMap::new();
     let mut skip = skipped(links);
-    let mut actions = proposer.start();
+    let led = leader.is_some();
+    let mut actions = match leader {
+        Some(ballot) => proposer.start_accepting(ballot),
+        None => proposer.start(),
+    };
     let mut phase_deadline = Instant::now() + timing.phase_timeout;
     loop {
         let mut backoff = None;
@@ -113,7 +127,10 @@ async fn drive_unbounded(
         }
         if let Some(value) = chosen {
             send_learns(group, links, learns).await;
-            return Ok(value);
+            return Ok(Decided {
+                value,
+                leader_refused: led && proposer.attempts() > 1,
+            });
         }
         if failed.len() > tolerated {
             return Err(RoundFailure::NoMajority {
@@ -164,6 +181,65 @@ async fn drive_unbounded(
             }
         }
     }
+}
+
+/// How a campaign ended.
+pub enum Election {
+    /// A majority promised for every round from the campaign's first on; `recovered` holds the
+    /// value to propose again per round that had votes.
+    Won { recovered: BTreeMap<u64, LogValue> },
+    /// Refused, unanswered or out of time; a ballot numbered `seen` or higher is taken.
+    Lost { seen: u64 },
+}
+
+/// Runs `campaign` (a range prepare to every member) within `limit`.
+pub async fn campaign(
+    group: &str,
+    links: &[Link],
+    mut campaign: Campaign<usize, LogValue>,
+    limit: Duration,
+) -> Election {
+    let seen = campaign.ballot().number;
+    let run = async {
+        let mut inflight = FuturesUnordered::new();
+        for action in campaign.start() {
+            if let CampaignAction::Send { to, request } = action {
+                let link = links[to].clone();
+                inflight.push(async move { (to, rpc::send(&link, group, &request).await) });
+            }
+        }
+        let mut failed = 0;
+        let tolerated = links.len() - majority(links.len());
+        while let Some((from, answer)) = inflight.next().await {
+            let actions = match answer {
+                Ok(Some(reply)) => campaign.handle(from, reply),
+                _ => {
+                    failed += 1;
+                    if failed > tolerated {
+                        return Election::Lost { seen };
+                    }
+                    continue;
+                }
+            };
+            for action in actions {
+                match action {
+                    CampaignAction::Elected { recovered, .. } => {
+                        return Election::Won { recovered }
+                    }
+                    CampaignAction::Lost { promised_number } => {
+                        return Election::Lost {
+                            seen: promised_number.max(seen),
+                        }
+                    }
+                    CampaignAction::Send { .. } => {}
+                }
+            }
+        }
+        Election::Lost { seen }
+    };
+    tokio::time::timeout(limit, run)
+        .await
+        .unwrap_or(Election::Lost { seen })
 }
 
 /// Hands the learn messages to the connections and lets them write, without waiting for answers:

@@ -47,7 +47,7 @@ pub fn init() {
 }
 
 /// FNV-1a, never 0 (0 marks a free slot).
-fn group_key(group: &str) -> u64 {
+pub fn group_key(group: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in group.bytes() {
         hash ^= u64::from(byte);

@@ -1,0 +1,167 @@
+//! This node's Multi-Paxos leadership per group, shared by all its backends in shared memory: the
+//! ballot a campaign won, and which rounds were handed out under it (see
+//! `paxos_core::Leadership`: each round once, or two values could be chosen under one ballot).
+//!
+//! Nothing here is trusted for safety beyond that rule: a stale leadership only costs refused
+//! accepts, after which the backend that met the refusal gives the leadership up.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use paxos_core::{Ballot, Leadership};
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
+
+use crate::guc;
+
+/// Groups tracked per node; a further group shares a slot (and only loses leadership more often).
+const SLOTS: usize = 64;
+
+/// A leader ballot in shared memory: its number and the campaign's epoch, from which the proposer
+/// id is rebuilt (see [`proposer_id`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct LeaderBallot {
+    pub number: u64,
+    pub epoch: u64,
+}
+
+#[derive(Copy, Clone)]
+struct Slot {
+    /// Hash of the group id (0: free).
+    group: u64,
+    held: Option<Leadership<LeaderBallot>>,
+    /// A campaign of this node for the group is running (others wait for it or go without).
+    campaigning: bool,
+    /// The highest ballot number this node saw for the group: campaigns start above it.
+    highest_number: u64,
+}
+
+#[derive(Copy, Clone)]
+pub struct LeaderTable {
+    slots: [Slot; SLOTS],
+    next_epoch: u64,
+}
+
+// SAFETY: plain integers and flags, no pointers.
+unsafe impl PGRXSharedMemory for LeaderTable {}
+
+static TABLE: PgLwLock<LeaderTable> = unsafe { PgLwLock::new(c"pg_paxos_leadership") };
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// Reserves the shared memory; call from `_PG_init`.
+pub fn init() {
+    // SAFETY: reads a flag the postmaster sets while loading preloaded libraries.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        pg_shmem_init!(
+            TABLE = LeaderTable {
+                slots: [Slot {
+                    group: 0,
+                    held: None,
+                    campaigning: false,
+                    highest_number: 0,
+                }; SLOTS],
+                next_epoch: 1,
+            }
+        );
+        READY.store(true, Ordering::Relaxed);
+    }
+}
+
+fn group_key(group: &str) -> u64 {
+    crate::paxos::round_claims::group_key(group)
+}
+
+/// Runs `f` on the slot of `group` under the table's exclusive lock.
+fn with_slot<R>(group: &str, f: impl FnOnce(&mut Slot, &mut u64) -> R) -> Option<R> {
+    if !READY.load(Ordering::Relaxed) {
+        return None;
+    }
+    let key = group_key(group);
+    let mut table = TABLE.exclusive();
+    let home = (key % SLOTS as u64) as usize;
+    let index = (0..SLOTS)
+        .map(|i| (home + i) % SLOTS)
+        .find(|&s| table.slots[s].group == key || table.slots[s].group == 0)
+        .unwrap_or(home);
+    let table = &mut *table;
+    let slot = &mut table.slots[index];
+    if slot.group != key {
+        *slot = Slot {
+            group: key,
+            held: None,
+            campaigning: false,
+            highest_number: 0,
+        };
+    }
+    Some(f(slot, &mut table.next_epoch))
+}
+
+/// The proposer id of this node's campaign `epoch`: unique across nodes and restarts.
+pub fn proposer_id(epoch: u64) -> String {
+    // SAFETY: a plain read of the postmaster's start time, set before any backend starts.
+    let started = unsafe { pgrx::pg_sys::PgStartTime };
+    format!("{}/{started:x}/L{epoch}", guc::node_id())
+}
+
+pub fn ballot(b: LeaderBallot) -> Ballot {
+    Ballot::new(b.number, proposer_id(b.epoch))
+}
+
+/// The leader ballot to propose `round` of `group` with in phase 2 only, if this node leads the
+/// group and has not handed the round out before.
+pub fn claim(group: &str, round: u64) -> Option<LeaderBallot> {
+    with_slot(group, |slot, _| {
+        slot.held.as_mut().and_then(|l| l.claim(round))
+    })
+    .flatten()
+}
+
+/// True while this node holds leadership of `group` (as far as it knows).
+pub fn holds(group: &str) -> bool {
+    with_slot(group, |slot, _| slot.held.is_some()).unwrap_or(false)
+}
+
+/// Starts a campaign for `group` unless one runs already: the ballot to campaign with, above
+/// every number seen so far (and `at_least`).
+pub fn begin_campaign(group: &str, at_least: u64) -> Option<LeaderBallot> {
+    with_slot(group, |slot, next_epoch| {
+        if slot.campaigning {
+            return None;
+        }
+        slot.campaigning = true;
+        slot.highest_number = slot.highest_number.max(at_least) + 1;
+        *next_epoch += 1;
+        Some(LeaderBallot {
+            number: slot.highest_number,
+            epoch: *next_epoch,
+        })
+    })
+    .flatten()
+}
+
+/// Ends a campaign: `won` becomes this node's leadership (unless a later ballot of this node holds
+/// it already); `highest_number` is the highest ballot number the campaign saw.
+pub fn end_campaign(group: &str, won: Option<Leadership<LeaderBallot>>, highest_number: u64) {
+    with_slot(group, |slot, _| {
+        slot.campaigning = false;
+        slot.highest_number = slot.highest_number.max(highest_number);
+        if let Some(won) = won {
+            if slot
+                .held
+                .is_none_or(|h| h.ballot.number < won.ballot.number)
+            {
+                slot.held = Some(won);
+            }
+        }
+    });
+}
+
+/// A refusal showed that `ballot`'s leadership is over (a number up to `seen` is taken): give it
+/// up, unless a newer campaign of this node replaced it already.
+pub fn relinquish(group: &str, ballot: LeaderBallot, seen: u64) {
+    with_slot(group, |slot, _| {
+        slot.highest_number = slot.highest_number.max(seen);
+        if slot.held.is_some_and(|h| h.ballot == ballot) {
+            slot.held = None;
+        }
+    });
+}
