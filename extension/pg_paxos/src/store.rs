@@ -115,6 +115,51 @@ pub fn require_group(group_id: &str) -> Result<Group> {
     })
 }
 
+/// What a strong read needs to know of this node in one statement: the group, whether it is stopped
+/// here, and the highest round it learned and voted in.
+pub struct ReadState {
+    pub group: Group,
+    pub diverged: Option<(u64, String)>,
+    pub highest_learned: u64,
+    pub highest_accepted: u64,
+}
+
+const READ_STATE: Sql = Sql {
+    text: "SELECT g.self_conninfo, g.applied_round, g.diverged_round, g.diverged_error,
+                  (SELECT max(round) FROM paxos.log WHERE group_id = $1),
+                  (SELECT max(round) FROM paxos.acceptor_slots
+                    WHERE group_id = $1 AND accepted_num IS NOT NULL)
+           FROM paxos.groups g WHERE g.group_id = $1",
+    args: &[TEXT],
+};
+
+pub fn read_state(group_id: &str) -> Result<ReadState> {
+    query(&READ_STATE, &[group_id.into()], |table| {
+        let mut out = None;
+        for row in table {
+            let diverged = row.get::<i64>(3)?.map(|round| {
+                (
+                    round.max(0) as u64,
+                    row.get::<String>(4).ok().flatten().unwrap_or_default(),
+                )
+            });
+            out = Some(ReadState {
+                group: Group {
+                    id: group_id.to_string(),
+                    self_conninfo: row.get::<String>(1)?.unwrap_or_default(),
+                    applied_round: to_round(row.get::<i64>(2)?),
+                },
+                diverged,
+                highest_learned: to_round(row.get::<i64>(5)?),
+                highest_accepted: to_round(row.get::<i64>(6)?),
+            });
+        }
+        out.ok_or_else(|| PaxosError::UnknownGroup {
+            group: group_id.to_string(),
+        })
+    })
+}
+
 const GROUP_IDS: Sql = Sql {
     text: "SELECT group_id FROM paxos.groups ORDER BY 1",
     args: &[],

@@ -124,3 +124,40 @@ fn paxos_status(
     .or_raise();
     TableIterator::new(rows)
 }
+
+#[pg_schema]
+mod paxos {
+    use pgrx::prelude::*;
+
+    use crate::error::OrRaise;
+    use crate::paxos::leadership;
+    use crate::store;
+
+    /// Whether this node leads `group_id` as far as it knows (a stale leadership is only found out
+    /// by a refused accept), with its ballot, the first round of its range and the next round it
+    /// can propose with phase 2 only.
+    #[pg_extern(volatile, parallel_safe)]
+    fn leadership(
+        group_id: &str,
+    ) -> TableIterator<
+        'static,
+        (
+            name!(leads, bool),
+            name!(ballot, Option<String>),
+            name!(from_round, Option<i64>),
+            name!(next_round, Option<i64>),
+        ),
+    > {
+        store::require_group(group_id).or_raise();
+        let row = match leadership::current(group_id) {
+            Some((ballot, from, next)) => (
+                true,
+                Some(leadership::ballot(ballot).to_string()),
+                Some(from as i64),
+                Some(next as i64),
+            ),
+            None => (false, None, None, None),
+        };
+        TableIterator::once(row)
+    }
+}

@@ -114,14 +114,7 @@ pub fn catch_up_for_read(group: &str) -> Result<()> {
     if PENDING.with(|p| p.borrow().as_ref().is_some_and(|p| p.group == group)) {
         return Ok(());
     }
-    super::bypassing(|| {
-        as_extension_owner(|| {
-            let log = ReplicatedLog::open(group)?;
-            let top = log.max_group_round(true)?;
-            log.apply_log(top)?;
-            check_not_diverged(group)
-        })
-    })?;
+    super::bypassing(|| as_extension_owner(|| ReplicatedLog::catch_up_for_read(group)))?;
     refresh_snapshot();
     Ok(())
 }
@@ -142,7 +135,7 @@ fn propose_pending() -> Result<()> {
         steps: pending.steps.into_iter().map(|(_, step)| step).collect(),
     };
     let round = pending.base + 1;
-    super::bypassing(|| {
+    let r = super::bypassing(|| {
         super::with_snapshot(|| {
             as_extension_owner(|| {
                 let log = ReplicatedLog::open(&pending.group)?;
@@ -164,7 +157,8 @@ fn propose_pending() -> Result<()> {
                 store::relax_synchronous_commit()
             })
         })
-    })
+    });
+    r
 }
 
 #[pg_guard]

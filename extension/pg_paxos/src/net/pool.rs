@@ -22,7 +22,9 @@ use crate::error::{PaxosError, Result};
 const INTERRUPT_POLL: Duration = Duration::from_millis(50);
 const CANCEL_BUDGET: Duration = Duration::from_millis(200);
 
-/// A parameter of a remote call, bound with an explicit type (one round trip, no prepare).
+/// A parameter of a remote call, bound with an explicit type: a call is one message flight (no
+/// prepare round trip), and it runs on the member even if the caller stops waiting for its answer
+/// (a statement prepared on first use would then never run).
 #[derive(Clone, Debug)]
 pub enum Param {
     Text(Option<String>),

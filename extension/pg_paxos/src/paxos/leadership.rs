@@ -115,6 +115,15 @@ pub fn claim(group: &str, round: u64) -> Option<LeaderBallot> {
     .flatten()
 }
 
+/// This node's leadership of `group`, if it holds one: the ballot and the lowest round it can still
+/// propose with phase 2 only.
+pub fn current(group: &str) -> Option<(LeaderBallot, u64, u64)> {
+    with_slot(group, |slot, _| {
+        slot.held.map(|l| (l.ballot, l.from, l.next_free()))
+    })
+    .flatten()
+}
+
 /// True while this node holds leadership of `group` (as far as it knows).
 pub fn holds(group: &str) -> bool {
     with_slot(group, |slot, _| slot.held.is_some()).unwrap_or(false)

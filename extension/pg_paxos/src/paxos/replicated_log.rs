@@ -250,6 +250,7 @@ impl ReplicatedLog {
                 max_ms: 100,
             };
             let leader = claimed.or_else(|| leadership::claim(self.id(), round));
+            let own_origin = own.origin.clone();
             let mut proposer = Proposer::new(
                 round,
                 (0..members.len()).collect(),
@@ -259,7 +260,7 @@ impl ReplicatedLog {
                 policy,
             );
             proposer.observe_number(store::promised_number(self.id(), round)?);
-            runs.push((i, round, links, self_index, proposer, leader));
+            runs.push((i, round, links, self_index, proposer, leader, own_origin));
         }
         if runs.is_empty() {
             return Ok(chosen.into_iter().flatten().collect());
@@ -276,19 +277,22 @@ impl ReplicatedLog {
         let outcomes = self
             .net
             .block_on(futures::future::join_all(runs.into_iter().map(
-                |(i, round, links, self_index, proposer, leader)| async move {
+                |(i, round, links, self_index, proposer, leader, own_origin)| async move {
                     let ballot = leader.map(leadership::ballot);
                     let outcome =
                         round::drive(group, &links, self_index, proposer, ballot, timing).await;
-                    (i, round, leader, outcome)
+                    (i, round, leader, own_origin, outcome)
                 },
             )));
         self.net.emit_warnings();
         let mut decided = Vec::with_capacity(outcomes.len());
         let mut failure = None;
-        for (i, round, leader, outcome) in outcomes {
+        let mut foreign = Vec::new();
+        for (i, round, leader, own_origin, outcome) in outcomes {
+            // Another value in a round this node claimed under its leader ballot means a newer
+            // leader chose it: under a current leadership the round could hold only ours.
             let lost_leadership = match &outcome {
-                Ok(d) => d.leader_refused,
+                Ok(d) => d.leader_refused || d.value.origin != own_origin,
                 Err(_) => true,
             };
             if let Some(lb) = leader.filter(|_| lost_leadership) {
@@ -296,12 +300,20 @@ impl ReplicatedLog {
             }
             match outcome {
                 Ok(d) => {
-                    decided.push((round, d.value.clone()));
+                    if record == Record::InThisTransaction && d.value.origin != own_origin {
+                        foreign.push((round, d.value.clone()));
+                    } else {
+                        decided.push((round, d.value.clone()));
+                    }
                     chosen[i] = Some(d.value);
                 }
                 Err(f) => failure = failure.or(Some((round, f))),
             }
         }
+        // Values of other proposers are recorded on their own even when the caller records its own
+        // in its transaction: the caller is likely to fail because of them, and the next attempt
+        // must find them learned.
+        self.record_chosen(&foreign)?;
         match record {
             Record::Separately => self.record_chosen(&decided)?,
             Record::InThisTransaction => {
@@ -321,6 +333,9 @@ impl ReplicatedLog {
     /// from other proposers would block on them, and every request queued behind those on the same
     /// connections with them (a distributed stall that only round timeouts would break).
     fn record_chosen(&self, decided: &[(u64, LogValue)]) -> Result<()> {
+        if decided.is_empty() {
+            return Ok(());
+        }
         let link = self.link(&self.group.self_conninfo)?;
         let learns = decided.iter().map(|(round, value)| {
             let learn = Request::Learn {
@@ -445,6 +460,18 @@ impl ReplicatedLog {
     /// membership, so a majority of every membership that may still be choosing rounds is asked.
     pub fn max_group_round(&self, accepted_only: bool) -> Result<u64> {
         let learned = store::highest_learned(self.id())?;
+        let own = store::highest_known_round(self.id(), accepted_only)?;
+        self.max_group_round_from(learned, own, accepted_only)
+    }
+
+    /// [`ReplicatedLog::max_group_round`], given this node's highest learned round and its own
+    /// answer (the highest round it voted in, or also promised in without `accepted_only`).
+    fn max_group_round_from(
+        &self,
+        learned: u64,
+        own_highest: u64,
+        accepted_only: bool,
+    ) -> Result<u64> {
         let changes = store::membership_changes(self.id(), u64::MAX)?;
         let configs = configurations_from(&changes, learned + 1);
         let mut members: Vec<String> = Vec::new();
@@ -467,34 +494,53 @@ impl ReplicatedLog {
                     >= paxos_core::proposer::majority(c.len())
             })
         };
-        let links = self.links(&members)?;
-        let params = vec![
-            Param::Text(Some(self.id().to_string())),
-            Param::Bool(accepted_only),
-        ];
-        let answers = self.net.block_on(round::gather(
-            &links,
-            rpc::HIGHEST_ROUND,
-            params,
-            true,
-            &enough,
-            self.timing.round_timeout,
-        ));
-        self.net.emit_warnings();
+        // This node answers for itself without a round trip.
+        let own = members.iter().position(|m| *m == self.group.self_conninfo);
         let mut highest = learned;
         let mut ok = std::collections::BTreeSet::new();
+        if let Some(i) = own {
+            highest = highest.max(own_highest);
+            ok.insert(i);
+        }
+        let others: Vec<usize> = (0..members.len()).filter(|&i| Some(i) != own).collect();
         let mut last_error = None;
-        for (i, answer) in answers {
-            match answer.and_then(|rows| {
-                rows.first()
-                    .map(|r| r.try_get::<_, Option<i64>>(0).map_err(rpc::protocol))
-                    .transpose()
-            }) {
-                Ok(round) => {
-                    ok.insert(i);
-                    highest = highest.max(round.flatten().unwrap_or(0).max(0) as u64);
+        if !enough(&ok) {
+            let links = self.links(
+                &others
+                    .iter()
+                    .map(|&i| members[i].clone())
+                    .collect::<Vec<_>>(),
+            )?;
+            let params = vec![
+                Param::Text(Some(self.id().to_string())),
+                Param::Bool(accepted_only),
+            ];
+            let with_own = |answered: &std::collections::BTreeSet<usize>| {
+                let mut all = ok.clone();
+                all.extend(answered.iter().map(|&j| others[j]));
+                enough(&all)
+            };
+            let answers = self.net.block_on(round::gather(
+                &links,
+                rpc::HIGHEST_ROUND,
+                params,
+                true,
+                &with_own,
+                self.timing.round_timeout,
+            ));
+            self.net.emit_warnings();
+            for (j, answer) in answers {
+                match answer.and_then(|rows| {
+                    rows.first()
+                        .map(|r| r.try_get::<_, Option<i64>>(0).map_err(rpc::protocol))
+                        .transpose()
+                }) {
+                    Ok(round) => {
+                        ok.insert(others[j]);
+                        highest = highest.max(round.flatten().unwrap_or(0).max(0) as u64);
+                    }
+                    Err(e) => last_error = Some(format!("{}: {}", links[j].label, e.message())),
                 }
-                Err(e) => last_error = Some(format!("{}: {}", links[i].label, e.message())),
             }
         }
         if !enough(&ok) {
@@ -509,12 +555,38 @@ impl ReplicatedLog {
         Ok(highest)
     }
 
+    /// Before a strong read: applies every round chosen before this call (the read index: the
+    /// highest round any member of a majority voted in). This node's own facts come from one
+    /// statement, and a read with nothing to apply takes no lock. Returns the applied round.
+    pub fn catch_up_for_read(group_id: &str) -> Result<u64> {
+        let state = store::read_state(group_id)?;
+        if let Some((round, cause)) = state.diverged {
+            return Err(PaxosError::Diverged {
+                group: group_id.to_string(),
+                round,
+                cause,
+            });
+        }
+        let log = Self::for_group(state.group)?;
+        let own = state.highest_accepted.max(state.highest_learned);
+        let top = log.max_group_round_from(state.highest_learned, own, true)?;
+        if log.group.applied_round >= top {
+            return Ok(log.group.applied_round);
+        }
+        log.apply_log(top)
+    }
+
     /// Learns and applies every round up to `max_round`, in order, exactly once on this node: the
     /// applied round advances in the same transaction as the entries it covers, under a row lock.
     /// Returns the applied round. An entry that fails here stops the group on this node (see
     /// `apply`): the applied round stays before it, the failure is recorded and reported.
     pub fn apply_log(&self, max_round: u64) -> Result<u64> {
         apply::check_not_diverged(self.id())?;
+        if self.group.applied_round >= max_round {
+            // Nothing to apply: no row lock, so a read stays a read (no transaction id, no flush
+            // at commit). The applied round never goes back, so this reading is not too high.
+            return Ok(self.group.applied_round);
+        }
         self.learn_through(max_round)?;
         let applied = store::lock_applied_round(self.id())?;
         for round in applied + 1..=max_round {

@@ -254,10 +254,9 @@ async fn send_learns(group: &str, links: &[Link], learns: Vec<(usize, Request<Lo
             }
         })
         .collect();
-    let _ = tokio::time::timeout(Duration::ZERO, async {
-        while sending.next().await.is_some() {}
-    })
-    .await;
+    // One poll hands every request to its connection (a zero timeout would not do: tokio's timer
+    // has millisecond ticks); the yield lets the connections write them out.
+    let _ = futures::poll!(sending.next());
     tokio::task::yield_now().await;
 }
 

@@ -1,0 +1,157 @@
+//! Multi-Paxos leadership on real local clusters: a node that writes becomes the group's leader and
+//! then proposes with phase 2 only; a leader that was paused while another node took over is
+//! refused when it wakes up, gives its leadership up and never makes the nodes diverge.
+
+use std::time::Duration;
+
+use pg_paxos_tests::{bounded, sqlstate, wait_until, Cluster};
+use tokio_postgres::Client;
+
+const TABLE: &str = "CREATE TABLE items (id int PRIMARY KEY, v text)";
+
+/// Whether `c`'s node leads group `g`, and its ballot.
+async fn leadership(c: &Client) -> (bool, Option<String>) {
+    let row = c
+        .query_one("SELECT leads, ballot FROM paxos.leadership('g')", &[])
+        .await
+        .expect("paxos.leadership");
+    (row.get(0), row.get(1))
+}
+
+async fn insert(c: &Client, id: i32, v: &str) -> Result<u64, tokio_postgres::Error> {
+    c.execute("INSERT INTO items VALUES ($1, $2)", &[&id, &v])
+        .await
+}
+
+/// Inserts, retrying serialization failures (a write based on a round another node took).
+async fn insert_retrying(c: &Client, id: i32, v: &str) {
+    for _ in 0..5 {
+        match insert(c, id, v).await {
+            Ok(_) => return,
+            Err(e) if sqlstate(&e) == "40001" => continue,
+            Err(e) => panic!("insert {id}: {e:?}"),
+        }
+    }
+    panic!("insert {id}: five serialization failures in a row");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_votes_every_later_round_under_one_ballot() {
+    bounded(async {
+        let cluster = Cluster::with_replicated_table("leader_ballot", 3, "g", "items", TABLE).await;
+        let c1 = cluster.client(1).await;
+        for id in 0..10 {
+            insert(&c1, id, "x").await.expect("insert through node 1");
+        }
+        let (leads, ballot) = leadership(&c1).await;
+        assert!(leads, "node 1 wrote, so it leads");
+        let ballot = ballot.expect("a leader has a ballot");
+        let rounds: Vec<i64> = c1
+            .query(
+                "SELECT round FROM paxos.log WHERE group_id = 'g' AND value_kind = 'statement'
+                 ORDER BY round DESC LIMIT 9",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(rounds.len(), 9);
+        // Every acceptor voted in those rounds under the leader's ballot, and promised nothing
+        // else there: no round ran a phase 1 of its own. (Votes reach the slowest member a moment
+        // after the majority's.)
+        for n in cluster.nodes() {
+            let c = cluster.client(n).await;
+            let rounds = rounds.clone();
+            let ballot = ballot.clone();
+            wait_until(
+                &format!("node {n} voting under the leader ballot"),
+                Duration::from_secs(10),
+                || {
+                    let (c, rounds, ballot) = (&c, rounds.clone(), ballot.clone());
+                    async move {
+                        let votes: Vec<(Option<String>, Option<String>)> = c
+                            .query(
+                                "SELECT promised_num || '/' || promised_by,
+                                        accepted_num || '/' || accepted_by
+                                 FROM paxos.acceptor_slots
+                                 WHERE group_id = 'g' AND round = ANY($1)",
+                                &[&rounds],
+                            )
+                            .await
+                            .unwrap()
+                            .iter()
+                            .map(|r| (r.get(0), r.get(1)))
+                            .collect();
+                        votes.len() == rounds.len()
+                            && votes.iter().all(|(promised, accepted)| {
+                                promised.as_deref() == Some(&ballot)
+                                    && accepted.as_deref() == Some(&ballot)
+                            })
+                    }
+                },
+            )
+            .await;
+        }
+        cluster.assert_same_rows("items").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_refused_after_another_node_took_over() {
+    bounded(async {
+        let cluster = Cluster::with_replicated_table("leader_stale", 3, "g", "items", TABLE).await;
+        let c1 = cluster.client(1).await;
+        insert(&c1, 1, "from node 1").await.expect("node 1 writes");
+        let (leads, old_ballot) = leadership(&c1).await;
+        assert!(leads);
+
+        // Node 1 freezes; node 2 writes, and so campaigns and leads with a higher ballot. (Node 2
+        // led once, while it admitted node 3: its first write may meet that stale leadership.)
+        cluster.run(&["pause", "1"]);
+        let c2 = cluster.client(2).await;
+        let written = tokio::time::timeout(Duration::from_secs(20), async {
+            insert_retrying(&c2, 2, "from node 2").await;
+            insert_retrying(&c2, 4, "from node 2").await;
+        })
+        .await;
+        cluster.run(&["resume", "1"]);
+        written.expect("node 2 writes while node 1 is paused");
+        let (leads2, new_ballot) = leadership(&c2).await;
+        assert!(leads2, "node 2 took over");
+        assert_ne!(new_ballot, old_ballot);
+
+        // Node 1 wakes up still believing it leads. Its next write is refused under its old
+        // ballot: it either fails as a serialization failure (the round it was based on is
+        // taken) or is chosen with both phases in a later round; either way the node gives the
+        // stale leadership up.
+        assert!(
+            leadership(&c1).await.0,
+            "node 1 cannot know it was replaced"
+        );
+        match insert(&c1, 3, "from node 1 again").await {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(sqlstate(&e), "40001", "{e:?}");
+                insert(&c1, 3, "from node 1 again")
+                    .await
+                    .expect("the retry runs on the current state");
+            }
+        }
+        assert_ne!(
+            leadership(&c1).await.1,
+            old_ballot,
+            "the refused ballot was given up"
+        );
+        cluster.assert_same_rows("items").await;
+        let count: i64 = c1
+            .query_one("SELECT count(*) FROM items", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(count, 4);
+    })
+    .await;
+}
