@@ -135,7 +135,7 @@ fn propose_pending() -> Result<()> {
         steps: pending.steps.into_iter().map(|(_, step)| step).collect(),
     };
     let round = pending.base + 1;
-    let r = super::bypassing(|| {
+    super::bypassing(|| {
         super::with_snapshot(|| {
             as_extension_owner(|| {
                 let log = ReplicatedLog::open(&pending.group)?;
@@ -157,8 +157,7 @@ fn propose_pending() -> Result<()> {
                 store::relax_synchronous_commit()
             })
         })
-    });
-    r
+    })
 }
 
 #[pg_guard]
