@@ -115,6 +115,21 @@ pub fn claim(group: &str, round: u64) -> Option<LeaderBallot> {
     .flatten()
 }
 
+/// The lowest round from `floor` on, and below `floor + window`, that this node's leadership of
+/// `group` has not handed out yet, with the ballot to propose it with: backends that append at the
+/// same time take consecutive rounds, each in phase 2 only.
+pub fn claim_next(group: &str, floor: u64, window: u64) -> Option<(u64, LeaderBallot)> {
+    with_slot(group, |slot, _| {
+        let held = slot.held.as_mut()?;
+        let round = held.next_free().max(floor);
+        if round >= floor.saturating_add(window) {
+            return None;
+        }
+        held.claim(round).map(|ballot| (round, ballot))
+    })
+    .flatten()
+}
+
 /// This node's leadership of `group`, if it holds one: the ballot and the lowest round it can still
 /// propose with phase 2 only.
 pub fn current(group: &str) -> Option<(LeaderBallot, u64, u64)> {

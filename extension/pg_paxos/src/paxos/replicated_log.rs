@@ -430,15 +430,28 @@ impl ReplicatedLog {
     }
 
     /// Appends `value` in the first round where it can be chosen and returns that round. Backends of
-    /// this node claim distinct rounds (see `round_claims`); losing a round to another node just
+    /// this node claim distinct rounds: from the node's leadership when it leads (phase 2 only,
+    /// several rounds in flight), else from `round_claims`; losing a round to another node just
     /// means learning its value and claiming another.
     pub fn append(&self, value: LogValue) -> Result<u64> {
         let started = std::time::Instant::now();
         loop {
             let floor = store::highest_learned(self.id())?.max(self.group.applied_round) + 1;
-            let round = round_claims::claim(self.id(), floor, CHANGE_DELAY);
-            self.prepare_to_propose(round)?;
-            let chosen = self.decide(round, Some(value.clone()))?;
+            let (round, chosen) = match leadership::claim_next(self.id(), floor, CHANGE_DELAY) {
+                Some((round, ballot)) => {
+                    self.prepare_to_propose(round)?;
+                    let proposal = vec![(round, Some(value.clone()))];
+                    let chosen = self.decide_many(proposal, Some(ballot), Record::Separately)?;
+                    (round, chosen.into_iter().next())
+                }
+                None => {
+                    let round = round_claims::claim(self.id(), floor, CHANGE_DELAY);
+                    self.prepare_to_propose(round)?;
+                    (round, Some(self.decide(round, Some(value.clone()))?))
+                }
+            };
+            let chosen = chosen
+                .ok_or_else(|| PaxosError::Internal(format!("round {round} was not decided")))?;
             if chosen.origin == value.origin {
                 return Ok(round);
             }
