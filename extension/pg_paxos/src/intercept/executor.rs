@@ -47,6 +47,15 @@ pub unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDes
                 transaction::begin_write(&write.group).or_raise();
                 capture::start((*stmt).queryId, write.sites.len());
                 use_fresh_snapshot(query_desc);
+            } else if matches!(
+                (*stmt).commandType,
+                pg_sys::CmdType::CMD_INSERT
+                    | pg_sys::CmdType::CMD_UPDATE
+                    | pg_sys::CmdType::CMD_DELETE
+                    | pg_sys::CmdType::CMD_MERGE
+            ) {
+                // A write to a table that is not replicated: it lives on this node only.
+                transaction::note_local_write();
             } else if (*stmt).commandType == pg_sys::CmdType::CMD_SELECT
                 && guc::CONSISTENCY_MODEL.get() == ConsistencyModel::Strong
             {

@@ -27,6 +27,14 @@ struct Pending {
 
 thread_local! {
     static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
+    /// The transaction wrote something that exists on this node only (a table that is not
+    /// replicated, a schema change): its commit must be flushed before it is reported.
+    static LOCAL_WRITES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the current transaction as writing data that only this node keeps.
+pub fn note_local_write() {
+    LOCAL_WRITES.with(|w| w.set(true));
 }
 
 /// Makes the rows applied here visible to the statement about to run.
@@ -120,9 +128,10 @@ pub fn catch_up_for_read(group: &str) -> Result<()> {
 }
 
 /// At COMMIT: propose the transaction's statements for the round after its base. The chosen entry
-/// is recorded in this transaction, which then commits without waiting for its own flush: the
-/// entry is durable already in the votes of a majority, and after a crash this node learns and
-/// applies it again (log row, applied round and the writes commit together or not at all).
+/// is recorded in this transaction, which then commits without waiting for its own flush (unless
+/// it also wrote data only this node keeps): the entry is durable already in the votes of a
+/// majority, and after a crash this node learns and applies it again (log row, applied round and
+/// the writes commit together or not at all).
 fn propose_pending() -> Result<()> {
     let Some(pending) = PENDING.with(|p| p.borrow_mut().take()) else {
         return Ok(());
@@ -154,7 +163,11 @@ fn propose_pending() -> Result<()> {
                     });
                 }
                 store::set_applied_round(&pending.group, round)?;
-                store::relax_synchronous_commit()
+                if LOCAL_WRITES.with(|w| w.get()) {
+                    Ok(())
+                } else {
+                    store::relax_synchronous_commit()
+                }
             })
         })
     })
@@ -178,6 +191,7 @@ pub unsafe extern "C-unwind" fn xact_callback(
         | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
         | pg_sys::XactEvent::XACT_EVENT_COMMIT => {
             PENDING.with(|p| p.borrow_mut().take());
+            LOCAL_WRITES.with(|w| w.set(false));
             super::capture::abort(0);
             super::reset_bypass();
         }

@@ -105,6 +105,16 @@ pub unsafe extern "C-unwind" fn process_utility(
     unsafe {
         if super::active() && !(*pstmt).utilityStmt.is_null() {
             let node = (*pstmt).utilityStmt;
+            if !matches!(
+                (*node).type_,
+                pg_sys::NodeTag::T_TransactionStmt
+                    | pg_sys::NodeTag::T_VariableSetStmt
+                    | pg_sys::NodeTag::T_VariableShowStmt
+                    | pg_sys::NodeTag::T_TruncateStmt
+            ) {
+                // Schema changes, COPY and the like write this node only: its commit must flush.
+                transaction::note_local_write();
+            }
             match (*node).type_ {
                 pg_sys::NodeTag::T_TruncateStmt => {
                     if let Some((group, sql)) = truncate_sql(node as *mut pg_sys::TruncateStmt) {
