@@ -63,6 +63,8 @@ struct Shared {
     conns: HashMap<String, Rc<Client>>,
     /// Members that failed recently, with the time until which they are skipped.
     down_until: HashMap<String, Instant>,
+    /// How long each member took to answer lately (a moving average).
+    latency: HashMap<String, Duration>,
     warnings: Vec<String>,
 }
 
@@ -233,6 +235,29 @@ impl Link {
         }
     }
 
+    /// How long the member took to answer lately (zero when it was not asked yet).
+    pub fn recent_latency(&self) -> Duration {
+        self.shared
+            .borrow()
+            .latency
+            .get(&self.key)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The member did not answer within `waited`: count it as at least that slow.
+    pub fn note_slow(&self, waited: Duration) {
+        let mut shared = self.shared.borrow_mut();
+        let entry = shared.latency.entry(self.key.clone()).or_default();
+        *entry = (*entry).max(waited);
+    }
+
+    fn note_latency(&self, took: Duration) {
+        let mut shared = self.shared.borrow_mut();
+        let entry = shared.latency.entry(self.key.clone()).or_insert(took);
+        *entry = (*entry * 3 + took) / 4;
+    }
+
     fn mark_up(&self) {
         let mut shared = self.shared.borrow_mut();
         if shared.down_until.remove(&self.key).is_some() {
@@ -317,8 +342,10 @@ impl Link {
                     return Err(e);
                 }
             };
+            let started = Instant::now();
             match client.query_typed(sql, &typed).await {
                 Ok(rows) => {
+                    self.note_latency(started.elapsed());
                     self.mark_up();
                     return Ok(rows);
                 }

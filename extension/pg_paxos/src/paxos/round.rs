@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use paxos_core::proposer::majority;
-use paxos_core::{Action, Ballot, Campaign, CampaignAction, Proposer, Request};
+use paxos_core::{
+    AcceptOutcome, Action, Ballot, Campaign, CampaignAction, Proposer, Reply, Request,
+};
 use tokio::time::Instant;
 
 use crate::net::pool::{Link, LinkError};
@@ -56,6 +58,24 @@ pub struct Decided {
     pub leader_refused: bool,
 }
 
+/// A leader's first accept goes to a majority only: this node first, then the members that answered
+/// fastest lately. The others get it when one of those fails or refuses, or after this long. (Every
+/// vote costs a member a flushed commit, and members often share machines and disks.)
+fn hedge_delay(timing: &Timing) -> Duration {
+    (timing.phase_timeout / 20).clamp(Duration::from_millis(2), Duration::from_millis(20))
+}
+
+/// The members a leader's first accept goes to (see [`hedge_delay`]).
+fn first_wave(
+    links: &[Link],
+    self_index: Option<usize>,
+    skip: &BTreeSet<usize>,
+) -> BTreeSet<usize> {
+    let mut order: Vec<usize> = (0..links.len()).filter(|i| !skip.contains(i)).collect();
+    order.sort_by_key(|&i| (Some(i) != self_index, links[i].recent_latency()));
+    order.into_iter().take(majority(links.len())).collect()
+}
+
 /// Runs `proposer` until its round has a chosen value, within the round timeout (plus one phase)
 /// whatever happens inside. With a `leader` ballot it starts with phase 2 under it. Learn messages
 /// go to every member except `self_index` (the caller records the value locally) without waiting
@@ -102,6 +122,13 @@ async fn drive_unbounded(
         None => proposer.start(),
     };
     let mut phase_deadline = Instant::now() + timing.phase_timeout;
+    let wave = led.then(|| first_wave(links, self_index, &skip));
+    let mut held_back: Vec<(usize, Request<LogValue>)> = Vec::new();
+    let mut hedge_at: Option<Instant> = None;
+    let send = |to: usize, request: Request<LogValue>| {
+        let link = links[to].clone();
+        async move { (to, rpc::send(&link, group, &request).await) }
+    };
     loop {
         let mut backoff = None;
         let mut chosen = None;
@@ -109,15 +136,19 @@ async fn drive_unbounded(
         for action in std::mem::take(&mut actions) {
             match action {
                 Action::Send { to, request } => {
+                    let first_accept =
+                        proposer.attempts() == 1 && matches!(request, Request::Accept { .. });
                     if matches!(request, Request::Learn { .. }) {
                         if Some(to) != self_index {
                             learns.push((to, request));
                         }
                     } else if skip.contains(&to) {
                         failed.insert(to, "skipped: unreachable a moment ago".into());
+                    } else if first_accept && wave.as_ref().is_some_and(|w| !w.contains(&to)) {
+                        held_back.push((to, request));
+                        hedge_at.get_or_insert_with(|| Instant::now() + hedge_delay(&timing));
                     } else {
-                        let link = links[to].clone();
-                        inflight.push(async move { (to, rpc::send(&link, group, &request).await) });
+                        inflight.push(send(to, request));
                     }
                 }
                 // The learn messages to send come in the same batch.
@@ -151,18 +182,31 @@ async fn drive_unbounded(
             tokio::time::sleep_until(wake).await;
             failed.clear();
             skip = skipped(links);
+            // Later attempts ask every member at once.
+            held_back.clear();
+            hedge_at = None;
             actions = proposer.start();
             phase_deadline = (Instant::now() + timing.phase_timeout).min(deadline);
             continue;
         }
         if inflight.is_empty() {
+            if !held_back.is_empty() {
+                inflight.extend(held_back.drain(..).map(|(to, r)| send(to, r)));
+                continue;
+            }
             // Every request of this phase was answered or failed, without a decision.
             actions = proposer.timeout();
             continue;
         }
+        let hedge = hedge_at.filter(|_| !held_back.is_empty());
+        let mut release = false;
         tokio::select! {
             next = inflight.next() => match next {
                 Some((to, Ok(Some(reply)))) => {
+                    release = matches!(
+                        reply,
+                        Reply::Accept { outcome: AcceptOutcome::Refused { .. }, .. }
+                    );
                     answered.insert(to);
                     failed.remove(&to);
                     actions = proposer.handle(to, reply);
@@ -174,11 +218,24 @@ async fn drive_unbounded(
                         LinkError::Remote(m) => format!("{} answered with an error: {m}", links[to].label),
                     };
                     failed.insert(to, message);
+                    release = true;
                 }
             },
+            _ = tokio::time::sleep_until(hedge.unwrap_or(phase_deadline)), if hedge.is_some() => {
+                // The first wave is slow: whoever of it has not answered counts as slow from now on.
+                for &i in wave.iter().flatten() {
+                    if !answered.contains(&i) {
+                        links[i].note_slow(hedge_delay(&timing) * 4);
+                    }
+                }
+                release = true;
+            }
             _ = tokio::time::sleep_until(phase_deadline) => {
                 actions = proposer.timeout();
             }
+        }
+        if release && !held_back.is_empty() {
+            inflight.extend(held_back.drain(..).map(|(to, r)| send(to, r)));
         }
     }
 }
