@@ -12,6 +12,7 @@ use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
 use crate::guc;
+use crate::paxos::round_claims;
 
 /// Groups tracked per node; a further group shares a slot (and only loses leadership more often).
 const SLOTS: usize = 64;
@@ -66,22 +67,14 @@ pub fn init() {
     }
 }
 
-fn group_key(group: &str) -> u64 {
-    crate::paxos::round_claims::group_key(group)
-}
-
 /// Runs `f` on the slot of `group` under the table's exclusive lock.
 fn with_slot<R>(group: &str, f: impl FnOnce(&mut Slot, &mut u64) -> R) -> Option<R> {
     if !READY.load(Ordering::Relaxed) {
         return None;
     }
-    let key = group_key(group);
+    let key = round_claims::group_key(group);
     let mut table = TABLE.exclusive();
-    let home = (key % SLOTS as u64) as usize;
-    let index = (0..SLOTS)
-        .map(|i| (home + i) % SLOTS)
-        .find(|&s| table.slots[s].group == key || table.slots[s].group == 0)
-        .unwrap_or(home);
+    let index = round_claims::probe(SLOTS, key, |s| table.slots[s].group);
     let table = &mut *table;
     let slot = &mut table.slots[index];
     if slot.group != key {

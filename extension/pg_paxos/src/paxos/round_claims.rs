@@ -56,6 +56,17 @@ pub fn group_key(group: &str) -> u64 {
     hash | 1
 }
 
+/// The slot of `key` in an open-addressing table whose slot `i` holds key `key_at(i)` (0: free):
+/// its own slot, else the first free one from its home slot on, else (table full) the home slot,
+/// which the caller then takes over.
+pub fn probe(slots: usize, key: u64, key_at: impl Fn(usize) -> u64) -> usize {
+    let home = (key % slots as u64) as usize;
+    (0..slots)
+        .map(|i| (home + i) % slots)
+        .find(|&s| key_at(s) == key || key_at(s) == 0)
+        .unwrap_or(home)
+}
+
 /// A round to propose in for `group`: the lowest round not handed out yet that is at least `floor`
 /// (the first round this node has not learned), and never `window` or more rounds past it.
 pub fn claim(group: &str, floor: u64, window: u64) -> u64 {
@@ -64,11 +75,7 @@ pub fn claim(group: &str, floor: u64, window: u64) -> u64 {
     }
     let key = group_key(group);
     let mut table = CLAIMS.exclusive();
-    let home = (key % SLOTS as u64) as usize;
-    let slot = (0..SLOTS)
-        .map(|i| (home + i) % SLOTS)
-        .find(|&s| table.groups[s] == key || table.groups[s] == 0)
-        .unwrap_or(home);
+    let slot = probe(SLOTS, key, |s| table.groups[s]);
     if table.groups[slot] != key {
         table.groups[slot] = key;
         table.next[slot] = 0;
