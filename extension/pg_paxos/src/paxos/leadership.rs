@@ -137,39 +137,67 @@ pub fn holds(group: &str) -> bool {
     with_slot(group, |slot, _| slot.held.is_some()).unwrap_or(false)
 }
 
-/// Starts a campaign for `group` unless one runs already: the ballot to campaign with, above
-/// every number seen so far (and `at_least`).
-pub fn begin_campaign(group: &str, at_least: u64) -> Option<LeaderBallot> {
-    with_slot(group, |slot, next_epoch| {
-        if slot.campaigning {
-            return None;
-        }
-        slot.campaigning = true;
-        slot.highest_number = slot.highest_number.max(at_least) + 1;
-        *next_epoch += 1;
-        Some(LeaderBallot {
-            number: slot.highest_number,
-            epoch: *next_epoch,
-        })
-    })
-    .flatten()
+/// This node's campaign for a group, while it runs: other backends of the node do not campaign
+/// meanwhile. Ended by [`Campaigning::end`], or on drop (an error or a cancel on the way) as lost.
+pub struct Campaigning {
+    group: String,
+    ballot: LeaderBallot,
+    ended: bool,
 }
 
-/// Ends a campaign: `won` becomes this node's leadership (unless a later ballot of this node holds
-/// it already); `highest_number` is the highest ballot number the campaign saw.
-pub fn end_campaign(group: &str, won: Option<Leadership<LeaderBallot>>, highest_number: u64) {
-    with_slot(group, |slot, _| {
-        slot.campaigning = false;
-        slot.highest_number = slot.highest_number.max(highest_number);
-        if let Some(won) = won {
-            if slot
-                .held
-                .is_none_or(|h| h.ballot.number < won.ballot.number)
-            {
-                slot.held = Some(won);
+impl Campaigning {
+    /// Starts a campaign for `group` unless one runs already, with a ballot above every number
+    /// seen so far (and `at_least`).
+    pub fn begin(group: &str, at_least: u64) -> Option<Campaigning> {
+        let ballot = with_slot(group, |slot, next_epoch| {
+            if slot.campaigning {
+                return None;
             }
+            slot.campaigning = true;
+            slot.highest_number = slot.highest_number.max(at_least) + 1;
+            *next_epoch += 1;
+            Some(LeaderBallot {
+                number: slot.highest_number,
+                epoch: *next_epoch,
+            })
+        })
+        .flatten()?;
+        Some(Campaigning {
+            group: group.to_string(),
+            ballot,
+            ended: false,
+        })
+    }
+
+    pub fn ballot(&self) -> LeaderBallot {
+        self.ballot
+    }
+
+    /// `won` becomes this node's leadership (unless a later ballot of this node holds it already);
+    /// `highest_number` is the highest ballot number the campaign saw.
+    pub fn end(mut self, won: Option<Leadership<LeaderBallot>>, highest_number: u64) {
+        self.ended = true;
+        with_slot(&self.group, |slot, _| {
+            slot.campaigning = false;
+            slot.highest_number = slot.highest_number.max(highest_number);
+            if let Some(won) = won {
+                if slot
+                    .held
+                    .is_none_or(|h| h.ballot.number < won.ballot.number)
+                {
+                    slot.held = Some(won);
+                }
+            }
+        });
+    }
+}
+
+impl Drop for Campaigning {
+    fn drop(&mut self) {
+        if !self.ended {
+            with_slot(&self.group, |slot, _| slot.campaigning = false);
         }
-    });
+    }
 }
 
 /// A refusal showed that `ballot`'s leadership is over (a number up to `seen` is taken): give it

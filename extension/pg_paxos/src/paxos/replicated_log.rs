@@ -154,19 +154,11 @@ impl ReplicatedLog {
             return Ok(None);
         }
         let seen = store::range_promise(self.id())?.map_or(0, |r| r.ballot.number);
-        let Some(lb) = leadership::begin_campaign(self.id(), seen) else {
+        let Some(campaigning) = leadership::Campaigning::begin(self.id(), seen) else {
             return Ok(None);
         };
-        let members = match self.members_at(round).and_then(|m| {
-            let links = self.links(&m)?;
-            Ok(links)
-        }) {
-            Ok(links) => links,
-            Err(e) => {
-                leadership::end_campaign(self.id(), None, lb.number);
-                return Err(e);
-            }
-        };
+        let lb = campaigning.ballot();
+        let members = self.links(&self.members_at(round)?)?;
         let campaign = Campaign::new(round, (0..members.len()).collect(), leadership::ballot(lb));
         let election = self.net.block_on(round::campaign(
             self.id(),
@@ -177,7 +169,7 @@ impl ReplicatedLog {
         self.net.emit_warnings();
         let recovered = match election {
             Election::Lost { seen } => {
-                leadership::end_campaign(self.id(), None, seen);
+                campaigning.end(None, seen);
                 return Ok(None);
             }
             Election::Won { recovered } => recovered,
@@ -203,7 +195,7 @@ impl ReplicatedLog {
         if let Some((beyond, _)) = recovered.range(window_end + 1..).next_back() {
             led.reserve_through(*beyond);
         }
-        leadership::end_campaign(self.id(), Some(led), lb.number);
+        campaigning.end(Some(led), lb.number);
         let chosen = self.decide_many(proposals, Some(lb), record)?;
         Ok(chosen.into_iter().next())
     }
