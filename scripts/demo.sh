@@ -65,7 +65,13 @@ show 2 "SELECT * FROM coordinates ORDER BY x"
 show 2 "UPDATE coordinates SET x = x * 10"
 show 3 "SELECT * FROM coordinates ORDER BY x"
 
-step "9. Stop node 3, write on node 1, restart node 3: its first read catches up"
+step "9. Leadership: node 2 wrote last, so it campaigned once; its later writes need phase 2 only"
+show 2 "SELECT leads, ballot FROM paxos.leadership('demo')"
+show 2 "INSERT INTO coordinates VALUES (4,4)"
+echo "(both of node 2's writes were voted under the ballot of its one campaign: no phase 1 per round)"
+show 2 "SELECT round, promised_num, promised_by, accepted_num, accepted_by FROM paxos.acceptor_slots WHERE group_id = 'demo' ORDER BY round DESC LIMIT 2"
+
+step "10. Stop node 3, write on node 1, restart node 3: its first read catches up"
 cluster stop 3
 show 1 "INSERT INTO coordinates VALUES (3,3)"
 cluster start 3
@@ -73,7 +79,7 @@ for n in 1 2 3; do
   show "$n" "SELECT count(*) AS rows, md5(string_agg(x || ',' || y, ';' ORDER BY x)) AS checksum FROM coordinates"
 done
 
-step "10. Defaults, clocks and randomness: fixed where the write runs, the same on every node"
+step "11. Defaults, clocks and randomness: fixed where the write runs, the same on every node"
 for n in 1 2 3; do
   sql "$n" -c "CREATE TABLE orders (id serial PRIMARY KEY, token uuid DEFAULT gen_random_uuid(), placed timestamptz DEFAULT now(), lucky float8, item text)"
 done

@@ -1,10 +1,11 @@
 //! Multi-Paxos leadership on real local clusters: a node that writes becomes the group's leader and
 //! then proposes with phase 2 only; a leader that was paused while another node took over is
-//! refused when it wakes up, gives its leadership up and never makes the nodes diverge.
+//! refused when it wakes up, gives its leadership up and never makes the nodes diverge; so is a
+//! leader cut off from the campaign that replaced it.
 
 use std::time::Duration;
 
-use pg_paxos_tests::{bounded, sqlstate, wait_until, Cluster};
+use pg_paxos_tests::{bounded, sqlstate, wait_until, Cluster, LinkProxy, Rule};
 use tokio_postgres::Client;
 
 const TABLE: &str = "CREATE TABLE items (id int PRIMARY KEY, v text)";
@@ -126,14 +127,10 @@ async fn a_paused_leader_is_refused_after_another_node_took_over() {
         assert!(leads2, "node 2 took over");
         assert_ne!(new_ballot, old_ballot);
 
-        // Node 1 wakes up still believing it leads. Its next write is refused under its old
-        // ballot: it either fails as a serialization failure (the round it was based on is
-        // taken) or is chosen with both phases in a later round; either way the node gives the
-        // stale leadership up.
-        assert!(
-            leadership(&c1).await.0,
-            "node 1 cannot know it was replaced"
-        );
+        // Node 1 wakes up. Unless its acceptor already handled node 2's campaign (queued while it
+        // was paused), it still believes it leads; then its next write is refused under its old
+        // ballot and either fails as a serialization failure (the round it was based on is taken)
+        // or is chosen with both phases. Either way the node gives the old ballot up.
         match insert(&c1, 3, "from node 1 again").await {
             Ok(_) => {}
             Err(e) => {
@@ -155,6 +152,75 @@ async fn a_paused_leader_is_refused_after_another_node_took_over() {
             .unwrap()
             .get(0);
         assert_eq!(count, 4);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_next_campaign_is_refused_and_nothing_diverges() {
+    bounded(async {
+        let cluster = Cluster::new("leader_cut_off", 3);
+        // The other members reach node 3 through this proxy only.
+        let link = LinkProxy::start(cluster.port(3));
+        for n in cluster.nodes() {
+            cluster.client(n).await.batch_execute(TABLE).await.unwrap();
+        }
+        let (c1, c3) = (cluster.client(1).await, cluster.client(3).await);
+        c1.execute(
+            "SELECT paxos_create_group('g', $1)",
+            &[&cluster.conninfo(1)],
+        )
+        .await
+        .unwrap();
+        c1.execute("SELECT paxos_replicate_table('g', 'items')", &[])
+            .await
+            .unwrap();
+        cluster.join("g", 2, 1).await;
+        cluster
+            .client(3)
+            .await
+            .execute(
+                "SELECT paxos_join_group('g', $1, $2)",
+                &[&cluster.conninfo(1), &link.conninfo()],
+            )
+            .await
+            .unwrap();
+
+        // Node 3 writes and leads.
+        insert_retrying(&c3, 1, "from node 3").await;
+        assert!(leadership(&c3).await.0);
+        // Node 3 stops hearing the others; node 1 writes, campaigns and leads.
+        for caller in ["node1", "node2"] {
+            link.set(caller, Rule::Blackhole);
+        }
+        insert_retrying(&c1, 2, "from node 1").await;
+        assert!(leadership(&c1).await.0);
+        link.heal();
+
+        // Node 3 never saw that campaign nor that write: it still leads as far as it knows, runs
+        // its write on its old state, and its accept is refused. The transaction fails as a
+        // serialization failure; the retry catches up first.
+        assert!(
+            leadership(&c3).await.0,
+            "node 3 cannot know it was replaced"
+        );
+        let refused = insert(&c3, 3, "from node 3 again").await.unwrap_err();
+        assert_eq!(sqlstate(&refused), "40001", "{refused:?}");
+        assert!(
+            !leadership(&c3).await.0,
+            "the refused leadership was given up"
+        );
+        insert_retrying(&c3, 3, "from node 3 again").await;
+        assert!(leadership(&c3).await.0, "node 3 campaigned again");
+        cluster.assert_same_rows("items").await;
+        let ids: Vec<i32> = c1
+            .query("SELECT id FROM items ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3]);
     })
     .await;
 }

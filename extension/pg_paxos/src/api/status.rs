@@ -133,8 +133,9 @@ mod paxos {
     use crate::paxos::leadership;
     use crate::store;
 
-    /// Whether this node leads `group_id` as far as it knows (a stale leadership is only found out
-    /// by a refused accept), with its ballot, the first round of its range and the next round it
+    /// Whether this node leads `group_id` as far as it knows (its own acceptor promised nothing
+    /// higher since; a leader cut off from a newer one's campaign finds out at a refused accept),
+    /// with its ballot, the first round of its range and the next round it
     /// can propose with phase 2 only.
     #[pg_extern(volatile, parallel_safe)]
     fn leadership(
@@ -149,7 +150,11 @@ mod paxos {
         ),
     > {
         store::require_group(group_id).or_raise();
-        let row = match leadership::current(group_id) {
+        let promised = store::range_promise(group_id).or_raise().map(|r| r.ballot);
+        let held = leadership::holds(group_id, promised.as_ref())
+            .then(|| leadership::current(group_id))
+            .flatten();
+        let row = match held {
             Some((ballot, from, next)) => (
                 true,
                 Some(leadership::ballot(ballot).to_string()),

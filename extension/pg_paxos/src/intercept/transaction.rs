@@ -10,7 +10,6 @@ use pgrx::prelude::*;
 
 use crate::error::{OrRaise, PaxosError, Result};
 use crate::paxos::apply::{as_extension_owner, check_not_diverged};
-use crate::paxos::leadership;
 use crate::paxos::replicated_log::{new_value, Record, ReplicatedLog};
 use crate::store;
 
@@ -77,7 +76,7 @@ pub fn begin_write(group: &str) -> Result<()> {
         as_extension_owner(|| {
             check_not_diverged(group)?;
             let log = ReplicatedLog::open(group)?;
-            let top = if leadership::holds(group) {
+            let top = if log.leads()? {
                 store::highest_learned(group)?
             } else {
                 log.max_group_round(true)?

@@ -132,9 +132,20 @@ pub fn current(group: &str) -> Option<(LeaderBallot, u64, u64)> {
     .flatten()
 }
 
-/// True while this node holds leadership of `group` (as far as it knows).
-pub fn holds(group: &str) -> bool {
-    with_slot(group, |slot, _| slot.held.is_some()).unwrap_or(false)
+/// True while this node holds leadership of `group`, as far as it knows: it has one, and its own
+/// acceptor promised nothing higher since (a newer leader's campaign reaches this node's acceptor
+/// too, unless this node was cut off or paused then; such a stale leadership only costs a refused
+/// accept). A leadership found stale here is given up.
+pub fn holds(group: &str, own_range_promise: Option<&Ballot>) -> bool {
+    let Some((held, _, _)) = current(group) else {
+        return false;
+    };
+    let ours = ballot(held);
+    if own_range_promise.is_some_and(|promised| *promised > ours) {
+        relinquish(group, held, own_range_promise.map_or(0, |p| p.number));
+        return false;
+    }
+    true
 }
 
 /// This node's campaign for a group, while it runs: other backends of the node do not campaign

@@ -150,10 +150,13 @@ impl ReplicatedLog {
     /// was chosen in `round`. `None` when no campaign ran or it was lost (the caller proposes with
     /// both phases).
     fn lead_from(&self, round: u64, value: &LogValue, record: Record) -> Result<Option<LogValue>> {
-        if leadership::holds(self.id()) || round != store::highest_learned(self.id())? + 1 {
+        let promised = store::range_promise(self.id())?.map(|r| r.ballot);
+        if leadership::holds(self.id(), promised.as_ref())
+            || round != store::highest_learned(self.id())? + 1
+        {
             return Ok(None);
         }
-        let seen = store::range_promise(self.id())?.map_or(0, |r| r.ballot.number);
+        let seen = promised.map_or(0, |b| b.number);
         let Some(campaigning) = leadership::Campaigning::begin(self.id(), seen) else {
             return Ok(None);
         };
@@ -421,6 +424,12 @@ impl ReplicatedLog {
         self.learn_through(round.saturating_sub(CHANGE_DELAY))
     }
 
+    /// True while this node leads the group as far as it knows (see `leadership::holds`).
+    pub fn leads(&self) -> Result<bool> {
+        let promised = store::range_promise(self.id())?.map(|r| r.ballot);
+        Ok(leadership::holds(self.id(), promised.as_ref()))
+    }
+
     /// Appends `value` in the first round where it can be chosen and returns that round. Backends of
     /// this node claim distinct rounds: from the node's leadership when it leads (phase 2 only,
     /// several rounds in flight), else from `round_claims`; losing a round to another node just
@@ -429,7 +438,12 @@ impl ReplicatedLog {
         let started = std::time::Instant::now();
         loop {
             let floor = store::highest_learned(self.id())?.max(self.group.applied_round) + 1;
-            let (round, chosen) = match leadership::claim_next(self.id(), floor, CHANGE_DELAY) {
+            let claim = if self.leads()? {
+                leadership::claim_next(self.id(), floor, CHANGE_DELAY)
+            } else {
+                None
+            };
+            let (round, chosen) = match claim {
                 Some((round, ballot)) => {
                     self.prepare_to_propose(round)?;
                     let proposal = vec![(round, Some(value.clone()))];
