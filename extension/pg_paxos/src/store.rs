@@ -115,21 +115,39 @@ pub fn require_group(group_id: &str) -> Result<Group> {
     })
 }
 
-/// What a strong read needs to know of this node in one statement: the group, whether it is stopped
-/// here, and the highest round it learned and voted in.
+/// What a strong read or a transaction's first write needs to know of this node, in one statement:
+/// the group, whether it is stopped here, the highest round it learned and voted in, and its
+/// acceptor's range promise.
 pub struct ReadState {
     pub group: Group,
     pub diverged: Option<(u64, String)>,
     pub highest_learned: u64,
     pub highest_accepted: u64,
+    /// The ballot of this node's acceptor's range promise, if it made one.
+    pub range_promise: Option<Ballot>,
+}
+
+impl ReadState {
+    pub fn check_not_diverged(&self) -> Result<()> {
+        match &self.diverged {
+            Some((round, cause)) => Err(PaxosError::Diverged {
+                group: self.group.id.clone(),
+                round: *round,
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 const READ_STATE: Sql = Sql {
     text: "SELECT g.self_conninfo, g.applied_round, g.diverged_round, g.diverged_error,
                   (SELECT max(round) FROM paxos.log WHERE group_id = $1),
                   (SELECT max(round) FROM paxos.acceptor_slots
-                    WHERE group_id = $1 AND accepted_num IS NOT NULL)
-           FROM paxos.groups g WHERE g.group_id = $1",
+                    WHERE group_id = $1 AND accepted_num IS NOT NULL),
+                  r.promised_num, r.promised_by
+           FROM paxos.groups g LEFT JOIN paxos.range_promises r USING (group_id)
+           WHERE g.group_id = $1",
     args: &[TEXT],
 };
 
@@ -152,6 +170,7 @@ pub fn read_state(group_id: &str) -> Result<ReadState> {
                 diverged,
                 highest_learned: to_round(row.get::<i64>(5)?),
                 highest_accepted: to_round(row.get::<i64>(6)?),
+                range_promise: ballot(row.get::<i64>(7)?, row.get::<String>(8)?),
             });
         }
         out.ok_or_else(|| PaxosError::UnknownGroup {

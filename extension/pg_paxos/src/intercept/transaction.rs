@@ -9,7 +9,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::error::{OrRaise, PaxosError, Result};
-use crate::paxos::apply::{as_extension_owner, check_not_diverged};
+use crate::paxos::apply::as_extension_owner;
 use crate::paxos::replicated_log::{new_value, Record, ReplicatedLog};
 use crate::store;
 
@@ -72,20 +72,8 @@ pub fn begin_write(group: &str) -> Result<()> {
         return Ok(());
     }
     let role = store::current_role()?;
-    let base = super::bypassing(|| {
-        as_extension_owner(|| {
-            check_not_diverged(group)?;
-            let log = ReplicatedLog::open(group)?;
-            let top = if log.leads()? {
-                store::highest_learned(group)?
-            } else {
-                log.max_group_round(true)?
-            };
-            log.apply_log(top)?;
-            check_not_diverged(group)?;
-            store::lock_applied_round(group)
-        })
-    })?;
+    let base =
+        super::bypassing(|| as_extension_owner(|| ReplicatedLog::catch_up_for_write(group)))?;
     refresh_snapshot();
     PENDING.with(|p| {
         *p.borrow_mut() = Some(Pending {

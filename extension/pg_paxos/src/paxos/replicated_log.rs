@@ -579,13 +579,7 @@ impl ReplicatedLog {
     /// statement, and a read with nothing to apply takes no lock. Returns the applied round.
     pub fn catch_up_for_read(group_id: &str) -> Result<u64> {
         let state = store::read_state(group_id)?;
-        if let Some((round, cause)) = state.diverged {
-            return Err(PaxosError::Diverged {
-                group: group_id.to_string(),
-                round,
-                cause,
-            });
-        }
+        state.check_not_diverged()?;
         let log = Self::for_group(state.group)?;
         let own = state.highest_accepted.max(state.highest_learned);
         let top = log.max_group_round_from(state.highest_learned, own, true)?;
@@ -593,6 +587,27 @@ impl ReplicatedLog {
             return Ok(log.group.applied_round);
         }
         log.apply_log(top)
+    }
+
+    /// Before a transaction's first write: applies every round chosen before this call (on the
+    /// leader, every round it learned: see `leadership::holds` and `transaction::begin_write`),
+    /// then locks the applied round until the transaction ends and returns it.
+    pub fn catch_up_for_write(group_id: &str) -> Result<u64> {
+        let state = store::read_state(group_id)?;
+        state.check_not_diverged()?;
+        let leads = leadership::holds(group_id, state.range_promise.as_ref());
+        let log = Self::for_group(state.group)?;
+        let top = if leads {
+            state.highest_learned
+        } else {
+            let own = state.highest_accepted.max(state.highest_learned);
+            log.max_group_round_from(state.highest_learned, own, true)?
+        };
+        if log.group.applied_round < top {
+            log.apply_log(top)?;
+            apply::check_not_diverged(group_id)?;
+        }
+        store::lock_applied_round(group_id)
     }
 
     /// Learns and applies every round up to `max_round`, in order, exactly once on this node: the
