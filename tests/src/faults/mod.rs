@@ -212,6 +212,11 @@ pub async fn run(settings: &Settings) -> Summary {
         acknowledged_writes,
         state.inserted.len()
     );
+    let _ = writeln!(
+        text,
+        "failed by SQLSTATE: {}",
+        failures_by_sqlstate(&records)
+    );
     let faults: Vec<String> = injected.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let _ = writeln!(text, "faults: {}", faults.join(", "));
     if !recoveries.is_empty() {
@@ -234,6 +239,29 @@ pub async fn run(settings: &Settings) -> Summary {
         keep_evidence(settings, &cluster, &records, &log, &text);
     }
     Summary { text, anomalies }
+}
+
+/// How many definitely failed operations got each SQLSTATE ("40001 120, 23505 3"), most first.
+fn failures_by_sqlstate(records: &[history::Record]) -> String {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for r in records.iter().filter(|r| r.outcome == Outcome::Fail) {
+        let code = r
+            .error
+            .as_deref()
+            .and_then(|e| e.split_whitespace().next())
+            .unwrap_or("none");
+        *counts.entry(code).or_default() += 1;
+    }
+    let mut counts: Vec<(&str, usize)> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    if counts.is_empty() {
+        return "none".to_string();
+    }
+    counts
+        .iter()
+        .map(|(code, n)| format!("{code} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The time until a write succeeds through some member, after a heal.
