@@ -127,19 +127,6 @@ pub struct ReadState {
     pub range_promise: Option<Ballot>,
 }
 
-impl ReadState {
-    pub fn check_not_diverged(&self) -> Result<()> {
-        match &self.diverged {
-            Some((round, cause)) => Err(PaxosError::Diverged {
-                group: self.group.id.clone(),
-                round: *round,
-                cause: cause.clone(),
-            }),
-            None => Ok(()),
-        }
-    }
-}
-
 const READ_STATE: Sql = Sql {
     text: "SELECT g.self_conninfo, g.applied_round, g.diverged_round, g.diverged_error,
                   (SELECT max(round) FROM paxos.log WHERE group_id = $1),

@@ -229,7 +229,12 @@ pub fn as_extension_owner<T>(f: impl FnOnce() -> T) -> T {
 
 /// Refuses to go on with a group that diverged here.
 pub fn check_not_diverged(group_id: &str) -> Result<()> {
-    match store::divergence(group_id)? {
+    refuse_diverged(group_id, store::divergence(group_id)?)
+}
+
+/// Refuses to go on with a group whose divergence, read already, is `divergence`.
+pub fn refuse_diverged(group_id: &str, divergence: Option<(u64, String)>) -> Result<()> {
+    match divergence {
         Some((round, cause)) => Err(PaxosError::Diverged {
             group: group_id.to_string(),
             round,

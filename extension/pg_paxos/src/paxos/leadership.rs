@@ -36,6 +36,18 @@ struct Slot {
     highest_number: u64,
 }
 
+impl Slot {
+    /// A slot of group key `group` (0: free) that knows nothing yet.
+    const fn vacant(group: u64) -> Slot {
+        Slot {
+            group,
+            held: None,
+            campaigning: false,
+            highest_number: 0,
+        }
+    }
+}
+
 #[derive(Copy, Clone)]
 pub struct LeaderTable {
     slots: [Slot; SLOTS],
@@ -54,12 +66,7 @@ pub fn init() {
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         pg_shmem_init!(
             TABLE = LeaderTable {
-                slots: [Slot {
-                    group: 0,
-                    held: None,
-                    campaigning: false,
-                    highest_number: 0,
-                }; SLOTS],
+                slots: [Slot::vacant(0); SLOTS],
                 next_epoch: 1,
             }
         );
@@ -78,12 +85,7 @@ fn with_slot<R>(group: &str, f: impl FnOnce(&mut Slot, &mut u64) -> R) -> Option
     let table = &mut *table;
     let slot = &mut table.slots[index];
     if slot.group != key {
-        *slot = Slot {
-            group: key,
-            held: None,
-            campaigning: false,
-            highest_number: 0,
-        };
+        *slot = Slot::vacant(key);
     }
     Some(f(slot, &mut table.next_epoch))
 }

@@ -575,39 +575,39 @@ impl ReplicatedLog {
     }
 
     /// Before a strong read: applies every round chosen before this call (the read index: the
-    /// highest round any member of a majority voted in). This node's own facts come from one
-    /// statement, and a read with nothing to apply takes no lock. Returns the applied round.
-    pub fn catch_up_for_read(group_id: &str) -> Result<u64> {
-        let state = store::read_state(group_id)?;
-        state.check_not_diverged()?;
-        let log = Self::for_group(state.group)?;
-        let own = state.highest_accepted.max(state.highest_learned);
-        let top = log.max_group_round_from(state.highest_learned, own, true)?;
-        if log.group.applied_round >= top {
-            return Ok(log.group.applied_round);
-        }
-        log.apply_log(top)
+    /// highest round any member of a majority voted in).
+    pub fn catch_up_for_read(group_id: &str) -> Result<()> {
+        Self::catch_up(group_id, false)
     }
 
     /// Before a transaction's first write: applies every round chosen before this call (on the
     /// leader, every round it learned: see `leadership::holds` and `transaction::begin_write`),
     /// then locks the applied round until the transaction ends and returns it.
     pub fn catch_up_for_write(group_id: &str) -> Result<u64> {
+        Self::catch_up(group_id, true)?;
+        store::lock_applied_round(group_id)
+    }
+
+    /// Applies every round up to the read index, or up to the rounds it learned when
+    /// `leader_may_trust_learned` and this node leads. This node's own facts come from one
+    /// statement, and with nothing to apply no lock is taken (a read stays a read: no transaction
+    /// id, no flush at commit). A node where an entry fails on the way refuses to go on.
+    fn catch_up(group_id: &str, leader_may_trust_learned: bool) -> Result<()> {
         let state = store::read_state(group_id)?;
-        state.check_not_diverged()?;
-        let leads = leadership::holds(group_id, state.range_promise.as_ref());
+        apply::refuse_diverged(group_id, state.diverged)?;
+        let trust_learned =
+            leader_may_trust_learned && leadership::holds(group_id, state.range_promise.as_ref());
         let log = Self::for_group(state.group)?;
-        let top = if leads {
+        let top = if trust_learned {
             state.highest_learned
         } else {
-            let own = state.highest_accepted.max(state.highest_learned);
-            log.max_group_round_from(state.highest_learned, own, true)?
+            log.max_group_round_from(state.highest_learned, state.highest_accepted, true)?
         };
         if log.group.applied_round < top {
             log.apply_log(top)?;
             apply::check_not_diverged(group_id)?;
         }
-        store::lock_applied_round(group_id)
+        Ok(())
     }
 
     /// Learns and applies every round up to `max_round`, in order, exactly once on this node: the

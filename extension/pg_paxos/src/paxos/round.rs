@@ -51,6 +51,17 @@ fn skipped(links: &[Link]) -> BTreeSet<usize> {
     }
 }
 
+/// Sends `request` to member `to`; the answer comes with the member's index.
+fn ask<'a>(
+    group: &'a str,
+    links: &[Link],
+    to: usize,
+    request: Request<LogValue>,
+) -> impl std::future::Future<Output = (usize, Result<Option<Reply<LogValue>>, LinkError>)> + 'a {
+    let link = links[to].clone();
+    async move { (to, rpc::send(&link, group, &request).await) }
+}
+
 /// A decided round: its value, and whether a leader ballot it started with was refused (or went
 /// unanswered), which means this node's leadership may be over.
 pub struct Decided {
@@ -125,10 +136,7 @@ async fn drive_unbounded(
     let wave = led.then(|| first_wave(links, self_index, &skip));
     let mut held_back: Vec<(usize, Request<LogValue>)> = Vec::new();
     let mut hedge_at: Option<Instant> = None;
-    let send = |to: usize, request: Request<LogValue>| {
-        let link = links[to].clone();
-        async move { (to, rpc::send(&link, group, &request).await) }
-    };
+    let send = |to: usize, request: Request<LogValue>| ask(group, links, to, request);
     loop {
         let mut backoff = None;
         let mut chosen = None;
@@ -261,8 +269,7 @@ pub async fn campaign(
         let mut inflight = FuturesUnordered::new();
         for action in campaign.start() {
             if let CampaignAction::Send { to, request } = action {
-                let link = links[to].clone();
-                inflight.push(async move { (to, rpc::send(&link, group, &request).await) });
+                inflight.push(ask(group, links, to, request));
             }
         }
         let mut failed = 0;
@@ -304,12 +311,7 @@ pub async fn campaign(
 async fn send_learns(group: &str, links: &[Link], learns: Vec<(usize, Request<LogValue>)>) {
     let mut sending: FuturesUnordered<_> = learns
         .into_iter()
-        .map(|(to, request)| {
-            let link = links[to].clone();
-            async move {
-                let _ = rpc::send(&link, group, &request).await;
-            }
-        })
+        .map(|(to, request)| ask(group, links, to, request))
         .collect();
     // One poll hands every request to its connection (a zero timeout would not do: tokio's timer
     // has millisecond ticks); the yield lets the connections write them out.
