@@ -49,7 +49,7 @@ async fn a_leader_votes_every_later_round_under_one_ballot() {
         let ballot = ballot.expect("a leader has a ballot");
         let rounds: Vec<i64> = c1
             .query(
-                "SELECT round FROM paxos.log WHERE group_id = 'g' AND value_kind = 'statement'
+                "SELECT round FROM paxos.log WHERE group_id = 'g' AND value_kind IN ('statement', 'batch')
                  ORDER BY round DESC LIMIT 9",
                 &[],
             )

@@ -15,6 +15,7 @@
 pub mod acceptor;
 pub mod backoff;
 pub mod ballot;
+pub mod commit_chain;
 pub mod leader;
 pub mod message;
 pub mod proposer;
@@ -22,6 +23,7 @@ pub mod rng;
 
 pub use acceptor::{Accepted, RangeOutcome, RangePromise, SlotState, Step};
 pub use ballot::Ballot;
+pub use commit_chain::CommitChain;
 pub use leader::{Campaign, CampaignAction, Leadership};
 pub use message::{AcceptOutcome, PromiseOutcome, Reply, Request};
 pub use proposer::{Action, Proposer};

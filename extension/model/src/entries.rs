@@ -89,6 +89,38 @@ impl LoggedStatement {
     }
 }
 
+/// The writes of transactions that committed together in one round (group commit), in the order
+/// every node replays them. They ran concurrently where they were proposed, so only writes whose
+/// result does not depend on each other's are batched (see the extension's `batching` module).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub statements: Vec<LoggedStatement>,
+}
+
+impl Batch {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        for statement in &self.statements {
+            out.push_str(&encode_pair(&statement.encode(), ""));
+        }
+        out
+    }
+
+    pub fn decode(body: &str) -> Result<Self> {
+        let mut statements = Vec::new();
+        let mut rest = body;
+        while !rest.is_empty() {
+            let (statement, tail) = decode_pair("batch", rest)?;
+            statements.push(LoggedStatement::decode(statement)?);
+            rest = tail;
+        }
+        if statements.is_empty() {
+            return Err(ModelError::MalformedEntry("batch".to_string()));
+        }
+        Ok(Batch { statements })
+    }
+}
+
 /// A table that becomes replicated: its schema-qualified, quoted name and its column signature
 /// (names and types in order), which must match on every member.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,6 +161,10 @@ mod tests {
             ],
         };
         assert_eq!(LoggedStatement::decode(&s.encode()).unwrap(), s);
+        let b = Batch {
+            statements: vec![s.clone(), LoggedStatement::sql("r:2".into(), "3:x")],
+        };
+        assert_eq!(Batch::decode(&b.encode()).unwrap(), b);
         let t = TableDefinition {
             name: "\"grüße\".\"t\"\"1\"".into(),
             columns: "a integer, b text".into(),
@@ -140,6 +176,7 @@ mod tests {
     fn rejects_malformed_bodies() {
         for bad in ["", "x", "5:ab", "-1:a", "1:é", "1:a", "1:a2:xy", "1:a3:q1:"] {
             assert!(LoggedStatement::decode(bad).is_err(), "{bad:?}");
+            assert!(Batch::decode(bad).is_err(), "{bad:?}");
         }
     }
 }

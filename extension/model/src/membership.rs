@@ -35,7 +35,8 @@ pub fn members_at(changes: &[(u64, ValueKind, String)], round: u64) -> Vec<Strin
             ValueKind::Value
             | ValueKind::Noop
             | ValueKind::ReplicateTable
-            | ValueKind::Statement => {}
+            | ValueKind::Statement
+            | ValueKind::Batch => {}
         }
     }
     members

@@ -17,6 +17,9 @@ pub enum ValueKind {
     /// A write to replicated tables, replayed on every node; `body` is a
     /// [`crate::entries::LoggedStatement`].
     Statement,
+    /// The writes of several transactions of one node that share a round, replayed in order;
+    /// `body` is a [`crate::entries::Batch`].
+    Batch,
 }
 
 impl ValueKind {
@@ -28,6 +31,7 @@ impl ValueKind {
             ValueKind::RemoveHost => "remove_host",
             ValueKind::ReplicateTable => "replicate_table",
             ValueKind::Statement => "statement",
+            ValueKind::Batch => "batch",
         }
     }
 
@@ -39,6 +43,7 @@ impl ValueKind {
             "remove_host" => ValueKind::RemoveHost,
             "replicate_table" => ValueKind::ReplicateTable,
             "statement" => ValueKind::Statement,
+            "batch" => ValueKind::Batch,
             other => return Err(ModelError::UnknownValueKind(other.to_string())),
         })
     }

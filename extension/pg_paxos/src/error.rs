@@ -89,6 +89,13 @@ pub enum PaxosError {
         member: String,
         message: String,
     },
+    /// The round this transaction's write shared with other transactions of this node (group
+    /// commit) was not won; `cause` is what the transaction that proposed it met.
+    BatchFailed {
+        group: String,
+        sqlstate: PgSqlErrorCode,
+        cause: String,
+    },
     Internal(String),
 }
 
@@ -107,7 +114,7 @@ impl From<pgrx::spi::SpiError> for PaxosError {
 }
 
 impl PaxosError {
-    fn sqlstate(&self) -> PgSqlErrorCode {
+    pub fn sqlstate(&self) -> PgSqlErrorCode {
         use PgSqlErrorCode::*;
         match self {
             PaxosError::Model(ModelError::InvalidName { .. }) => ERRCODE_INVALID_NAME,
@@ -134,6 +141,7 @@ impl PaxosError {
             PaxosError::Remote { .. } => ERRCODE_CONNECTION_EXCEPTION,
             PaxosError::Internal(_) => ERRCODE_INTERNAL_ERROR,
             PaxosError::StatementFailed(e) => e.code,
+            PaxosError::BatchFailed { sqlstate, .. } => *sqlstate,
         }
     }
 
@@ -168,7 +176,9 @@ impl PaxosError {
             PaxosError::Remote { .. } => {
                 "Check that the member runs and has the pg_paxos extension in that database."
             }
-            PaxosError::Conflict { .. } => "Retry the transaction.",
+            PaxosError::Conflict { .. } | PaxosError::BatchFailed { .. } => {
+                "Retry the transaction."
+            }
             PaxosError::NotSupported { hint, .. } | PaxosError::PermissionDenied { hint, .. } => {
                 hint
             }
@@ -275,6 +285,10 @@ impl fmt::Display for PaxosError {
                 "this node stopped applying paxos group {group:?} at round {round}, which failed here: {cause}"
             ),
             PaxosError::Remote { member, message } => write!(f, "member {member} failed: {message}"),
+            PaxosError::BatchFailed { group, cause, .. } => write!(
+                f,
+                "the round this transaction shared with other writes of this node in paxos group {group:?} failed: {cause}"
+            ),
             PaxosError::Internal(message) => write!(f, "pg_paxos internal error: {message}"),
         }
     }

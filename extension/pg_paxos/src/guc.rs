@@ -13,6 +13,7 @@ pub static CONSISTENCY_MODEL: GucSetting<ConsistencyModel> =
     GucSetting::<ConsistencyModel>::new(ConsistencyModel::Strong);
 pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static ALLOW_MUTABLE_FUNCTIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static BATCH_WRITES: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PostgresGucEnum)]
 pub enum ConsistencyModel {
@@ -81,6 +82,14 @@ pub fn register() {
         c"",
         &ALLOW_MUTABLE_FUNCTIONS,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_paxos.batch_writes",
+        c"Let single-statement inserts into replicated tables on the leader share rounds (group commit).",
+        c"Off: every transaction takes a round of its own.",
+        &BATCH_WRITES,
+        GucContext::Userset,
         GucFlags::default(),
     );
 }

@@ -26,6 +26,7 @@ pub extern "C-unwind" fn _PG_init() {
     guc::register();
     paxos::round_claims::init();
     paxos::leadership::init();
+    paxos::batching::init();
     intercept::install();
 }
 
@@ -74,6 +75,15 @@ CREATE TABLE paxos.range_promises (
     from_round bigint NOT NULL,
     promised_num bigint NOT NULL,
     promised_by text NOT NULL
+);
+
+-- Writes of a batch (several transactions of this node sharing a round) that took effect here
+-- before the applied round reached the batch's round: applying the batch skips them.
+CREATE TABLE paxos.batched_writes (
+    group_id text NOT NULL,
+    round bigint NOT NULL,
+    entry integer NOT NULL,
+    PRIMARY KEY (group_id, round, entry)
 );
 
 -- Values known to be chosen. Round 0 records the founder.

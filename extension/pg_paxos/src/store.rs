@@ -206,15 +206,62 @@ pub fn delete_group(group_id: &str) -> Result<()> {
     execute(&DELETE_GROUP, &[group_id.into()])
 }
 
+/// The first key of the writer locks ("Pxow"), apart from the acceptor's and other users' keys.
+const WRITER_LOCK_SPACE: i32 = 0x5078_6f77;
+
+fn group_lock_key(group_id: &str) -> i32 {
+    group_id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    }) as i32
+}
+
 const LOCK_APPLIED: Sql = Sql {
-    text: "SELECT applied_round FROM paxos.groups WHERE group_id = $1 FOR UPDATE",
-    args: &[TEXT],
+    text: "SELECT applied_round FROM paxos.groups
+           WHERE group_id = $1 AND pg_catalog.pg_advisory_xact_lock($2, $3)::text = ''
+           FOR UPDATE",
+    args: &[TEXT, INT4, INT4],
 };
 
+const LOCK_WRITERS_SHARED: Sql = Sql {
+    text: "SELECT pg_catalog.pg_advisory_xact_lock_shared($1, $2)",
+    args: &[INT4, INT4],
+};
+
+const TRY_LOCK_WRITERS: Sql = Sql {
+    text: "SELECT pg_catalog.pg_try_advisory_xact_lock($1, $2)",
+    args: &[INT4, INT4],
+};
+
+/// Lets this transaction write `group_id` together with other batched writers of this node, until
+/// it ends; waits while a transaction holds the applied round (see [`lock_applied_round`]), and
+/// queues behind one that waits for it.
+pub fn lock_writers_shared(group_id: &str) -> Result<()> {
+    execute(
+        &LOCK_WRITERS_SHARED,
+        &[WRITER_LOCK_SPACE.into(), group_lock_key(group_id).into()],
+    )
+}
+
+/// Takes the writer lock of `group_id` alone if nobody else holds it (the caller may hold it
+/// shared already); false otherwise.
+pub fn try_lock_writers_exclusive(group_id: &str) -> Result<bool> {
+    Ok(first_value::<bool>(
+        &TRY_LOCK_WRITERS,
+        &[WRITER_LOCK_SPACE.into(), group_lock_key(group_id).into()],
+    )?
+    .unwrap_or(false))
+}
+
 /// The applied round, locked until the end of the transaction so that concurrent appliers on this
-/// node apply every entry exactly once.
+/// node apply every entry exactly once. It takes the group's writer lock alone first (batched
+/// writers hold it shared: see `batching`), a lock whose queue is fair, unlike a row lock's.
 pub fn lock_applied_round(group_id: &str) -> Result<u64> {
-    first_value::<i64>(&LOCK_APPLIED, &[group_id.into()])?
+    let args = [
+        group_id.into(),
+        WRITER_LOCK_SPACE.into(),
+        group_lock_key(group_id).into(),
+    ];
+    first_value::<i64>(&LOCK_APPLIED, &args)?
         .map(|r| r.max(0) as u64)
         .ok_or_else(|| PaxosError::UnknownGroup {
             group: group_id.to_string(),
@@ -228,6 +275,59 @@ const SET_APPLIED: Sql = Sql {
 
 pub fn set_applied_round(group_id: &str, round: u64) -> Result<()> {
     execute(&SET_APPLIED, &[group_id.into(), round_arg(round)])
+}
+
+const MARK_BATCHED: Sql = Sql {
+    text: "INSERT INTO paxos.batched_writes (group_id, round, entry) VALUES ($1, $2, $3)",
+    args: &[TEXT, INT8, INT4],
+};
+
+/// Records, in the writing transaction, that entry `entry` of the batch in `round` took effect
+/// here: applying the batch skips it.
+pub fn mark_batched(group_id: &str, round: u64, entry: u32) -> Result<()> {
+    execute(
+        &MARK_BATCHED,
+        &[group_id.into(), round_arg(round), (entry as i32).into()],
+    )
+}
+
+const BATCHED_IN: Sql = Sql {
+    text: "SELECT entry FROM paxos.batched_writes WHERE group_id = $1 AND round = $2",
+    args: &[TEXT, INT8],
+};
+
+/// The entries of the batch in `round` that took effect here already.
+pub fn batched_in(group_id: &str, round: u64) -> Result<Vec<u32>> {
+    query(&BATCHED_IN, &[group_id.into(), round_arg(round)], |table| {
+        let mut out = Vec::new();
+        for row in table {
+            out.extend(row.get::<i32>(1)?.map(|e| e.max(0) as u32));
+        }
+        Ok(out)
+    })
+}
+
+const HIGHEST_BATCHED: Sql = Sql {
+    text: "SELECT max(round) FROM paxos.batched_writes WHERE group_id = $1",
+    args: &[TEXT],
+};
+
+/// The highest round with a batched write that took effect here (0 without any).
+pub fn highest_batched(group_id: &str) -> Result<u64> {
+    Ok(to_round(first_value::<i64>(
+        &HIGHEST_BATCHED,
+        &[group_id.into()],
+    )?))
+}
+
+const FORGET_BATCHED: Sql = Sql {
+    text: "DELETE FROM paxos.batched_writes WHERE group_id = $1 AND round <= $2",
+    args: &[TEXT, INT8],
+};
+
+/// Drops the marks of rounds up to the applied round `through`: they are covered by it.
+pub fn forget_batched(group_id: &str, through: u64) -> Result<()> {
+    execute(&FORGET_BATCHED, &[group_id.into(), round_arg(through)])
 }
 
 fn value_from_row(row: &SpiHeapTupleData, first: usize) -> Result<Option<LogValue>> {
@@ -444,9 +544,7 @@ const LOCK_ACCEPTOR_EXCLUSIVE: Sql = Sql {
 /// committed while a range prepare runs could be missing from that prepare's answer, although it
 /// was cast under a ballot the new promise refuses.
 pub fn lock_acceptor(group_id: &str, range_prepare: bool) -> Result<()> {
-    let key = group_id.bytes().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    }) as i32;
+    let key = group_lock_key(group_id);
     let sql = if range_prepare {
         &LOCK_ACCEPTOR_EXCLUSIVE
     } else {

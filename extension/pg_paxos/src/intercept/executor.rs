@@ -44,7 +44,7 @@ pub unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDes
         if !explain_only && super::active() {
             let stmt = (*query_desc).plannedstmt;
             if let Some(write) = intercepted((*stmt).queryId) {
-                transaction::begin_write(&write.group).or_raise();
+                transaction::begin_write(&write.group, write.batchable).or_raise();
                 capture::start((*stmt).queryId, write.sites.len());
                 use_fresh_snapshot(query_desc);
             } else if matches!(

@@ -103,6 +103,7 @@ unsafe fn intercept(parse: *mut pg_sys::Query, group: String) -> Result<*mut pg_
             });
         }
         let sql = statements::deparse(trees.deparse);
+        let batchable = !trees.reads_tables && is_blind_insert(parse);
         statements::register(
             tag,
             Intercepted {
@@ -110,10 +111,53 @@ unsafe fn intercept(parse: *mut pg_sys::Query, group: String) -> Result<*mut pg_
                 sql,
                 sites: trees.sites,
                 reads_tables: trees.reads_tables,
+                batchable,
             },
         );
         (*trees.execute).queryId = tag;
         Ok(trees.execute)
+    }
+}
+
+/// Whether the write only adds rows it carries itself: a plain INSERT (no ON CONFLICT, no CTE)
+/// into a table where nothing else runs on the way (no rules, no row security, no triggers but
+/// the immediate foreign-key checks). Two such writes running at once on a node give what they
+/// give in either order: they read nothing, and two that collide on a key do not run at once (the
+/// second waits for the first to end). So they may share a round in any order (see `batching`).
+/// The caller has checked that the statement reads no table.
+unsafe fn is_blind_insert(query: *mut pg_sys::Query) -> bool {
+    // SAFETY: the query tree of the statement being planned; the relation is opened and closed
+    // with the lock the parser took on it.
+    unsafe {
+        if (*query).commandType != pg_sys::CmdType::CMD_INSERT
+            || !(*query).onConflict.is_null()
+            || !(*query).cteList.is_null()
+            || (*query).hasSubLinks
+            || (*query).resultRelation <= 0
+        {
+            return false;
+        }
+        let rte = pg_sys::list_nth((*query).rtable, (*query).resultRelation - 1)
+            as *mut pg_sys::RangeTblEntry;
+        let relation = pg_sys::RelationIdGetRelation((*rte).relid);
+        if relation.is_null() {
+            return false;
+        }
+        let form = (*relation).rd_rel;
+        let mut plain = (*form).relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char
+            && !(*form).relhasrules
+            && !(*form).relrowsecurity;
+        let triggers = (*relation).trigdesc;
+        if plain && !triggers.is_null() {
+            for i in 0..(*triggers).numtriggers as usize {
+                let trigger = &*(*triggers).triggers.add(i);
+                if !trigger.tgisinternal || trigger.tgdeferrable {
+                    plain = false;
+                }
+            }
+        }
+        pg_sys::RelationClose(relation);
+        plain
     }
 }
 

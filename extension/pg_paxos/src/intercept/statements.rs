@@ -24,6 +24,8 @@ pub struct Intercepted {
     pub sql: String,
     pub sites: Vec<super::determinism::Site>,
     pub reads_tables: bool,
+    /// A blind insert (see `planner::is_blind_insert`): it may share a round with others.
+    pub batchable: bool,
 }
 
 thread_local! {

@@ -9,7 +9,9 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::error::{OrRaise, PaxosError, Result};
+use crate::guc;
 use crate::paxos::apply::as_extension_owner;
+use crate::paxos::batching;
 use crate::paxos::replicated_log::{new_value, Record, ReplicatedLog};
 use crate::store;
 
@@ -22,6 +24,17 @@ struct Pending {
     base: u64,
     role: String,
     steps: Vec<(i32, Step)>,
+    mode: Mode,
+}
+
+/// How the transaction writes its group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Alone: it holds the applied round and proposes its entry in the round after `base`.
+    Alone,
+    /// With other blind inserts of this node, in a batch of the commit chain's `epoch` (see
+    /// `paxos::batching`); `base` is unused.
+    Batched { epoch: u64 },
 }
 
 thread_local! {
@@ -29,6 +42,9 @@ thread_local! {
     /// The transaction wrote something that exists on this node only (a table that is not
     /// replicated, a schema change): its commit must be flushed before it is reported.
     static LOCAL_WRITES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The group whose batch chose this transaction's entry: should the transaction still fail,
+    /// the write is chosen but did not take effect here, and the group's commit chain breaks.
+    static CHOSEN_IN_BATCH: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 /// Marks the current transaction as writing data that only this node keeps.
@@ -49,16 +65,20 @@ fn refresh_snapshot() {
 }
 
 /// A write to `group` is about to run. The transaction's first write brings the node up to date
-/// and locks the applied round until the transaction ends.
+/// and locks the applied round until the transaction ends; or, when it is a `batchable` write
+/// (a blind insert) of a single-statement transaction on the group's leader, joins the node's
+/// commit chain instead, so that it runs and commits together with other such writes. A write
+/// that is not batchable in a batched transaction makes it write alone from then on, if no other
+/// batched write runs; else it fails with a serialization error.
 ///
 /// Up to date means the group's highest accepted round (one round trip to a majority), except on
 /// the leader: there the rounds it learned are enough. Should its leadership be over without its
 /// knowing, the write runs on an old state, but its accept in the next round is refused by the
 /// new leader's promise and the transaction fails with a serialization error: no write is ever
 /// chosen in a round other than the one right after the state it ran on.
-pub fn begin_write(group: &str) -> Result<()> {
+pub fn begin_write(group: &str, batchable: bool) -> Result<()> {
     let started = PENDING.with(|p| match p.borrow().as_ref() {
-        Some(pending) if pending.group == group => Ok(true),
+        Some(pending) if pending.group == group => Ok(Some(pending.mode)),
         Some(pending) => Err(PaxosError::InvalidArgument {
             message: format!(
                 "this transaction writes replicated tables of paxos group {:?} already, not of {group:?}",
@@ -66,14 +86,24 @@ pub fn begin_write(group: &str) -> Result<()> {
             ),
             hint: "Write the tables of one group per transaction.",
         }),
-        None => Ok(false),
+        None => Ok(None),
     })?;
-    if started {
-        return Ok(());
+    match started {
+        Some(Mode::Batched { .. }) if !batchable => return write_alone_from_now(group),
+        Some(_) => return Ok(()),
+        None => {}
     }
     let role = store::current_role()?;
-    let base =
-        super::bypassing(|| as_extension_owner(|| ReplicatedLog::catch_up_for_write(group)))?;
+    let (mode, base) = super::bypassing(|| {
+        as_extension_owner(|| {
+            if batchable && single_statement_transaction() && guc::BATCH_WRITES.get() {
+                if let Some(epoch) = ReplicatedLog::join_batch(group)? {
+                    return Ok::<_, PaxosError>((Mode::Batched { epoch }, 0));
+                }
+            }
+            Ok((Mode::Alone, ReplicatedLog::catch_up_for_write(group)?))
+        })
+    })?;
     refresh_snapshot();
     PENDING.with(|p| {
         *p.borrow_mut() = Some(Pending {
@@ -81,7 +111,43 @@ pub fn begin_write(group: &str) -> Result<()> {
             base,
             role,
             steps: Vec::new(),
+            mode,
         })
+    });
+    Ok(())
+}
+
+/// Not inside BEGIN ... COMMIT, nor SERIALIZABLE (whose checks at commit could still fail a
+/// transaction after its batch was chosen).
+fn single_statement_transaction() -> bool {
+    // SAFETY: reads the transaction state of this backend.
+    unsafe {
+        !pg_sys::IsTransactionBlock() && pg_sys::XactIsoLevel < pg_sys::XACT_SERIALIZABLE as i32
+    }
+}
+
+/// A batched transaction is about to write something that is not a blind insert: it takes the
+/// group alone, applies what is pending and goes on from there (its blind inserts commute with
+/// the batches it did not see), or fails when other batched writers run.
+fn write_alone_from_now(group: &str) -> Result<()> {
+    let base = super::bypassing(|| {
+        as_extension_owner(|| {
+            if !store::try_lock_writers_exclusive(group)? {
+                return Err(PaxosError::BatchFailed {
+                    group: group.to_string(),
+                    sqlstate: pgrx::pg_sys::errcodes::PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+                    cause: "this transaction started as an insert that shares rounds with other transactions, and then wrote more while they ran".into(),
+                });
+            }
+            ReplicatedLog::catch_up_for_write(group)
+        })
+    })?;
+    refresh_snapshot();
+    PENDING.with(|p| {
+        if let Some(pending) = p.borrow_mut().as_mut() {
+            pending.mode = Mode::Alone;
+            pending.base = base;
+        }
     });
     Ok(())
 }
@@ -130,6 +196,9 @@ fn propose_pending() -> Result<()> {
         role: pending.role,
         steps: pending.steps.into_iter().map(|(_, step)| step).collect(),
     };
+    if let Mode::Batched { epoch } = pending.mode {
+        return propose_batched(&pending.group, epoch, &statement);
+    }
     let round = pending.base + 1;
     super::bypassing(|| {
         super::with_snapshot(|| {
@@ -160,6 +229,28 @@ fn propose_pending() -> Result<()> {
     })
 }
 
+/// At COMMIT of a batched transaction: its entry joins this node's next batch; once the batch is
+/// chosen, the transaction records its place in it and commits (durable already in the votes of a
+/// majority, as in `propose_pending`).
+fn propose_batched(group: &str, epoch: u64, statement: &LoggedStatement) -> Result<()> {
+    super::bypassing(|| {
+        super::with_snapshot(|| {
+            as_extension_owner(|| {
+                let log = ReplicatedLog::open(group)?;
+                let limit = log.round_timeout() * 3;
+                let placement = batching::commit(&log, epoch, statement, limit)?;
+                CHOSEN_IN_BATCH.with(|c| *c.borrow_mut() = Some(group.to_string()));
+                store::mark_batched(group, placement.round, placement.index)?;
+                if LOCAL_WRITES.with(|w| w.get()) {
+                    Ok(())
+                } else {
+                    store::relax_synchronous_commit()
+                }
+            })
+        })
+    })
+}
+
 #[pg_guard]
 pub unsafe extern "C-unwind" fn xact_callback(
     event: pg_sys::XactEvent::Type,
@@ -177,6 +268,11 @@ pub unsafe extern "C-unwind" fn xact_callback(
         pg_sys::XactEvent::XACT_EVENT_ABORT
         | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
         | pg_sys::XactEvent::XACT_EVENT_COMMIT => {
+            if let Some(group) = CHOSEN_IN_BATCH.with(|c| c.borrow_mut().take()) {
+                if event != pg_sys::XactEvent::XACT_EVENT_COMMIT {
+                    batching::break_chain(&group);
+                }
+            }
             PENDING.with(|p| p.borrow_mut().take());
             LOCAL_WRITES.with(|w| w.set(false));
             super::capture::abort(0);

@@ -8,7 +8,7 @@
 
 use std::ffi::CString;
 
-use paxos_model::entries::{LoggedStatement, Step, TableDefinition};
+use paxos_model::entries::{Batch, LoggedStatement, Step, TableDefinition};
 use paxos_model::value::{LogValue, ValueKind};
 use pgrx::pg_sys;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
@@ -28,6 +28,19 @@ pub fn apply_entry(
         ValueKind::Statement => {
             let statement = LoggedStatement::decode(body)?;
             Ok(replay(&statement))
+        }
+        ValueKind::Batch => {
+            // Writes of this node's batch that committed here already are skipped.
+            let done = store::batched_in(group_id, round)?;
+            let batch = Batch::decode(body)?;
+            for (entry, statement) in batch.statements.iter().enumerate() {
+                if !done.contains(&(entry as u32)) {
+                    if let Err(cause) = replay(statement) {
+                        return Ok(Err(format!("write {} of the batch: {cause}", entry + 1)));
+                    }
+                }
+            }
+            Ok(Ok(()))
         }
         ValueKind::ReplicateTable => {
             let table = TableDefinition::decode(body)?;

@@ -3,6 +3,7 @@
 
 pub mod acceptor;
 pub mod apply;
+pub mod batching;
 pub mod group;
 pub mod leadership;
 

@@ -13,6 +13,7 @@ use crate::guc;
 use crate::net::pool::{net, Link, Net, Param};
 use crate::net::rpc;
 use crate::paxos::apply;
+use crate::paxos::batching;
 use crate::paxos::leadership::{self, LeaderBallot};
 use crate::paxos::round::{self, Election, RoundFailure, Timing};
 use crate::paxos::round_claims;
@@ -585,7 +586,55 @@ impl ReplicatedLog {
     /// then locks the applied round until the transaction ends and returns it.
     pub fn catch_up_for_write(group_id: &str) -> Result<u64> {
         Self::catch_up(group_id, true)?;
-        store::lock_applied_round(group_id)
+        let applied = store::lock_applied_round(group_id)?;
+        // Batched writers that ran until the lock was granted may have added rounds of this node:
+        // apply them too, now that none runs.
+        let learned = store::highest_learned(group_id)?;
+        if learned > applied && leadership::current(group_id).is_some() {
+            let applied = Self::open(group_id)?.apply_log(learned)?;
+            apply::check_not_diverged(group_id)?;
+            return Ok(applied);
+        }
+        Ok(applied)
+    }
+
+    /// Before the first write of a transaction of blind inserts: the commit-chain epoch it joins
+    /// (see `batching`), holding the group's writer lock shared until it ends. `None` when this
+    /// node does not lead the group, or rounds this transaction would not see are pending: it
+    /// then writes alone (see `catch_up_for_write`).
+    pub fn join_batch(group_id: &str) -> Result<Option<u64>> {
+        if leadership::current(group_id).is_none() {
+            return Ok(None);
+        }
+        let covered = |state: &store::ReadState| -> Result<Option<u64>> {
+            apply::refuse_diverged(group_id, state.diverged.clone())?;
+            if !leadership::holds(group_id, state.range_promise.as_ref()) {
+                return Ok(None);
+            }
+            Ok(batching::join(
+                group_id,
+                state.group.applied_round,
+                state.highest_learned,
+            ))
+        };
+        // A first look without the lock (unless the chain runs, the common case), so that a
+        // transaction that must apply rounds first does not take the lock shared and then need
+        // it alone.
+        if !batching::chain_runs(group_id) && covered(&store::read_state(group_id)?)?.is_none() {
+            return Ok(None);
+        }
+        store::lock_writers_shared(group_id)?;
+        // Again under the lock: only now can no transaction outside the chain move the state.
+        match covered(&store::read_state(group_id)?)? {
+            Some(epoch) => Ok(Some(epoch)),
+            None if store::try_lock_writers_exclusive(group_id)? => Ok(None),
+            None => Err(PaxosError::BatchFailed {
+                group: group_id.to_string(),
+                sqlstate: pgrx::pg_sys::errcodes::PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+                cause: "rounds of another node arrived while inserts of this node were running"
+                    .into(),
+            }),
+        }
     }
 
     /// Applies every round up to the read index, or up to the rounds it learned when
@@ -639,6 +688,7 @@ impl ReplicatedLog {
         }
         if max_round > applied {
             store::set_applied_round(self.id(), max_round)?;
+            store::forget_batched(self.id(), max_round)?;
         }
         Ok(applied.max(max_round))
     }

@@ -207,6 +207,10 @@ pub fn snapshot(group_id: &str, through: u64) -> Result<(u64, Vec<TableCopy>)> {
     crate::intercept::bypassing(|| {
         let log = ReplicatedLog::open(group_id)?;
         apply::check_not_diverged(group_id)?;
+        // Batched writes may have committed here beyond the applied round: the copy covers them,
+        // so it is taken once their rounds are applied (and with no batched writer running).
+        store::lock_applied_round(group_id)?;
+        let through = through.max(store::highest_batched(group_id)?);
         let applied = log.apply_log(through)?;
         apply::check_not_diverged(group_id)?;
         let mut copies = Vec::new();

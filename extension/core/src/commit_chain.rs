@@ -1,0 +1,152 @@
+//! Group commit on one node: which rounds a batch of concurrent writes may take.
+//!
+//! Writes of several transactions that share a round ran at the same time on the proposing node,
+//! each without seeing the others, while every other node replays them one after the other. That
+//! is only the same result for writes that commute (blind inserts: they read nothing, and two that
+//! collide on a key never run at once). So a transaction may only join a batch if every round
+//! between the state it runs on and the batch's round is itself a batch of this node (whose
+//! writes commute with its own) or applied.
+//!
+//! A [`CommitChain`] tracks those rounds: `from` is an applied round, and every round in
+//! `from + 1 ..= tip` holds a batch of this node that was chosen. Each chain has an epoch; a
+//! transaction joins an epoch, and its write is only proposed while that epoch lasts. The chain
+//! breaks (and a new epoch must start from an applied state) as soon as one of its rounds may
+//! hold something else, or a chosen write of it does not take effect where it ran.
+
+/// See the module documentation. Plain data, so it can live in shared memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitChain {
+    epoch: u64,
+    from: u64,
+    tip: u64,
+    valid: bool,
+}
+
+impl Default for CommitChain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CommitChain {
+    /// No chain yet: the first writer starts one.
+    pub const fn new() -> Self {
+        CommitChain {
+            epoch: 0,
+            from: 0,
+            tip: 0,
+            valid: false,
+        }
+    }
+
+    /// A writer about to run on this node, which has applied every round up to `applied` and
+    /// learned rounds up to `learned` (both read while no writer outside the chain can move
+    /// them). Returns the epoch it joins, or `None` when rounds it would not see are pending:
+    /// it must apply them first, alone. A new epoch starts only when `idle` (no batch in flight),
+    /// numbered `fresh`: a number never used for an epoch before.
+    pub fn join(&mut self, applied: u64, learned: u64, idle: bool, fresh: u64) -> Option<u64> {
+        if self.valid && self.from <= applied && learned <= self.tip {
+            return Some(self.epoch);
+        }
+        if learned <= applied && idle {
+            self.epoch = fresh;
+            self.from = applied;
+            self.tip = applied;
+            self.valid = true;
+            return Some(self.epoch);
+        }
+        None
+    }
+
+    /// The current epoch (valid or not).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether writes that joined `epoch` may still be proposed.
+    pub fn accepts(&self, epoch: u64) -> bool {
+        self.valid && self.epoch == epoch
+    }
+
+    /// The round the next batch takes.
+    pub fn next_round(&self) -> u64 {
+        self.tip + 1
+    }
+
+    /// The batch of `epoch` in `round` was chosen: later batches follow it.
+    pub fn extend(&mut self, epoch: u64, round: u64) {
+        if self.accepts(epoch) && round == self.tip + 1 {
+            self.tip = round;
+        } else {
+            self.valid = false;
+        }
+    }
+
+    /// A round of the chain may hold something else, or a chosen write did not take effect here:
+    /// nobody joins until the node applied its rounds alone.
+    pub fn break_off(&mut self) {
+        self.valid = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writers_join_while_only_own_batches_are_pending() {
+        let mut chain = CommitChain::new();
+        let epoch = chain.join(7, 7, true, 101).unwrap();
+        assert_eq!(chain.next_round(), 8);
+        chain.extend(epoch, 8);
+        chain.extend(epoch, 9);
+        // Applied is still 7 (the batches' writes committed on their own), learned is 9.
+        assert_eq!(chain.join(7, 9, false, 102), Some(epoch));
+        assert_eq!(chain.next_round(), 10);
+        // Another node's round 10 was learned: it must be applied first.
+        assert_eq!(chain.join(7, 10, true, 103), None);
+    }
+
+    #[test]
+    fn a_broken_chain_restarts_only_from_an_applied_state() {
+        let mut chain = CommitChain::new();
+        let epoch = chain.join(3, 3, true, 104).unwrap();
+        chain.extend(epoch, 4);
+        chain.break_off();
+        assert!(!chain.accepts(epoch));
+        // Round 4 is learned but not applied: no new epoch yet, even when idle.
+        assert_eq!(chain.join(3, 4, true, 105), None);
+        // Not idle: a batch of the old epoch is still in flight.
+        assert_eq!(chain.join(4, 4, false, 106), None);
+        let next = chain.join(4, 4, true, 107).unwrap();
+        assert!(next > epoch);
+        assert!(!chain.accepts(epoch));
+        assert_eq!(chain.next_round(), 5);
+    }
+
+    #[test]
+    fn a_stale_or_out_of_order_batch_breaks_the_chain() {
+        let mut chain = CommitChain::new();
+        let epoch = chain.join(1, 1, true, 108).unwrap();
+        chain.extend(epoch, 3);
+        assert!(!chain.accepts(epoch));
+        let mut chain = CommitChain::new();
+        let old = chain.join(1, 1, true, 109).unwrap();
+        chain.break_off();
+        let new = chain.join(1, 1, true, 110).unwrap();
+        chain.extend(old, 2);
+        assert!(!chain.accepts(new));
+    }
+
+    #[test]
+    fn an_exclusive_write_past_the_tip_needs_a_new_epoch() {
+        let mut chain = CommitChain::new();
+        let epoch = chain.join(5, 5, true, 111).unwrap();
+        chain.extend(epoch, 6);
+        // A transaction applied the chain and wrote round 7 alone: learned 7 > tip.
+        assert_eq!(chain.join(7, 7, false, 112), None);
+        let next = chain.join(7, 7, true, 113).unwrap();
+        assert_ne!(next, epoch);
+        assert_eq!(chain.next_round(), 8);
+    }
+}

@@ -1,0 +1,570 @@
+//! Group commit: blind inserts of concurrent transactions on this node share one round.
+//!
+//! A transaction whose writes are all blind inserts (see `intercept::planner::is_blind_insert`)
+//! joins this node's commit chain for its group (see `paxos_core::CommitChain`) instead of
+//! locking the group alone. At COMMIT it queues its entry in shared memory and waits. The first
+//! waiting transaction that finds no batch in flight proposes the queued entries of its epoch as
+//! one value in the chain's next round, and hands each member its outcome: the round and its
+//! place in the batch, or the error. Each member then records its place (`store::mark_batched`)
+//! in its own transaction, so applying the batch later skips what took effect here already.
+//!
+//! One batch is in flight per group at a time: a batch is proposed only once the one before it is
+//! known to be chosen, so no later round of the chain can be chosen while an earlier one holds a
+//! foreign value.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use paxos_core::CommitChain;
+use paxos_model::entries::{Batch, LoggedStatement};
+use paxos_model::value::ValueKind;
+use pgrx::pg_sys;
+use pgrx::pg_sys::errcodes::PgSqlErrorCode;
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
+
+use crate::error::{PaxosError, Result};
+use crate::paxos::replicated_log::{new_value, Record, ReplicatedLog};
+use crate::paxos::round_claims;
+
+/// Groups with batched writes at the same time; a further group writes without batching.
+const GROUPS: usize = 4;
+/// Transactions queued per group at a time; more wait for a free place.
+const QUEUE: usize = 64;
+/// A queued entry's bytes in shared memory; a longer one stays with its transaction, which then
+/// proposes it itself (with whatever else is queued).
+const ENTRY_BYTES: usize = 1536;
+const MESSAGE_BYTES: usize = 240;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum State {
+    Free,
+    Waiting,
+    Proposing,
+    Chosen,
+    Failed,
+}
+
+#[derive(Copy, Clone)]
+struct QueuedWrite {
+    state: State,
+    /// Tells this place's owner apart from earlier ones.
+    ticket: u64,
+    epoch: u64,
+    procno: i32,
+    /// The owner gave up waiting while its entry was being proposed.
+    abandoned: bool,
+    /// The entry did not fit: only its owner can propose it.
+    kept_by_owner: bool,
+    len: usize,
+    body: [u8; ENTRY_BYTES],
+    round: u64,
+    index: u32,
+    sqlstate: PgSqlErrorCode,
+    message_len: usize,
+    message: [u8; MESSAGE_BYTES],
+}
+
+impl QueuedWrite {
+    const FREE: QueuedWrite = QueuedWrite {
+        state: State::Free,
+        ticket: 0,
+        epoch: 0,
+        procno: -1,
+        abandoned: false,
+        kept_by_owner: false,
+        len: 0,
+        body: [0; ENTRY_BYTES],
+        round: 0,
+        index: 0,
+        sqlstate: PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+        message_len: 0,
+        message: [0; MESSAGE_BYTES],
+    };
+
+    fn fail(&mut self, error: &PaxosError) {
+        let text = error.to_string();
+        let mut len = text.len().min(MESSAGE_BYTES);
+        while !text.is_char_boundary(len) {
+            len -= 1;
+        }
+        self.message[..len].copy_from_slice(&text.as_bytes()[..len]);
+        self.message_len = len;
+        self.sqlstate = error.sqlstate();
+        self.state = State::Failed;
+    }
+}
+
+#[derive(Copy, Clone)]
+struct GroupQueue {
+    /// Hash of the group id (0: free).
+    group: u64,
+    chain: CommitChain,
+    combining: bool,
+    writes: [QueuedWrite; QUEUE],
+}
+
+impl GroupQueue {
+    const VACANT: GroupQueue = GroupQueue {
+        group: 0,
+        chain: CommitChain::new(),
+        combining: false,
+        writes: [QueuedWrite::FREE; QUEUE],
+    };
+
+    fn idle(&self) -> bool {
+        !self.combining && self.writes.iter().all(|w| w.state == State::Free)
+    }
+
+    /// Owners to wake: every one with an entry here (one of them proposes the next batch).
+    fn waiting_procs(&self) -> Vec<i32> {
+        self.writes
+            .iter()
+            .filter(|w| w.state != State::Free)
+            .map(|w| w.procno)
+            .collect()
+    }
+}
+
+#[derive(Copy, Clone)]
+pub struct BatchTable {
+    groups: [GroupQueue; GROUPS],
+    next_ticket: u64,
+}
+
+// SAFETY: plain integers, flags and byte arrays, no pointers.
+unsafe impl PGRXSharedMemory for BatchTable {}
+
+static TABLE: PgLwLock<BatchTable> = unsafe { PgLwLock::new(c"pg_paxos_batches") };
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// Reserves the shared memory; call from `_PG_init`.
+pub fn init() {
+    // SAFETY: reads a flag the postmaster sets while loading preloaded libraries.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        pg_shmem_init!(
+            TABLE = BatchTable {
+                groups: [GroupQueue::VACANT; GROUPS],
+                next_ticket: 1,
+            }
+        );
+        READY.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs `f` on the queue of `group` under the table's exclusive lock, then wakes the processes
+/// `f` names. `None` when the group has no queue and none is free.
+fn with_queue<R>(
+    group: &str,
+    f: impl FnOnce(&mut GroupQueue, &mut u64) -> (R, Vec<i32>),
+) -> Option<R> {
+    if !READY.load(Ordering::Relaxed) {
+        return None;
+    }
+    let key = round_claims::group_key(group);
+    let (out, wake) = {
+        let mut table = TABLE.exclusive();
+        let index = round_claims::probe(GROUPS, key, |s| table.groups[s].group);
+        let table = &mut *table;
+        let queue = &mut table.groups[index];
+        if queue.group != key {
+            if !queue.idle() {
+                return None;
+            }
+            *queue = GroupQueue::VACANT;
+            queue.group = key;
+        }
+        // Epochs come from the table's counter, so no epoch is ever reused for a group, even
+        // after its queue was handed to another group and back.
+        f(queue, &mut table.next_ticket)
+    };
+    for procno in wake {
+        wake_process(procno);
+    }
+    Some(out)
+}
+
+fn wake_process(procno: i32) {
+    if procno < 0 {
+        return;
+    }
+    // SAFETY: procno was read from a live backend's PGPROC; setting a latch of a process that
+    // exited since is harmless (the slot's latch belongs to whoever uses it next).
+    unsafe {
+        let proc_ = (*pg_sys::ProcGlobal).allProcs.add(procno as usize);
+        pg_sys::SetLatch(&mut (*proc_).procLatch);
+    }
+}
+
+/// A transaction about to write `group` with blind inserts only, on a node that applied rounds up
+/// to `applied` and learned rounds up to `learned`: the epoch it joins, or `None` when it must
+/// apply pending rounds first (alone) or the group cannot batch now.
+pub fn join(group: &str, applied: u64, learned: u64) -> Option<u64> {
+    with_queue(group, |queue, next_ticket| {
+        let idle = !queue.combining;
+        let fresh = *next_ticket;
+        *next_ticket += 1;
+        (queue.chain.join(applied, learned, idle, fresh), Vec::new())
+    })
+    .flatten()
+}
+
+/// Whether `group`'s commit chain is intact: a transaction may then expect to join it.
+pub fn chain_runs(group: &str) -> bool {
+    with_queue(group, |queue, _| {
+        (queue.chain.accepts(queue.chain.epoch()), Vec::new())
+    })
+    .unwrap_or(false)
+}
+
+/// A write of the chain was chosen but did not take effect here (its transaction failed after
+/// the round was won): later batches must wait until the node applied it.
+pub fn break_chain(group: &str) {
+    with_queue(group, |queue, _| {
+        queue.chain.break_off();
+        ((), Vec::new())
+    });
+}
+
+/// Where a batched write was chosen: its round and its place in the batch.
+#[derive(Clone, Copy, Debug)]
+pub struct Placement {
+    pub round: u64,
+    pub index: u32,
+}
+
+/// What the queue tells a waiting owner.
+enum Turn {
+    Done(Result<Placement>),
+    Propose {
+        round: u64,
+        epoch: u64,
+        members: Vec<(usize, u64)>,
+        bodies: Vec<Option<String>>,
+    },
+    Wait,
+}
+
+/// Commits `statement`, written by a transaction that joined `epoch` of `log`'s group, in a
+/// batch: returns where it was chosen. Waits at most `limit` for its batch to be decided.
+pub fn commit(
+    log: &ReplicatedLog,
+    epoch: u64,
+    statement: &LoggedStatement,
+    limit: Duration,
+) -> Result<Placement> {
+    let group = log.id().to_string();
+    let body = statement.encode();
+    let deadline = Instant::now() + limit;
+    // SAFETY: MyProc is set for every backend.
+    let procno = unsafe { (*pg_sys::MyProc).pgprocno };
+    let place = loop {
+        let queued = with_queue(&group, |queue, next_ticket| {
+            let Some(place) = queue.writes.iter().position(|w| w.state == State::Free) else {
+                return (None, Vec::new());
+            };
+            let ticket = *next_ticket;
+            *next_ticket += 1;
+            let w = &mut queue.writes[place];
+            *w = QueuedWrite::FREE;
+            w.state = State::Waiting;
+            w.ticket = ticket;
+            w.epoch = epoch;
+            w.procno = procno;
+            w.kept_by_owner = body.len() > ENTRY_BYTES;
+            if !w.kept_by_owner {
+                w.body[..body.len()].copy_from_slice(body.as_bytes());
+                w.len = body.len();
+            }
+            (Some((place, ticket)), Vec::new())
+        })
+        .ok_or_else(|| lost(&group))?;
+        if let Some(place) = queued {
+            break place;
+        }
+        wait_until(deadline, Duration::from_millis(1), &group)?;
+    };
+    let mut waiter = Waiter {
+        group: group.clone(),
+        place,
+        done: false,
+    };
+    loop {
+        // SAFETY: MyLatch is this backend's own latch.
+        unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
+        let turn = with_queue(&group, |queue, _| take_turn(queue, &group, place, &body))
+            .ok_or_else(|| lost(&group))?;
+        match turn {
+            Turn::Done(outcome) => {
+                waiter.done = true;
+                return outcome;
+            }
+            Turn::Propose {
+                round,
+                epoch,
+                members,
+                bodies,
+            } => propose(log, round, epoch, members, bodies),
+            Turn::Wait => wait_until(deadline, Duration::from_millis(20), &group)?,
+        }
+    }
+}
+
+/// The owner of `place` looks at its entry: decided, or its turn to propose what is queued, or
+/// keep waiting.
+fn take_turn(
+    queue: &mut GroupQueue,
+    group: &str,
+    place: (usize, u64),
+    own_body: &str,
+) -> (Turn, Vec<i32>) {
+    let (index, ticket) = place;
+    let w = queue.writes[index];
+    if w.ticket != ticket {
+        return (
+            Turn::Done(Err(PaxosError::Internal(
+                "a queued write lost its place".into(),
+            ))),
+            Vec::new(),
+        );
+    }
+    match w.state {
+        State::Chosen => {
+            queue.writes[index] = QueuedWrite::FREE;
+            let placement = Placement {
+                round: w.round,
+                index: w.index,
+            };
+            (Turn::Done(Ok(placement)), Vec::new())
+        }
+        State::Failed => {
+            queue.writes[index] = QueuedWrite::FREE;
+            let cause = String::from_utf8_lossy(&w.message[..w.message_len]).into_owned();
+            (
+                Turn::Done(Err(PaxosError::BatchFailed {
+                    group: group.to_string(),
+                    sqlstate: w.sqlstate,
+                    cause,
+                })),
+                Vec::new(),
+            )
+        }
+        State::Waiting if !queue.combining => {
+            // Oldest first; entries of an epoch that ended can no longer be proposed.
+            let mut order: Vec<usize> = (0..QUEUE)
+                .filter(|&i| {
+                    let q = &queue.writes[i];
+                    q.state == State::Waiting && (i == index || !q.kept_by_owner)
+                })
+                .collect();
+            order.sort_by_key(|&i| queue.writes[i].ticket);
+            let mut members = Vec::new();
+            let mut bodies = Vec::new();
+            let mut wake = Vec::new();
+            let mut epoch = 0;
+            for i in order {
+                let q = &mut queue.writes[i];
+                if !queue.chain.accepts(q.epoch) {
+                    q.fail(&PaxosError::Conflict {
+                        group: group.to_string(),
+                        round: queue.chain.next_round(),
+                    });
+                    wake.push(q.procno);
+                    continue;
+                }
+                q.state = State::Proposing;
+                epoch = q.epoch;
+                members.push((i, q.ticket));
+                bodies.push(if i == index {
+                    Some(own_body.to_string())
+                } else {
+                    Some(String::from_utf8_lossy(&q.body[..q.len]).into_owned())
+                });
+            }
+            if members.is_empty() {
+                return (Turn::Wait, wake);
+            }
+            queue.combining = true;
+            let turn = Turn::Propose {
+                round: queue.chain.next_round(),
+                epoch,
+                members,
+                bodies,
+            };
+            (turn, wake)
+        }
+        _ => (Turn::Wait, Vec::new()),
+    }
+}
+
+/// Proposes the batch of `members` in `round`, then hands every member its outcome.
+fn propose(
+    log: &ReplicatedLog,
+    round: u64,
+    epoch: u64,
+    members: Vec<(usize, u64)>,
+    bodies: Vec<Option<String>>,
+) {
+    let mut proposing = Proposing {
+        group: log.id().to_string(),
+        members,
+        done: false,
+    };
+    let outcome = (|| {
+        let statements = bodies
+            .into_iter()
+            .map(|b| LoggedStatement::decode(b.as_deref().unwrap_or_default()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let value = new_value(
+            "batch",
+            ValueKind::Batch,
+            Some(Batch { statements }.encode()),
+        );
+        log.prepare_to_propose(round)?;
+        // The proposer's transaction commits right after the members are told (no network call
+        // in between), so the chosen value is recorded in it.
+        let chosen = log.decide_recorded(round, Some(value.clone()), Record::InThisTransaction)?;
+        if chosen.origin == value.origin {
+            Ok(())
+        } else {
+            Err(PaxosError::Conflict {
+                group: log.id().to_string(),
+                round,
+            })
+        }
+    })();
+    proposing.finish(epoch, round, outcome);
+}
+
+/// A batch being proposed by this backend: on drop before it finished (an error or a cancel on
+/// the way), its members fail and the chain breaks (the round's outcome is unknown).
+struct Proposing {
+    group: String,
+    members: Vec<(usize, u64)>,
+    done: bool,
+}
+
+impl Proposing {
+    fn finish(&mut self, epoch: u64, round: u64, outcome: Result<()>) {
+        self.done = true;
+        let members = std::mem::take(&mut self.members);
+        with_queue(&self.group, |queue, _| {
+            queue.combining = false;
+            let mut abandoned = false;
+            for (position, &(i, ticket)) in members.iter().enumerate() {
+                let w = &mut queue.writes[i];
+                if w.ticket != ticket {
+                    continue;
+                }
+                if w.abandoned {
+                    abandoned = true;
+                    *w = QueuedWrite::FREE;
+                    continue;
+                }
+                match &outcome {
+                    Ok(()) => {
+                        w.state = State::Chosen;
+                        w.round = round;
+                        w.index = position as u32;
+                    }
+                    Err(e) => w.fail(e),
+                }
+            }
+            match outcome {
+                Ok(()) if !abandoned => queue.chain.extend(epoch, round),
+                // A member that gave up will not take effect here; a failed round may still be
+                // chosen later.
+                _ => queue.chain.break_off(),
+            }
+            ((), queue.waiting_procs())
+        });
+    }
+}
+
+impl Drop for Proposing {
+    fn drop(&mut self) {
+        if !self.done {
+            let ended = PaxosError::Internal(
+                "the transaction proposing this write's round ended before it was decided".into(),
+            );
+            let members = std::mem::take(&mut self.members);
+            with_queue(&self.group, |queue, _| {
+                queue.combining = false;
+                queue.chain.break_off();
+                for &(i, ticket) in &members {
+                    let w = &mut queue.writes[i];
+                    if w.ticket == ticket {
+                        if w.abandoned {
+                            *w = QueuedWrite::FREE;
+                        } else {
+                            w.fail(&ended);
+                        }
+                    }
+                }
+                ((), queue.waiting_procs())
+            });
+        }
+    }
+}
+
+/// A queued write's owner: on drop before it took its outcome (an error, a cancel or the deadline
+/// on the way), its place is given back. An entry being proposed is left to its proposer; a
+/// chosen one that will not commit here breaks the chain.
+struct Waiter {
+    group: String,
+    place: (usize, u64),
+    done: bool,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (index, ticket) = self.place;
+        with_queue(&self.group, |queue, _| {
+            let w = &mut queue.writes[index];
+            if w.ticket == ticket {
+                match w.state {
+                    State::Proposing => w.abandoned = true,
+                    State::Chosen => {
+                        queue.chain.break_off();
+                        *w = QueuedWrite::FREE;
+                    }
+                    _ => *w = QueuedWrite::FREE,
+                }
+            }
+            ((), Vec::new())
+        });
+    }
+}
+
+/// Sleeps until this backend's latch is set or `step` passed; fails past `deadline`.
+fn wait_until(deadline: Instant, step: Duration, group: &str) -> Result<()> {
+    let now = Instant::now();
+    if now >= deadline {
+        return Err(PaxosError::BatchFailed {
+            group: group.to_string(),
+            sqlstate: PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+            cause: "its round was not decided in time (its outcome is unknown)".into(),
+        });
+    }
+    let millis = step.min(deadline - now).as_millis().max(1) as std::ffi::c_long;
+    // SAFETY: waits on this backend's own latch; interrupts are processed right after.
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            millis,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+    }
+    pgrx::check_for_interrupts!();
+    Ok(())
+}
+
+fn lost(group: &str) -> PaxosError {
+    PaxosError::Internal(format!(
+        "the write queue of paxos group {group:?} was taken over while in use"
+    ))
+}

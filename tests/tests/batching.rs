@@ -1,0 +1,333 @@
+//! Group commit on real local clusters: single-statement inserts running at once on the leader
+//! share rounds; inserts that collide on a key still fail as they would alone; batched inserts
+//! mixed with updates and deletes (which take the group alone) leave every node with the same
+//! rows; a batched transaction that goes on to write something else takes the group alone; and
+//! `pg_paxos.batch_writes = off` gives every transaction a round of its own.
+
+use std::time::Duration;
+
+use pg_paxos_tests::{bounded, sqlstate, wait_until, Cluster, LinkProxy, Rule};
+use tokio_postgres::Client;
+
+const TABLE: &str = "CREATE TABLE items (id int PRIMARY KEY, v text)";
+
+/// A 3-node group where node 1 reaches nodes 2 and 3 only through proxies that delay every
+/// packet: node 1's rounds take at least that long, so writes arriving meanwhile queue up.
+struct SlowCluster {
+    cluster: Cluster,
+    _proxies: Vec<LinkProxy>,
+}
+
+async fn slow_cluster(name: &str, delay: Duration) -> SlowCluster {
+    let cluster = Cluster::new(name, 3);
+    for n in cluster.nodes() {
+        cluster.client(n).await.batch_execute(TABLE).await.unwrap();
+    }
+    let c1 = cluster.client(1).await;
+    c1.execute(
+        "SELECT paxos_create_group('g', $1)",
+        &[&cluster.conninfo(1)],
+    )
+    .await
+    .unwrap();
+    c1.execute("SELECT paxos_replicate_table('g', 'items')", &[])
+        .await
+        .unwrap();
+    let mut proxies = Vec::new();
+    for n in [2, 3] {
+        let proxy = LinkProxy::start(cluster.port(n));
+        cluster
+            .client(n)
+            .await
+            .execute(
+                "SELECT paxos_join_group('g', $1, $2)",
+                &[&cluster.conninfo(1), &proxy.conninfo()],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("node {n} joins: {e:?}"));
+        proxy.set("node1", Rule::Delay(delay));
+        proxies.push(proxy);
+    }
+    // Node 1 writes first, so it leads.
+    c1.execute("INSERT INTO items VALUES (0, 'first')", &[])
+        .await
+        .unwrap();
+    let leads: bool = c1
+        .query_one("SELECT leads FROM paxos.leadership('g')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(leads, "node 1 wrote, so it leads");
+    SlowCluster {
+        cluster,
+        _proxies: proxies,
+    }
+}
+
+/// The most writes one logged batch of group `g` carries, as node `c` recorded it.
+async fn largest_batch(c: &Client) -> i64 {
+    c.query_one(
+        "SELECT coalesce(max((length(value_body) - length(replace(value_body, 'INSERT INTO', '')))
+                             / length('INSERT INTO')), 0)::bigint
+         FROM paxos.log WHERE group_id = 'g' AND value_kind = 'batch'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// Runs `sql` with `id` on `clients` connections at once; returns each outcome.
+async fn at_once(
+    cluster: &Cluster,
+    clients: usize,
+    sql: &'static str,
+    id: impl Fn(usize) -> i32,
+) -> Vec<Result<u64, tokio_postgres::Error>> {
+    let mut connections = Vec::new();
+    for _ in 0..clients {
+        connections.push(cluster.client(1).await);
+    }
+    let runs = connections.iter().enumerate().map(|(i, c)| {
+        let id = id(i);
+        async move { c.execute(sql, &[&id, &format!("v{i}")]).await }
+    });
+    futures::future::join_all(runs).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_running_at_once_share_rounds_and_every_node_gets_them() {
+    bounded(async {
+        let slow = slow_cluster("batch_share", Duration::from_millis(150)).await;
+        let cluster = &slow.cluster;
+        let outcomes = at_once(cluster, 12, "INSERT INTO items VALUES ($1, $2)", |i| {
+            i as i32 + 1
+        })
+        .await;
+        for (i, outcome) in outcomes.iter().enumerate() {
+            assert_eq!(
+                *outcome
+                    .as_ref()
+                    .unwrap_or_else(|e| panic!("insert {i}: {e:?}")),
+                1
+            );
+        }
+        let c1 = cluster.client(1).await;
+        // Twelve inserts arrived within one slow round: all but the first had to wait for it,
+        // and then went together.
+        let largest = largest_batch(&c1).await;
+        assert!(
+            largest >= 2,
+            "no round carried two writes (largest {largest})"
+        );
+        let rounds: i64 = c1
+            .query_one(
+                "SELECT count(*) FROM paxos.log WHERE group_id = 'g' AND value_kind = 'batch'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(rounds < 13, "13 writes took {rounds} rounds");
+        cluster.assert_same_rows("items").await;
+        let count: i64 = c1
+            .query_one("SELECT count(*) FROM items", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(count, 13);
+        // The strong read applied the batches on node 1 too: their writes took effect there
+        // before, and applying skipped them instead of writing them twice.
+        let marks: i64 = c1
+            .query_one("SELECT count(*) FROM paxos.batched_writes", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(marks, 0, "applied batches leave no marks behind");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_inserts_of_one_key_fail_as_they_would_alone() {
+    bounded(async {
+        let slow = slow_cluster("batch_same_key", Duration::from_millis(100)).await;
+        let cluster = &slow.cluster;
+        let outcomes = at_once(cluster, 8, "INSERT INTO items VALUES ($1, $2)", |_| 7).await;
+        let won = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(won, 1, "{outcomes:?}");
+        for e in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+            assert_eq!(sqlstate(e), "23505", "{e:?}");
+        }
+        cluster.assert_same_rows("items").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_inserts_mixed_with_updates_and_deletes_leave_the_same_rows() {
+    bounded(async {
+        let cluster = Cluster::with_replicated_table("batch_mixed", 3, "g", "items", TABLE).await;
+        let c1 = cluster.client(1).await;
+        c1.execute("INSERT INTO items VALUES (0, 'first')", &[])
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let mut tasks = Vec::new();
+        for worker in 0..6 {
+            let client = cluster.client(1).await;
+            tasks.push(tokio::spawn(async move {
+                let mut done = 0;
+                let mut n = 0;
+                while tokio::time::Instant::now() < deadline {
+                    n += 1;
+                    let id = worker * 100_000 + n;
+                    let result = match worker {
+                        // Updates and deletes read rows: they take the group alone.
+                        0 => {
+                            client
+                                .execute(
+                                    "UPDATE items SET v = v || 'u' WHERE id % 7 = $1 % 7",
+                                    &[&id],
+                                )
+                                .await
+                        }
+                        1 => {
+                            client
+                                .execute("DELETE FROM items WHERE id % 11 = $1 % 11", &[&id])
+                                .await
+                        }
+                        _ => {
+                            client
+                                .execute("INSERT INTO items VALUES ($1, 'new')", &[&id])
+                                .await
+                        }
+                    };
+                    match result {
+                        Ok(_) => done += 1,
+                        Err(e) if sqlstate(&e) == "40001" => {}
+                        Err(e) => panic!("worker {worker}: {e:?}"),
+                    }
+                }
+                done
+            }));
+        }
+        let mut done = 0;
+        for task in tasks {
+            done += task.await.unwrap();
+        }
+        assert!(done > 50, "only {done} writes went through");
+        let batches: i64 = c1
+            .query_one(
+                "SELECT count(*) FROM paxos.log WHERE group_id = 'g' AND value_kind = 'batch'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(batches > 0, "no insert was batched");
+        cluster.assert_same_rows("items").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_transaction_that_writes_more_takes_the_group_alone() {
+    bounded(async {
+        let cluster = Cluster::with_replicated_table("batch_upgrade", 3, "g", "items", TABLE).await;
+        let c1 = cluster.client(1).await;
+        c1.batch_execute(
+            "INSERT INTO items VALUES (0, 'first');
+             CREATE FUNCTION public.insert_then_update(i int) RETURNS void LANGUAGE plpgsql AS $$
+             BEGIN
+               INSERT INTO public.items VALUES (i, 'inserted');
+               UPDATE public.items SET v = 'updated' WHERE id = i;
+             END $$;",
+        )
+        .await
+        .unwrap();
+        c1.execute("SELECT public.insert_then_update(5)", &[])
+            .await
+            .unwrap();
+        let last: (String, String) = c1
+            .query_one(
+                "SELECT value_kind, value_body FROM paxos.log WHERE group_id = 'g'
+                 ORDER BY round DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert_eq!(last.0, "statement", "one entry of its own: {last:?}");
+        assert!(
+            last.1.contains("INSERT INTO") && last.1.contains("UPDATE"),
+            "{last:?}"
+        );
+        cluster.assert_same_rows("items").await;
+        for n in cluster.nodes() {
+            let v: String = cluster
+                .client(n)
+                .await
+                .query_one("SELECT v FROM items WHERE id = 5", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(v, "updated", "node {n}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_batching_off_every_insert_takes_a_round_of_its_own() {
+    bounded(async {
+        let slow = slow_cluster("batch_off", Duration::from_millis(50)).await;
+        let cluster = &slow.cluster;
+        let mut connections = Vec::new();
+        for _ in 0..4 {
+            let c = cluster.client(1).await;
+            c.batch_execute("SET pg_paxos.batch_writes = off")
+                .await
+                .unwrap();
+            connections.push(c);
+        }
+        let runs = connections.iter().enumerate().map(|(i, c)| async move {
+            loop {
+                match c
+                    .execute("INSERT INTO items VALUES ($1, 'x')", &[&(i as i32 + 1)])
+                    .await
+                {
+                    Ok(_) => return,
+                    Err(e) if sqlstate(&e) == "40001" => continue,
+                    Err(e) => panic!("insert {i}: {e:?}"),
+                }
+            }
+        });
+        futures::future::join_all(runs).await;
+        let c1 = cluster.client(1).await;
+        let (statements, batched): (i64, i64) = c1
+            .query_one(
+                "SELECT count(*) FILTER (WHERE value_kind = 'statement'),
+                        count(*) FILTER (WHERE value_kind = 'batch' AND value_body LIKE '%x''%')
+                 FROM paxos.log WHERE group_id = 'g'",
+                &[],
+            )
+            .await
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert_eq!((statements, batched), (4, 0));
+        wait_until(
+            "every node has the five rows",
+            Duration::from_secs(10),
+            || async {
+                cluster
+                    .table_checksums("items")
+                    .await
+                    .windows(2)
+                    .all(|w| w[0] == w[1])
+            },
+        )
+        .await;
+    })
+    .await;
+}
