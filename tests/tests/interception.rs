@@ -536,3 +536,43 @@ async fn every_kind_of_write_lands_the_same_on_every_node() {
     })
     .await;
 }
+
+/// A session keeps its map of replicated tables across transactions; a table replicated later
+/// (from another node, registered here by another backend) is intercepted in that session at
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_see_tables_replicated_after_they_started() {
+    bounded(async {
+        let cluster = Cluster::new("late_tables", 3);
+        for n in cluster.nodes() {
+            cluster
+                .client(n)
+                .await
+                .batch_execute("CREATE TABLE late (id int PRIMARY KEY)")
+                .await
+                .unwrap();
+        }
+        cluster.form_group("g").await;
+        let c2 = cluster.client(2).await;
+        // Node 2's session writes the table while it is local only.
+        c2.execute("INSERT INTO late VALUES (1)", &[])
+            .await
+            .unwrap();
+        cluster
+            .client(1)
+            .await
+            .execute("SELECT paxos_replicate_table('g', 'late')", &[])
+            .await
+            .unwrap();
+        // Node 2 registered the table when it applied that round (in another backend): the same
+        // session's next write goes through the log.
+        c2.execute("INSERT INTO late VALUES (2)", &[])
+            .await
+            .unwrap();
+        let on_node_1 = psql(&cluster.client(1).await, "SELECT id FROM late ORDER BY id")
+            .await
+            .unwrap();
+        assert_eq!(on_node_1, vec![vec!["2".to_string()]]);
+    })
+    .await;
+}

@@ -27,6 +27,7 @@ pub extern "C-unwind" fn _PG_init() {
     paxos::round_claims::init();
     paxos::leadership::init();
     paxos::batching::init();
+    intercept::init();
     intercept::install();
 }
 

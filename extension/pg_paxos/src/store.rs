@@ -683,7 +683,20 @@ pub fn require_synchronous_commit() -> Result<()> {
 
 /// A learned value needs no flush of its own: it can always be learned again from the acceptors.
 pub fn relax_synchronous_commit() -> Result<()> {
-    execute(&SET_SYNCHRONOUS_COMMIT, &["off".into()])
+    // SAFETY: sets a GUC for the rest of the transaction (as SET LOCAL would), inside one.
+    unsafe {
+        pgrx::pg_sys::set_config_option(
+            c"synchronous_commit".as_ptr(),
+            c"off".as_ptr(),
+            pgrx::pg_sys::GucContext::PGC_USERSET,
+            pgrx::pg_sys::GucSource::PGC_S_SESSION,
+            pgrx::pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            0,
+            false,
+        );
+    }
+    Ok(())
 }
 
 const CONNECTION_DEFAULTS: Sql = Sql {
@@ -810,7 +823,9 @@ pub fn register_table(group_id: &str, name: &str, columns: &str, round: u64) -> 
         columns.into(),
         round_arg(round),
     ];
-    execute(&REGISTER_TABLE, &args)
+    execute(&REGISTER_TABLE, &args)?;
+    crate::intercept::tables_registered();
+    Ok(())
 }
 
 const REPLICATED_TABLES: Sql = Sql {
@@ -828,15 +843,17 @@ pub fn replicated_tables(group_id: &str) -> Result<Vec<String>> {
     })
 }
 
-const CURRENT_ROLE: Sql = Sql {
-    text: "SELECT current_user::text",
-    args: &[],
-};
-
-/// The role the current statement runs as (logged with its writes, replayed as it).
+/// The role the current statement runs as (logged with its writes, replayed as it): the name of
+/// `current_user`.
 pub fn current_role() -> Result<String> {
-    first_value::<String>(&CURRENT_ROLE, &[])?
-        .ok_or_else(|| PaxosError::Internal("no current user".into()))
+    // SAFETY: a catalog lookup of the current user id inside a transaction; the name is copied
+    // out of the palloc'd string.
+    unsafe {
+        let name = pgrx::pg_sys::GetUserNameFromId(pgrx::pg_sys::GetUserId(), false);
+        Ok(std::ffi::CStr::from_ptr(name)
+            .to_string_lossy()
+            .into_owned())
+    }
 }
 
 const RESTART_SEQUENCE: Sql = Sql {

@@ -77,13 +77,46 @@ fn active() -> bool {
     if !guc::ENABLED.get() || bypassed() {
         return false;
     }
-    // SAFETY: reads a backend-global flag and does a syscache lookup inside a transaction.
+    // SAFETY: reads backend-global flags.
     unsafe {
         if pg_sys::creating_extension || !pg_sys::IsTransactionState() {
             return false;
         }
-        pg_sys::get_extension_oid(c"pg_paxos".as_ptr(), true) != pg_sys::Oid::INVALID
     }
+    extension_oid() != pg_sys::Oid::INVALID
+}
+
+thread_local! {
+    /// The extension's oid in this database, per local transaction (looking it up scans
+    /// pg_extension, and every statement asks several times).
+    static EXTENSION: Cell<Option<(u32, pg_sys::Oid)>> = const { Cell::new(None) };
+}
+
+/// The oid of extension pg_paxos in this database (invalid when it is not created).
+pub(crate) fn extension_oid() -> pg_sys::Oid {
+    // SAFETY: MyProc is set for every backend that runs queries; the lookup runs inside a
+    // transaction (the callers check).
+    unsafe {
+        let lxid = (*pg_sys::MyProc).lxid;
+        if let Some((at, oid)) = EXTENSION.get() {
+            if at == lxid {
+                return oid;
+            }
+        }
+        let oid = pg_sys::get_extension_oid(c"pg_paxos".as_ptr(), true);
+        EXTENSION.set(Some((lxid, oid)));
+        oid
+    }
+}
+
+/// Reserves shared memory; call from `_PG_init`.
+pub fn init() {
+    statements::init();
+}
+
+/// Tables were registered as replicated in this transaction (see `statements`).
+pub fn tables_registered() {
+    statements::tables_registered();
 }
 
 /// The elements of a PostgreSQL `List` of pointers (none for NIL).

@@ -1,12 +1,14 @@
 //! Which tables are replicated, and the writes to them the planner hook has deparsed, by the query
 //! id it tagged them with (a prepared statement is executed long after it was planned).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::CStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PgAtomic};
 
 use crate::error::OrRaise;
 use crate::paxos::apply::as_extension_owner;
@@ -32,8 +34,82 @@ thread_local! {
     static NEXT_TAG: RefCell<u64> = const { RefCell::new(0) };
     /// Intercepted statements by query id; prepared statements are executed long after analysis.
     static INTERCEPTED: RefCell<HashMap<u64, Intercepted>> = RefCell::new(HashMap::new());
-    /// Replicated tables (oid -> group), per local transaction.
-    static REPLICATED: RefCell<Option<(u32, HashMap<pg_sys::Oid, String>)>> = const { RefCell::new(None) };
+    /// Replicated tables (oid -> group), as of the version they were read at.
+    static REPLICATED: RefCell<Option<(TablesVersion, HashMap<pg_sys::Oid, String>)>> = const { RefCell::new(None) };
+    /// A relation changed (created, dropped, renamed...) since the tables were read: their oids
+    /// are read again.
+    static RELATIONS_CHANGED: Cell<bool> = const { Cell::new(false) };
+    /// This transaction registered tables: others read them again once it ends.
+    static REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Bumped whenever any backend of the node registers replicated tables (and again when its
+/// transaction ends): a backend keeps its map of replicated tables across transactions until
+/// then, or until a relation changes.
+static TABLES_GENERATION: PgAtomic<AtomicU64> =
+    unsafe { PgAtomic::new(c"pg_paxos_tables_generation") };
+static SHARED: AtomicBool = AtomicBool::new(false);
+
+/// What a map of replicated tables was read at: the extension object and the generation (or,
+/// without shared memory, the local transaction: then it is read once per transaction).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct TablesVersion {
+    extension: pg_sys::Oid,
+    generation: u64,
+    transaction: Option<u32>,
+}
+
+/// Reserves the shared memory; call from `_PG_init`.
+pub fn init() {
+    // SAFETY: reads a flag the postmaster sets while loading preloaded libraries; the callback
+    // only sets a flag of this backend.
+    unsafe {
+        if pg_sys::process_shared_preload_libraries_in_progress {
+            pg_shmem_init!(TABLES_GENERATION);
+            SHARED.store(true, Ordering::Relaxed);
+        }
+        pg_sys::CacheRegisterRelcacheCallback(Some(relation_changed), pg_sys::Datum::from(0));
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn relation_changed(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+    RELATIONS_CHANGED.with(|c| c.set(true));
+}
+
+/// Tables were registered in this transaction: every backend reads them again (now, and once the
+/// transaction ended, when they are visible).
+pub fn tables_registered() {
+    REGISTERED.with(|r| r.set(true));
+    bump_generation();
+}
+
+/// At the end of a transaction.
+pub fn transaction_ended() {
+    if REGISTERED.with(|r| r.replace(false)) {
+        bump_generation();
+    }
+}
+
+fn bump_generation() {
+    if SHARED.load(Ordering::Relaxed) {
+        TABLES_GENERATION.get().fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn tables_version() -> TablesVersion {
+    // SAFETY: MyProc is set for every backend that runs queries.
+    let lxid = unsafe { (*pg_sys::MyProc).lxid };
+    let shared = SHARED.load(Ordering::Relaxed);
+    TablesVersion {
+        extension: super::extension_oid(),
+        generation: if shared {
+            TABLES_GENERATION.get().load(Ordering::SeqCst)
+        } else {
+            0
+        },
+        transaction: (!shared).then_some(lxid),
+    }
 }
 
 pub fn intercepted(query_id: u64) -> Option<Intercepted> {
@@ -45,14 +121,16 @@ pub fn intercepted(query_id: u64) -> Option<Intercepted> {
 
 /// The group a table is replicated in, if any.
 pub fn replicated_group(relid: pg_sys::Oid) -> Option<String> {
-    // SAFETY: MyProc is set for every backend that runs queries.
-    let lxid = unsafe { (*pg_sys::MyProc).lxid };
-    let fresh = REPLICATED.with(|r| r.borrow().as_ref().is_some_and(|(x, _)| *x == lxid));
+    // The version is taken before reading, so a change made meanwhile is read again next time.
+    let version = tables_version();
+    let relations_changed = RELATIONS_CHANGED.with(|c| c.replace(false));
+    let fresh = !relations_changed
+        && REPLICATED.with(|r| r.borrow().as_ref().is_some_and(|(v, _)| *v == version));
     if !fresh {
         let tables =
             super::bypassing(|| super::with_snapshot(|| as_extension_owner(load_replicated)))
                 .or_raise();
-        REPLICATED.with(|r| *r.borrow_mut() = Some((lxid, tables)));
+        REPLICATED.with(|r| *r.borrow_mut() = Some((version, tables)));
     }
     REPLICATED.with(|r| {
         r.borrow()

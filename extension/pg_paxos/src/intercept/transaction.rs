@@ -2,6 +2,7 @@
 //! round right after the state it ran on.
 
 use std::cell::RefCell;
+use std::time::Duration;
 
 use paxos_model::entries::{LoggedStatement, Step};
 use paxos_model::value::ValueKind;
@@ -236,9 +237,10 @@ fn propose_batched(group: &str, epoch: u64, statement: &LoggedStatement) -> Resu
     super::bypassing(|| {
         super::with_snapshot(|| {
             as_extension_owner(|| {
-                let log = ReplicatedLog::open(group)?;
-                let limit = log.round_timeout() * 3;
-                let placement = batching::commit(&log, epoch, statement, limit)?;
+                // The log is only opened by the transaction that proposes the batch.
+                let limit = Duration::from_millis(guc::millis(&guc::ROUND_TIMEOUT_MS)) * 3;
+                let open = || ReplicatedLog::open(group);
+                let placement = batching::commit(group, open, epoch, statement, limit)?;
                 CHOSEN_IN_BATCH.with(|c| *c.borrow_mut() = Some(group.to_string()));
                 store::mark_batched(group, placement.round, placement.index)?;
                 if LOCAL_WRITES.with(|w| w.get()) {
@@ -275,6 +277,7 @@ pub unsafe extern "C-unwind" fn xact_callback(
             }
             PENDING.with(|p| p.borrow_mut().take());
             LOCAL_WRITES.with(|w| w.set(false));
+            super::statements::transaction_ended();
             super::capture::abort(0);
             super::reset_bypass();
         }

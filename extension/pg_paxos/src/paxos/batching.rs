@@ -248,12 +248,13 @@ enum Turn {
 /// Commits `statement`, written by a transaction that joined `epoch` of `log`'s group, in a
 /// batch: returns where it was chosen. Waits at most `limit` for its batch to be decided.
 pub fn commit(
-    log: &ReplicatedLog,
+    group: &str,
+    open_log: impl Fn() -> Result<ReplicatedLog>,
     epoch: u64,
     statement: &LoggedStatement,
     limit: Duration,
 ) -> Result<Placement> {
-    let group = log.id().to_string();
+    let group = group.to_string();
     let body = statement.encode();
     let deadline = Instant::now() + limit;
     // SAFETY: MyProc is set for every backend.
@@ -304,7 +305,10 @@ pub fn commit(
                 epoch,
                 members,
                 bodies,
-            } => propose(log, round, epoch, members, bodies),
+            } => match open_log() {
+                Ok(log) => propose(&log, round, epoch, members, bodies),
+                Err(e) => Proposing::new(&group, members).finish(epoch, round, Err(e)),
+            },
             Turn::Wait => wait_until(deadline, Duration::from_millis(20), &group)?,
         }
     }
@@ -405,11 +409,7 @@ fn propose(
     members: Vec<(usize, u64)>,
     bodies: Vec<Option<String>>,
 ) {
-    let mut proposing = Proposing {
-        group: log.id().to_string(),
-        members,
-        done: false,
-    };
+    let mut proposing = Proposing::new(log.id(), members);
     let outcome = (|| {
         let statements = bodies
             .into_iter()
@@ -420,7 +420,8 @@ fn propose(
             ValueKind::Batch,
             Some(Batch { statements }.encode()),
         );
-        log.prepare_to_propose(round)?;
+        // No `prepare_to_propose`: every round up to the chain's start is applied, and the
+        // rounds after it are batches, which change no membership.
         // The proposer's transaction commits right after the members are told (no network call
         // in between), so the chosen value is recorded in it.
         let chosen = log.decide_recorded(round, Some(value.clone()), Record::InThisTransaction)?;
@@ -445,6 +446,14 @@ struct Proposing {
 }
 
 impl Proposing {
+    fn new(group: &str, members: Vec<(usize, u64)>) -> Proposing {
+        Proposing {
+            group: group.to_string(),
+            members,
+            done: false,
+        }
+    }
+
     fn finish(&mut self, epoch: u64, round: u64, outcome: Result<()>) {
         self.done = true;
         let members = std::mem::take(&mut self.members);
