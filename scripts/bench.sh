@@ -2,8 +2,8 @@
 # Benchmarks on a local 3-node cluster (fsync on), each beside the same statements on a plain table
 # of one node of the same machine in the same run, as ratios:
 #   1. the replicated log: paxos_append at 1, 4 and 8 clients;
-#   2. replicated tables: single-row INSERT at 1, 4, 8 and 16 clients; single-row SELECT under the
-#      strong and the optimistic consistency model.
+#   2. replicated tables: single-row INSERT at 1, 4, 8 and 16 clients (and at 16 with group commit
+#      off); single-row SELECT under the strong and the optimistic consistency model.
 #
 #   scripts/bench.sh [SECONDS_PER_RUN]      (default 10)
 set -euo pipefail
@@ -89,6 +89,8 @@ row() {
 for c in ${TABLE_CLIENTS:-1 4 8 16}; do
   row "INSERT, $c clients" insert_local.sql insert_rep.sql "$c"
 done
+# The same without group commit: every transaction takes a round of its own, in turn.
+row "INSERT, 16, unbatched" insert_local.sql insert_rep.sql 16 "-c pg_paxos.batch_writes=off"
 row "SELECT strong, 1" select_local.sql select_rep.sql 1
 row "SELECT optimistic, 1" select_local.sql select_rep.sql 1 "-c pg_paxos.consistency_model=optimistic"
 rounds=$(scripts/cluster psql 2 -At -c "SELECT paxos_apply_log('bench', 'bench', paxos_max_group_round('bench'))")

@@ -24,3 +24,20 @@ pub async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
         .await
         .expect("test exceeded its time budget");
 }
+
+/// Runs `sql` with `params` on `client` until it does not fail with a serialization failure
+/// (`40001`: its transaction's round went to another write), at most 20 times.
+pub async fn execute_retrying(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, Error> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match client.execute(sql, params).await {
+            Err(e) if sqlstate(&e) == "40001" && attempt < 20 => continue,
+            outcome => return outcome,
+        }
+    }
+}

@@ -11,7 +11,7 @@ pub mod wait;
 
 pub use blackhole::Blackhole;
 pub use cluster::Cluster;
-pub use errors::{bounded, message, sqlstate};
+pub use errors::{bounded, execute_retrying, message, sqlstate};
 pub use fake_kube::FakeKube;
 pub use links::{LinkProxy, Rule};
 pub use wait::wait_until;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use pg_paxos_tests::{bounded, sqlstate, wait_until, Cluster, LinkProxy, Rule};
+use pg_paxos_tests::{bounded, execute_retrying, sqlstate, wait_until, Cluster, LinkProxy, Rule};
 use tokio_postgres::Client;
 
 const TABLE: &str = "CREATE TABLE items (id int PRIMARY KEY, v text)";
@@ -292,16 +292,10 @@ async fn with_batching_off_every_insert_takes_a_round_of_its_own() {
             connections.push(c);
         }
         let runs = connections.iter().enumerate().map(|(i, c)| async move {
-            loop {
-                match c
-                    .execute("INSERT INTO items VALUES ($1, 'x')", &[&(i as i32 + 1)])
-                    .await
-                {
-                    Ok(_) => return,
-                    Err(e) if sqlstate(&e) == "40001" => continue,
-                    Err(e) => panic!("insert {i}: {e:?}"),
-                }
-            }
+            let id = i as i32 + 1;
+            execute_retrying(c, "INSERT INTO items VALUES ($1, 'x')", &[&id])
+                .await
+                .unwrap_or_else(|e| panic!("insert {i}: {e:?}"));
         });
         futures::future::join_all(runs).await;
         let c1 = cluster.client(1).await;
@@ -328,6 +322,75 @@ async fn with_batching_off_every_insert_takes_a_round_of_its_own() {
             },
         )
         .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_ended_while_their_round_is_in_flight_leave_nothing_stuck() {
+    bounded(async {
+        let slow = slow_cluster("batch_terminated", Duration::from_millis(300)).await;
+        let cluster = &slow.cluster;
+        let mut running = Vec::new();
+        for i in 0..6 {
+            let c = cluster.client(1).await;
+            running.push(tokio::spawn(async move {
+                c.execute("INSERT INTO items VALUES ($1, 'ended')", &[&(100 + i)])
+                    .await
+            }));
+        }
+        let admin = cluster.client(1).await;
+        wait_until(
+            "six inserts waiting for their rounds",
+            Duration::from_secs(10),
+            || async {
+                let active: i64 = admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity
+                         WHERE query LIKE 'INSERT INTO items%' AND state = 'active'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                active == 6
+            },
+        )
+        .await;
+        // The backends end (FATAL) while one of them proposes and the others wait for it.
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE query LIKE 'INSERT INTO items%' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        for task in running {
+            // Ended or, for one that got through just before, done: either is fine here.
+            let _ = task.await.unwrap();
+        }
+        // Nothing is left in flight: later inserts go through at once (after a serialization
+        // failure or two while the node applies what the ended ones left).
+        for id in 200..204 {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+            let insert =
+                execute_retrying(&admin, "INSERT INTO items VALUES ($1, 'after')", &params);
+            tokio::time::timeout(Duration::from_secs(10), insert)
+                .await
+                .unwrap_or_else(|_| panic!("insert {id} hung: a queue was left stuck"))
+                .unwrap_or_else(|e| panic!("insert {id}: {e:?}"));
+        }
+        let outcomes = at_once(cluster, 6, "INSERT INTO items VALUES ($1, $2)", |i| {
+            300 + i as i32
+        })
+        .await;
+        for (i, outcome) in outcomes.iter().enumerate() {
+            if let Err(e) = outcome {
+                assert_eq!(sqlstate(e), "40001", "insert {i}: {e:?}");
+            }
+        }
+        cluster.assert_same_rows("items").await;
     })
     .await;
 }

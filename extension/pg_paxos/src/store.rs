@@ -139,7 +139,41 @@ const READ_STATE: Sql = Sql {
 };
 
 pub fn read_state(group_id: &str) -> Result<ReadState> {
-    query(&READ_STATE, &[group_id.into()], |table| {
+    read_state_with(&READ_STATE, &[group_id.into()], group_id)
+}
+
+const READ_STATE_SHARING_WRITERS: Sql = Sql {
+    text: "SELECT g.self_conninfo, g.applied_round, g.diverged_round, g.diverged_error,
+                  (SELECT max(round) FROM paxos.log WHERE group_id = $1),
+                  (SELECT max(round) FROM paxos.acceptor_slots
+                    WHERE group_id = $1 AND accepted_num IS NOT NULL),
+                  r.promised_num, r.promised_by
+           FROM paxos.groups g LEFT JOIN paxos.range_promises r USING (group_id)
+           WHERE g.group_id = $1 AND pg_catalog.pg_try_advisory_xact_lock_shared($2, $3)",
+    args: &[TEXT, INT4, INT4],
+};
+
+/// [`read_state`] with the group's writer lock taken shared (see [`lock_writers_shared`]) in the
+/// same statement, when that needs no wait; `None` (and no lock) when it would. The state read is
+/// then as of just before the lock: a writer that held the lock alone and ended in between is
+/// missed, which only makes a write based on it fail with `40001` (its round is taken).
+pub fn read_state_sharing_writers(group_id: &str) -> Result<Option<ReadState>> {
+    let args = [
+        group_id.into(),
+        WRITER_LOCK_SPACE.into(),
+        group_lock_key(group_id).into(),
+    ];
+    match read_state_with(&READ_STATE_SHARING_WRITERS, &args, group_id) {
+        Ok(state) => Ok(Some(state)),
+        // No row: either the lock was not free or the group is missing; the caller falls back to
+        // waiting for the lock and reading again, which tells the two apart.
+        Err(PaxosError::UnknownGroup { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn read_state_with(sql: &Sql, args: &[DatumWithOid], group_id: &str) -> Result<ReadState> {
+    query(sql, args, |table| {
         let mut out = None;
         for row in table {
             let diverged = row.get::<i64>(3)?.map(|round| {

@@ -270,6 +270,9 @@ pub unsafe extern "C-unwind" fn xact_callback(
         pg_sys::XactEvent::XACT_EVENT_ABORT
         | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
         | pg_sys::XactEvent::XACT_EVENT_COMMIT => {
+            if event != pg_sys::XactEvent::XACT_EVENT_COMMIT {
+                batching::abandon();
+            }
             if let Some(group) = CHOSEN_IN_BATCH.with(|c| c.borrow_mut().take()) {
                 if event != pg_sys::XactEvent::XACT_EVENT_COMMIT {
                     batching::break_chain(&group);

@@ -239,7 +239,6 @@ enum Turn {
     Propose {
         round: u64,
         epoch: u64,
-        members: Vec<(usize, u64)>,
         bodies: Vec<Option<String>>,
     },
     Wait,
@@ -285,11 +284,8 @@ pub fn commit(
         }
         wait_until(deadline, Duration::from_millis(1), &group)?;
     };
-    let mut waiter = Waiter {
-        group: group.clone(),
-        place,
-        done: false,
-    };
+    OWN_PLACE.with(|p| *p.borrow_mut() = Some((group.clone(), place)));
+    let _waiter = Waiter;
     loop {
         // SAFETY: MyLatch is this backend's own latch.
         unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
@@ -297,18 +293,22 @@ pub fn commit(
             .ok_or_else(|| lost(&group))?;
         match turn {
             Turn::Done(outcome) => {
-                waiter.done = true;
+                OWN_PLACE.with(|p| p.borrow_mut().take());
                 return outcome;
             }
             Turn::Propose {
                 round,
                 epoch,
-                members,
                 bodies,
-            } => match open_log() {
-                Ok(log) => propose(&log, round, epoch, members, bodies),
-                Err(e) => Proposing::new(&group, members).finish(epoch, round, Err(e)),
-            },
+            } => {
+                // `take_turn` recorded the batch as this backend's already, so that even an
+                // error raised from here on fails it instead of leaving it in flight.
+                let proposing = Proposing;
+                match open_log() {
+                    Ok(log) => propose(&log, proposing, round, epoch, bodies),
+                    Err(e) => proposing.finish(epoch, round, Err(e)),
+                }
+            }
             Turn::Wait => wait_until(deadline, Duration::from_millis(20), &group)?,
         }
     }
@@ -389,10 +389,10 @@ fn take_turn(
                 return (Turn::Wait, wake);
             }
             queue.combining = true;
+            OWN_BATCH.with(|b| *b.borrow_mut() = Some((group.to_string(), members)));
             let turn = Turn::Propose {
                 round: queue.chain.next_round(),
                 epoch,
-                members,
                 bodies,
             };
             (turn, wake)
@@ -404,12 +404,11 @@ fn take_turn(
 /// Proposes the batch of `members` in `round`, then hands every member its outcome.
 fn propose(
     log: &ReplicatedLog,
+    proposing: Proposing,
     round: u64,
     epoch: u64,
-    members: Vec<(usize, u64)>,
     bodies: Vec<Option<String>>,
 ) {
-    let mut proposing = Proposing::new(log.id(), members);
     let outcome = (|| {
         let statements = bodies
             .into_iter()
@@ -437,27 +436,26 @@ fn propose(
     proposing.finish(epoch, round, outcome);
 }
 
-/// A batch being proposed by this backend: on drop before it finished (an error or a cancel on
-/// the way), its members fail and the chain breaks (the round's outcome is unknown).
-struct Proposing {
-    group: String,
-    members: Vec<(usize, u64)>,
-    done: bool,
+/// A batch being proposed by this backend (kept in `OWN_BATCH`): on drop before it finished (an
+/// error or a cancel on the way), its members fail and the chain breaks (the round's outcome is
+/// unknown).
+struct Proposing;
+
+thread_local! {
+    /// This backend's place in a queue while it waits: group and (index, ticket).
+    static OWN_PLACE: std::cell::RefCell<Option<(String, (usize, u64))>> =
+        const { std::cell::RefCell::new(None) };
+    /// The batch this backend proposes: group and its members' (index, ticket).
+    static OWN_BATCH: std::cell::RefCell<Option<(String, Vec<(usize, u64)>)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 impl Proposing {
-    fn new(group: &str, members: Vec<(usize, u64)>) -> Proposing {
-        Proposing {
-            group: group.to_string(),
-            members,
-            done: false,
-        }
-    }
-
-    fn finish(&mut self, epoch: u64, round: u64, outcome: Result<()>) {
-        self.done = true;
-        let members = std::mem::take(&mut self.members);
-        with_queue(&self.group, |queue, _| {
+    fn finish(self, epoch: u64, round: u64, outcome: Result<()>) {
+        let Some((group, members)) = OWN_BATCH.with(|b| b.borrow_mut().take()) else {
+            return;
+        };
+        with_queue(&group, |queue, _| {
             queue.combining = false;
             let mut abandoned = false;
             for (position, &(i, ticket)) in members.iter().enumerate() {
@@ -492,60 +490,73 @@ impl Proposing {
 
 impl Drop for Proposing {
     fn drop(&mut self) {
-        if !self.done {
-            let ended = PaxosError::Internal(
-                "the transaction proposing this write's round ended before it was decided".into(),
-            );
-            let members = std::mem::take(&mut self.members);
-            with_queue(&self.group, |queue, _| {
-                queue.combining = false;
-                queue.chain.break_off();
-                for &(i, ticket) in &members {
-                    let w = &mut queue.writes[i];
-                    if w.ticket == ticket {
-                        if w.abandoned {
-                            *w = QueuedWrite::FREE;
-                        } else {
-                            w.fail(&ended);
-                        }
-                    }
-                }
-                ((), queue.waiting_procs())
-            });
-        }
+        fail_own_batch();
     }
 }
 
-/// A queued write's owner: on drop before it took its outcome (an error, a cancel or the deadline
-/// on the way), its place is given back. An entry being proposed is left to its proposer; a
-/// chosen one that will not commit here breaks the chain.
-struct Waiter {
-    group: String,
-    place: (usize, u64),
-    done: bool,
+/// Fails the batch this backend is proposing, if any: its round's outcome is unknown.
+fn fail_own_batch() {
+    let Some((group, members)) = OWN_BATCH.with(|b| b.borrow_mut().take()) else {
+        return;
+    };
+    let ended = PaxosError::Internal(
+        "the transaction proposing this write's round ended before it was decided".into(),
+    );
+    with_queue(&group, |queue, _| {
+        queue.combining = false;
+        queue.chain.break_off();
+        for &(i, ticket) in &members {
+            let w = &mut queue.writes[i];
+            if w.ticket == ticket {
+                if w.abandoned {
+                    *w = QueuedWrite::FREE;
+                } else {
+                    w.fail(&ended);
+                }
+            }
+        }
+        ((), queue.waiting_procs())
+    });
 }
+
+/// While a queued write's owner waits: on drop before it took its outcome (an error, a cancel or
+/// the deadline on the way), its place is given back (see [`release_own_place`]).
+struct Waiter;
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let (index, ticket) = self.place;
-        with_queue(&self.group, |queue, _| {
-            let w = &mut queue.writes[index];
-            if w.ticket == ticket {
-                match w.state {
-                    State::Proposing => w.abandoned = true,
-                    State::Chosen => {
-                        queue.chain.break_off();
-                        *w = QueuedWrite::FREE;
-                    }
-                    _ => *w = QueuedWrite::FREE,
-                }
-            }
-            ((), Vec::new())
-        });
+        release_own_place();
     }
+}
+
+/// Gives this backend's place in a queue back, if it holds one. An entry being proposed is left
+/// to its proposer; a chosen one that will not commit here breaks the chain.
+fn release_own_place() {
+    let Some((group, (index, ticket))) = OWN_PLACE.with(|p| p.borrow_mut().take()) else {
+        return;
+    };
+    with_queue(&group, |queue, _| {
+        let w = &mut queue.writes[index];
+        if w.ticket == ticket {
+            match w.state {
+                State::Proposing => w.abandoned = true,
+                State::Chosen => {
+                    queue.chain.break_off();
+                    *w = QueuedWrite::FREE;
+                }
+                _ => *w = QueuedWrite::FREE,
+            }
+        }
+        ((), Vec::new())
+    });
+}
+
+/// The transaction ends without committing: whatever this backend still has in a queue is
+/// settled. Guards do this when an error unwinds; this also covers a backend that exits without
+/// unwinding (FATAL), whose transaction is aborted on the way out.
+pub fn abandon() {
+    fail_own_batch();
+    release_own_place();
 }
 
 /// Sleeps until this backend's latch is set or `step` passed; fails past `deadline`.

@@ -623,9 +623,15 @@ impl ReplicatedLog {
         if !batching::chain_runs(group_id) && covered(&store::read_state(group_id)?)?.is_none() {
             return Ok(None);
         }
-        store::lock_writers_shared(group_id)?;
         // Again under the lock: only now can no transaction outside the chain move the state.
-        match covered(&store::read_state(group_id)?)? {
+        let state = match store::read_state_sharing_writers(group_id)? {
+            Some(state) => state,
+            None => {
+                store::lock_writers_shared(group_id)?;
+                store::read_state(group_id)?
+            }
+        };
+        match covered(&state)? {
             Some(epoch) => Ok(Some(epoch)),
             None if store::try_lock_writers_exclusive(group_id)? => Ok(None),
             None => Err(PaxosError::BatchFailed {
