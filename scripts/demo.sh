@@ -91,6 +91,18 @@ for n in 1 2 3; do
 done
 show 3 "SELECT id, token, placed, round(lucky::numeric, 4) AS lucky, item FROM orders ORDER BY id"
 
+step "12. Group commit: 8 clients insert on node 2 (the leader) for 2 s; their inserts share rounds"
+for n in 1 2 3; do sql "$n" -c "CREATE TABLE readings (id bigint PRIMARY KEY, value float8)"; done
+show 2 "SELECT paxos_replicate_table('demo', 'readings')"
+printf '\\set id random(1, 1000000000000)\nINSERT INTO readings VALUES (:id, 0.5);\n' > "$PG_PAXOS_CLUSTER_DIR/readings.sql"
+env -u RUST_BACKTRACE runuser -u postgres -- /usr/lib/postgresql/15/bin/pgbench -n -h 127.0.0.1 \
+  -p $((PG_PAXOS_BASE_PORT + 2)) -c 8 -j 2 -T 2 -f "$PG_PAXOS_CLUSTER_DIR/readings.sql" postgres 2>&1 \
+  | grep -E "^(tps|number of failed)"
+show 2 "SELECT count(*) AS batches, round(avg((length(value_body) - length(replace(value_body, 'INSERT INTO', ''))) / 11.0), 1) AS inserts_per_round FROM paxos.log WHERE group_id = 'demo' AND value_kind = 'batch'"
+for n in 1 2 3; do
+  show "$n" "SELECT count(*) AS rows, md5(string_agg(id::text, ';' ORDER BY id)) AS checksum FROM readings"
+done
+
 step "Done"
 if [[ ${1:-} == --teardown ]]; then
   cluster teardown
