@@ -129,6 +129,19 @@ async fn inserts_running_at_once_share_rounds_and_every_node_gets_them() {
             .unwrap()
             .get(0);
         assert!(rounds < 13, "13 writes took {rounds} rounds");
+        let chain = c1
+            .query_one(
+                "SELECT chain_open, tip_round - from_round, proposing, queued
+                 FROM paxos.group_commit('g')",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (open, span, proposing, queued): (bool, i64, bool, i32) =
+            (chain.get(0), chain.get(1), chain.get(2), chain.get(3));
+        assert!(open, "the chain is still open");
+        assert!(span >= 2, "the chain holds the batches ({span} rounds)");
+        assert_eq!((proposing, queued), (false, 0), "nothing left in flight");
         cluster.assert_same_rows("items").await;
         let count: i64 = c1
             .query_one("SELECT count(*) FROM items", &[])

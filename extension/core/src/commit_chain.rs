@@ -63,6 +63,16 @@ impl CommitChain {
         self.epoch
     }
 
+    /// Whether writers may join (the current epoch has not broken off).
+    pub fn is_open(&self) -> bool {
+        self.valid
+    }
+
+    /// The applied round the chain started from, and its last batch's round.
+    pub fn span(&self) -> (u64, u64) {
+        (self.from, self.tip)
+    }
+
     /// Whether writes that joined `epoch` may still be proposed.
     pub fn accepts(&self, epoch: u64) -> bool {
         self.valid && self.epoch == epoch

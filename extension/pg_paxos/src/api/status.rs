@@ -130,7 +130,7 @@ mod paxos {
     use pgrx::prelude::*;
 
     use crate::error::OrRaise;
-    use crate::paxos::leadership;
+    use crate::paxos::{batching, leadership};
     use crate::store;
 
     /// Whether this node leads `group_id` as far as it knows (its own acceptor promised nothing
@@ -162,6 +162,38 @@ mod paxos {
                 Some(next as i64),
             ),
             None => (false, None, None, None),
+        };
+        TableIterator::once(row)
+    }
+
+    /// This node's group commit for `group_id` (see `paxos::batching`): whether inserts may join
+    /// its commit chain, the chain's epoch, the applied round it started from and its last
+    /// batch's round, whether a batch is being proposed, and how many inserts are queued.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn group_commit(
+        group_id: &str,
+    ) -> TableIterator<
+        'static,
+        (
+            name!(chain_open, bool),
+            name!(epoch, Option<i64>),
+            name!(from_round, Option<i64>),
+            name!(tip_round, Option<i64>),
+            name!(proposing, bool),
+            name!(queued, i32),
+        ),
+    > {
+        store::require_group(group_id).or_raise();
+        let row = match batching::status(group_id) {
+            Some(s) => (
+                s.open,
+                Some(s.epoch as i64),
+                Some(s.from as i64),
+                Some(s.tip as i64),
+                s.proposing,
+                s.queued as i32,
+            ),
+            None => (false, None, None, None, false, 0),
         };
         TableIterator::once(row)
     }

@@ -209,6 +209,40 @@ pub fn join(group: &str, applied: u64, learned: u64) -> Option<u64> {
     .flatten()
 }
 
+/// What `group`'s commit chain and queue look like now (for `paxos.group_commit`).
+#[derive(Clone, Copy, Debug)]
+pub struct ChainStatus {
+    pub open: bool,
+    pub epoch: u64,
+    pub from: u64,
+    pub tip: u64,
+    pub proposing: bool,
+    pub queued: usize,
+}
+
+/// The status of `group`'s chain; `None` when the group has no queue on this node.
+pub fn status(group: &str) -> Option<ChainStatus> {
+    if !READY.load(Ordering::Relaxed) {
+        return None;
+    }
+    let key = round_claims::group_key(group);
+    let table = TABLE.share();
+    let queue = table.groups.iter().find(|q| q.group == key)?;
+    let (from, tip) = queue.chain.span();
+    Some(ChainStatus {
+        open: queue.chain.is_open(),
+        epoch: queue.chain.epoch(),
+        from,
+        tip,
+        proposing: queue.combining,
+        queued: queue
+            .writes
+            .iter()
+            .filter(|w| w.state != State::Free)
+            .count(),
+    })
+}
+
 /// Whether `group`'s commit chain is intact: a transaction may then expect to join it.
 pub fn chain_runs(group: &str) -> bool {
     with_queue(group, |queue, _| {
