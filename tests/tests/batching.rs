@@ -407,3 +407,55 @@ async fn inserts_ended_while_their_round_is_in_flight_leave_nothing_stuck() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_drawing_several_numbers_from_a_sequence_do_not_share_rounds() {
+    bounded(async {
+        let ddl = "CREATE TABLE serials (id serial PRIMARY KEY, v text)";
+        let cluster = Cluster::with_replicated_table("batch_serial", 3, "g", "serials", ddl).await;
+        cluster
+            .client(1)
+            .await
+            .execute("INSERT INTO serials (v) VALUES ('first')", &[])
+            .await
+            .unwrap();
+        // Single-row inserts draw once and share rounds; three-row inserts draw three numbers,
+        // which must be consecutive to be logged, so they write alone (in turns).
+        let mut clients = Vec::new();
+        for _ in 0..8 {
+            clients.push(cluster.client(1).await);
+        }
+        let runs = clients.iter().enumerate().map(|(i, c)| async move {
+            for _ in 0..10 {
+                let sql = if i % 2 == 0 {
+                    "INSERT INTO serials (v) VALUES ('one')"
+                } else {
+                    "INSERT INTO serials (v) VALUES ('a'), ('b'), ('c')"
+                };
+                execute_retrying(c, sql, &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("client {i}: {e:?}"));
+            }
+        });
+        futures::future::join_all(runs).await;
+        cluster.assert_same_rows("serials").await;
+        let c1 = cluster.client(1).await;
+        let (rows, distinct): (i64, i64) = c1
+            .query_one("SELECT count(*), count(DISTINCT id) FROM serials", &[])
+            .await
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert_eq!((rows, distinct), (1 + 40 + 120, 161));
+        let batched_multi_row: i64 = c1
+            .query_one(
+                "SELECT count(*) FROM paxos.log WHERE group_id = 'g' AND value_kind = 'batch'
+                   AND value_body LIKE '%''b''%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(batched_multi_row, 0, "a three-row insert went into a batch");
+    })
+    .await;
+}

@@ -42,6 +42,11 @@ pub struct Deterministic {
     pub check: *mut pg_sys::Query,
     pub sites: Vec<Site>,
     pub reads_tables: bool,
+    /// Each sequence is drawn from at one place of the statement at most (a place in a
+    /// multi-row statement draws once per row).
+    pub draws_each_sequence_at_one_place: bool,
+    /// The statement draws from sequences.
+    pub draws_sequences: bool,
 }
 
 /// The functions the execution tree calls.
@@ -124,6 +129,14 @@ pub unsafe fn make_deterministic(
             check,
             sites: deparsed.sites,
             reads_tables: reads_tables(query as *mut pg_sys::Node),
+            draws_each_sequence_at_one_place: {
+                let mut distinct: Vec<u32> =
+                    executed.sequences.iter().map(|s| s.to_u32()).collect();
+                distinct.sort_unstable();
+                distinct.dedup();
+                distinct.len() == executed.sequences.len()
+            },
+            draws_sequences: !executed.sequences.is_empty(),
         })
     }
 }

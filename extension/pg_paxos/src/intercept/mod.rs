@@ -87,26 +87,27 @@ fn active() -> bool {
 }
 
 thread_local! {
-    /// The extension's oid in this database, per local transaction (looking it up scans
-    /// pg_extension, and every statement asks several times).
-    static EXTENSION: Cell<Option<(u32, pg_sys::Oid)>> = const { Cell::new(None) };
+    /// The extension's oid in this database, once looked up (that scans pg_extension, and every
+    /// statement asks several times). Creating or dropping the extension creates or drops its
+    /// tables, whose relcache invalidations reach every backend before its next transaction and
+    /// clear this (see `statements::relation_changed`).
+    static EXTENSION: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
 }
 
 /// The oid of extension pg_paxos in this database (invalid when it is not created).
 pub(crate) fn extension_oid() -> pg_sys::Oid {
-    // SAFETY: MyProc is set for every backend that runs queries; the lookup runs inside a
-    // transaction (the callers check).
-    unsafe {
-        let lxid = (*pg_sys::MyProc).lxid;
-        if let Some((at, oid)) = EXTENSION.get() {
-            if at == lxid {
-                return oid;
-            }
-        }
-        let oid = pg_sys::get_extension_oid(c"pg_paxos".as_ptr(), true);
-        EXTENSION.set(Some((lxid, oid)));
-        oid
+    if let Some(oid) = EXTENSION.get() {
+        return oid;
     }
+    // SAFETY: a catalog lookup inside a transaction (the callers check).
+    let oid = unsafe { pg_sys::get_extension_oid(c"pg_paxos".as_ptr(), true) };
+    EXTENSION.set(Some(oid));
+    oid
+}
+
+/// Relations changed: the extension may have been created or dropped since.
+pub(crate) fn forget_extension_oid() {
+    EXTENSION.set(None);
 }
 
 /// Reserves shared memory; call from `_PG_init`.

@@ -103,7 +103,12 @@ unsafe fn intercept(parse: *mut pg_sys::Query, group: String) -> Result<*mut pg_
             });
         }
         let sql = statements::deparse(trees.deparse);
-        let batchable = !trees.reads_tables && is_blind_insert(parse);
+        // Concurrent inserts draw from a shared sequence in turns, so one that draws several
+        // numbers from it may get gaps, which it cannot log (see `executor::logged_steps`):
+        // only an insert of one row that draws each sequence once shares rounds.
+        let draws_once = !trees.draws_sequences
+            || (trees.draws_each_sequence_at_one_place && inserts_one_row(parse));
+        let batchable = !trees.reads_tables && draws_once && is_blind_insert(parse);
         statements::register(
             tag,
             Intercepted {
@@ -158,6 +163,16 @@ unsafe fn is_blind_insert(query: *mut pg_sys::Query) -> bool {
         }
         pg_sys::RelationClose(relation);
         plain
+    }
+}
+
+/// An INSERT whose only range-table entry is its target: `VALUES` with one row, or `DEFAULT
+/// VALUES` (more rows need a `VALUES` list or a `SELECT`, which add entries).
+unsafe fn inserts_one_row(query: *mut pg_sys::Query) -> bool {
+    // SAFETY: the query tree of the statement being planned.
+    unsafe {
+        let rtable = (*query).rtable;
+        !rtable.is_null() && (*rtable).length == 1
     }
 }
 

@@ -75,6 +75,7 @@ pub fn init() {
 #[pg_guard]
 unsafe extern "C-unwind" fn relation_changed(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
     RELATIONS_CHANGED.with(|c| c.set(true));
+    super::forget_extension_oid();
 }
 
 /// Tables were registered in this transaction: every backend reads them again (now, and once the
