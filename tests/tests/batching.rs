@@ -459,3 +459,42 @@ async fn inserts_drawing_several_numbers_from_a_sequence_do_not_share_rounds() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_too_long_for_the_shared_queue_are_proposed_by_their_own_transaction() {
+    bounded(async {
+        let slow = slow_cluster("batch_long", Duration::from_millis(100)).await;
+        let cluster = &slow.cluster;
+        let mut clients = Vec::new();
+        for _ in 0..6 {
+            clients.push(cluster.client(1).await);
+        }
+        // Entries of about 3 kB do not fit a place in shared memory (1.5 kB): each stays with its
+        // transaction, which proposes it (with whatever short entries are queued) when no other
+        // batch is in flight.
+        let runs = clients.iter().enumerate().map(|(i, c)| async move {
+            let long = format!("{i}").repeat(3000);
+            let short = "s".to_string();
+            let id = 10 + i as i32;
+            let v = if i % 2 == 0 { long } else { short };
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                execute_retrying(c, "INSERT INTO items VALUES ($1, $2)", &[&id, &v]),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("insert {i} was never proposed"))
+            .unwrap_or_else(|e| panic!("insert {i}: {e:?}"));
+        });
+        futures::future::join_all(runs).await;
+        cluster.assert_same_rows("items").await;
+        let long_rows: i64 = cluster
+            .client(2)
+            .await
+            .query_one("SELECT count(*) FROM items WHERE length(v) = 3000", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(long_rows, 3);
+    })
+    .await;
+}
