@@ -46,6 +46,9 @@ thread_local! {
     /// The group whose batch chose this transaction's entry: should the transaction still fail,
     /// the write is chosen but did not take effect here, and the group's commit chain breaks.
     static CHOSEN_IN_BATCH: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// A read in this transaction applied log rounds: rows and applied round that can always be
+    /// derived again from the log, so their commit need not wait for its flush.
+    static APPLIED_LOG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Marks the current transaction as writing data that only this node keeps.
@@ -176,7 +179,11 @@ pub fn catch_up_for_read(group: &str) -> Result<()> {
     if PENDING.with(|p| p.borrow().as_ref().is_some_and(|p| p.group == group)) {
         return Ok(());
     }
-    super::bypassing(|| as_extension_owner(|| ReplicatedLog::catch_up_for_read(group)))?;
+    let applied =
+        super::bypassing(|| as_extension_owner(|| ReplicatedLog::catch_up_for_read(group)))?;
+    if applied {
+        APPLIED_LOG.with(|a| a.set(true));
+    }
     refresh_snapshot();
     Ok(())
 }
@@ -187,12 +194,17 @@ pub fn catch_up_for_read(group: &str) -> Result<()> {
 /// majority, and after a crash this node learns and applies it again (log row, applied round and
 /// the writes commit together or not at all).
 fn propose_pending() -> Result<()> {
-    let Some(pending) = PENDING.with(|p| p.borrow_mut().take()) else {
+    let pending = PENDING
+        .with(|p| p.borrow_mut().take())
+        .filter(|p| !p.steps.is_empty());
+    let Some(pending) = pending else {
+        // Nothing to propose. A transaction that only applied the log (a strong read) commits
+        // without waiting for its flush, unless it also wrote data only this node keeps.
+        if APPLIED_LOG.with(|a| a.get()) && !LOCAL_WRITES.with(|w| w.get()) {
+            return store::relax_synchronous_commit();
+        }
         return Ok(());
     };
-    if pending.steps.is_empty() {
-        return Ok(());
-    }
     let statement = LoggedStatement {
         role: pending.role,
         steps: pending.steps.into_iter().map(|(_, step)| step).collect(),
@@ -280,6 +292,7 @@ pub unsafe extern "C-unwind" fn xact_callback(
             }
             PENDING.with(|p| p.borrow_mut().take());
             LOCAL_WRITES.with(|w| w.set(false));
+            APPLIED_LOG.with(|a| a.set(false));
             super::statements::transaction_ended();
             super::capture::abort(0);
             super::reset_bypass();

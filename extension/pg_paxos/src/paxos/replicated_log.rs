@@ -577,7 +577,8 @@ impl ReplicatedLog {
 
     /// Before a strong read: applies every round chosen before this call (the read index: the
     /// highest round any member of a majority voted in).
-    pub fn catch_up_for_read(group_id: &str) -> Result<()> {
+    /// True when it applied rounds (the transaction then wrote the applied round and their rows).
+    pub fn catch_up_for_read(group_id: &str) -> Result<bool> {
         Self::catch_up(group_id, false)
     }
 
@@ -647,7 +648,7 @@ impl ReplicatedLog {
     /// `leader_may_trust_learned` and this node leads. This node's own facts come from one
     /// statement, and with nothing to apply no lock is taken (a read stays a read: no transaction
     /// id, no flush at commit). A node where an entry fails on the way refuses to go on.
-    fn catch_up(group_id: &str, leader_may_trust_learned: bool) -> Result<()> {
+    fn catch_up(group_id: &str, leader_may_trust_learned: bool) -> Result<bool> {
         let state = store::read_state(group_id)?;
         apply::refuse_diverged(group_id, state.diverged)?;
         let trust_learned =
@@ -661,8 +662,9 @@ impl ReplicatedLog {
         if log.group.applied_round < top {
             log.apply_log(top)?;
             apply::check_not_diverged(group_id)?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Learns and applies every round up to `max_round`, in order, exactly once on this node: the
