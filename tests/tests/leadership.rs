@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use pg_paxos_tests::{bounded, sqlstate, wait_until, Cluster, LinkProxy, Rule};
+use pg_paxos_tests::{bounded, execute_retrying, sqlstate, wait_until, Cluster, LinkProxy, Rule};
 use tokio_postgres::Client;
 
 const TABLE: &str = "CREATE TABLE items (id int PRIMARY KEY, v text)";
@@ -26,14 +26,9 @@ async fn insert(c: &Client, id: i32, v: &str) -> Result<u64, tokio_postgres::Err
 
 /// Inserts, retrying serialization failures (a write based on a round another node took).
 async fn insert_retrying(c: &Client, id: i32, v: &str) {
-    for _ in 0..5 {
-        match insert(c, id, v).await {
-            Ok(_) => return,
-            Err(e) if sqlstate(&e) == "40001" => continue,
-            Err(e) => panic!("insert {id}: {e:?}"),
-        }
-    }
-    panic!("insert {id}: five serialization failures in a row");
+    execute_retrying(c, "INSERT INTO items VALUES ($1, $2)", &[&id, &v])
+        .await
+        .unwrap_or_else(|e| panic!("insert {id}: {e:?}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
