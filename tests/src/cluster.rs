@@ -152,15 +152,31 @@ impl Cluster {
 
     /// Has `node` join `group` through member `via`.
     pub async fn join(&self, group: &str, node: usize, via: usize) {
+        self.join_known_as(group, node, via, &self.conninfo(node))
+            .await;
+    }
+
+    /// Has `node` join `group` through member `via`, the other members reaching it at
+    /// `own_conninfo` (e.g. through a `LinkProxy`).
+    pub async fn join_known_as(&self, group: &str, node: usize, via: usize, own_conninfo: &str) {
         self.client(node)
             .await
             .execute(
                 "SELECT paxos_join_group($1, $2, $3)",
-                &[&group, &self.conninfo(via), &self.conninfo(node)],
+                &[&group, &self.conninfo(via), &own_conninfo],
             )
             .await
             .unwrap_or_else(|e| panic!("node {node} joins: {e:?}"));
     }
+}
+
+/// The bigint that `sql` returns on `client` (a count, a round).
+pub async fn count(client: &Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .get(0)
 }
 
 impl Cluster {

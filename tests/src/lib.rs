@@ -10,7 +10,7 @@ pub mod links;
 pub mod wait;
 
 pub use blackhole::Blackhole;
-pub use cluster::Cluster;
+pub use cluster::{count, Cluster};
 pub use errors::{bounded, execute_retrying, message, sqlstate};
 pub use fake_kube::FakeKube;
 pub use links::{LinkProxy, Rule};

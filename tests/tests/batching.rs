@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use pg_paxos_tests::{bounded, execute_retrying, sqlstate, wait_until, Cluster, LinkProxy, Rule};
+use pg_paxos_tests::{
+    bounded, count, execute_retrying, sqlstate, wait_until, Cluster, LinkProxy, Rule,
+};
 use tokio_postgres::Client;
 
 const TABLE: &str = "CREATE TABLE items (id int PRIMARY KEY, v text)";
@@ -36,15 +38,7 @@ async fn slow_cluster(name: &str, delay: Duration) -> SlowCluster {
     let mut proxies = Vec::new();
     for n in [2, 3] {
         let proxy = LinkProxy::start(cluster.port(n));
-        cluster
-            .client(n)
-            .await
-            .execute(
-                "SELECT paxos_join_group('g', $1, $2)",
-                &[&cluster.conninfo(1), &proxy.conninfo()],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("node {n} joins: {e:?}"));
+        cluster.join_known_as("g", n, 1, &proxy.conninfo()).await;
         proxy.set("node1", Rule::Delay(delay));
         proxies.push(proxy);
     }
@@ -66,15 +60,13 @@ async fn slow_cluster(name: &str, delay: Duration) -> SlowCluster {
 
 /// The most writes one logged batch of group `g` carries, as node `c` recorded it.
 async fn largest_batch(c: &Client) -> i64 {
-    c.query_one(
+    count(
+        c,
         "SELECT coalesce(max((length(value_body) - length(replace(value_body, 'INSERT INTO', '')))
                              / length('INSERT INTO')), 0)::bigint
          FROM paxos.log WHERE group_id = 'g' AND value_kind = 'batch'",
-        &[],
     )
     .await
-    .unwrap()
-    .get(0)
 }
 
 /// Runs `sql` with `id` on `clients` connections at once; returns each outcome.
@@ -120,14 +112,11 @@ async fn inserts_running_at_once_share_rounds_and_every_node_gets_them() {
             largest >= 2,
             "no round carried two writes (largest {largest})"
         );
-        let rounds: i64 = c1
-            .query_one(
-                "SELECT count(*) FROM paxos.log WHERE group_id = 'g' AND value_kind = 'batch'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let rounds = count(
+            &c1,
+            "SELECT count(*) FROM paxos.log WHERE group_id = 'g' AND value_kind = 'batch'",
+        )
+        .await;
         assert!(rounds < 13, "13 writes took {rounds} rounds");
         let chain = c1
             .query_one(
@@ -143,19 +132,11 @@ async fn inserts_running_at_once_share_rounds_and_every_node_gets_them() {
         assert!(span >= 2, "the chain holds the batches ({span} rounds)");
         assert_eq!((proposing, queued), (false, 0), "nothing left in flight");
         cluster.assert_same_rows("items").await;
-        let count: i64 = c1
-            .query_one("SELECT count(*) FROM items", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(count, 13);
+        let rows = count(&c1, "SELECT count(*) FROM items").await;
+        assert_eq!(rows, 13);
         // The strong read applied the batches on node 1 too: their writes took effect there
         // before, and applying skipped them instead of writing them twice.
-        let marks: i64 = c1
-            .query_one("SELECT count(*) FROM paxos.batched_writes", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let marks = count(&c1, "SELECT count(*) FROM paxos.batched_writes").await;
         assert_eq!(marks, 0, "applied batches leave no marks behind");
     })
     .await;
@@ -230,14 +211,11 @@ async fn batched_inserts_mixed_with_updates_and_deletes_leave_the_same_rows() {
             done += task.await.unwrap();
         }
         assert!(done > 50, "only {done} writes went through");
-        let batches: i64 = c1
-            .query_one(
-                "SELECT count(*) FROM paxos.log WHERE group_id = 'g' AND value_kind = 'batch'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let batches = count(
+            &c1,
+            "SELECT count(*) FROM paxos.log WHERE group_id = 'g' AND value_kind = 'batch'",
+        )
+        .await;
         assert!(batches > 0, "no insert was batched");
         cluster.assert_same_rows("items").await;
     })
@@ -357,15 +335,12 @@ async fn inserts_ended_while_their_round_is_in_flight_leave_nothing_stuck() {
             "six inserts waiting for their rounds",
             Duration::from_secs(10),
             || async {
-                let active: i64 = admin
-                    .query_one(
-                        "SELECT count(*) FROM pg_stat_activity
+                let active = count(
+                    &admin,
+                    "SELECT count(*) FROM pg_stat_activity
                          WHERE query LIKE 'INSERT INTO items%' AND state = 'active'",
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .get(0);
+                )
+                .await;
                 active == 6
             },
         )
@@ -446,15 +421,12 @@ async fn inserts_drawing_several_numbers_from_a_sequence_do_not_share_rounds() {
             .map(|r| (r.get(0), r.get(1)))
             .unwrap();
         assert_eq!((rows, distinct), (1 + 40 + 120, 161));
-        let batched_multi_row: i64 = c1
-            .query_one(
-                "SELECT count(*) FROM paxos.log WHERE group_id = 'g' AND value_kind = 'batch'
+        let batched_multi_row = count(
+            &c1,
+            "SELECT count(*) FROM paxos.log WHERE group_id = 'g' AND value_kind = 'batch'
                    AND value_body LIKE '%''b''%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        )
+        .await;
         assert_eq!(batched_multi_row, 0, "a three-row insert went into a batch");
     })
     .await;
@@ -487,13 +459,11 @@ async fn inserts_too_long_for_the_shared_queue_are_proposed_by_their_own_transac
         });
         futures::future::join_all(runs).await;
         cluster.assert_same_rows("items").await;
-        let long_rows: i64 = cluster
-            .client(2)
-            .await
-            .query_one("SELECT count(*) FROM items WHERE length(v) = 3000", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let long_rows = count(
+            &cluster.client(2).await,
+            "SELECT count(*) FROM items WHERE length(v) = 3000",
+        )
+        .await;
         assert_eq!(long_rows, 3);
     })
     .await;

@@ -2,8 +2,7 @@
 //! every node stores the same values, or refused. Savepoints and nested writes. Real 3-node
 //! clusters.
 
-use pg_paxos_tests::{bounded, sqlstate, Cluster};
-use tokio_postgres::Client;
+use pg_paxos_tests::{bounded, count, sqlstate, Cluster};
 
 const TABLES: &str = "
     CREATE TABLE events (
@@ -25,10 +24,6 @@ async fn cluster(name: &str) -> Cluster {
         .await
         .expect("replicate tickets");
     cluster
-}
-
-async fn count(c: &Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).await.unwrap().get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -171,15 +171,7 @@ async fn a_leader_cut_off_from_the_next_campaign_is_refused_and_nothing_diverges
             .await
             .unwrap();
         cluster.join("g", 2, 1).await;
-        cluster
-            .client(3)
-            .await
-            .execute(
-                "SELECT paxos_join_group('g', $1, $2)",
-                &[&cluster.conninfo(1), &link.conninfo()],
-            )
-            .await
-            .unwrap();
+        cluster.join_known_as("g", 3, 1, &link.conninfo()).await;
 
         // Node 3 writes and leads.
         insert_retrying(&c3, 1, "from node 3").await;

@@ -200,8 +200,8 @@ fn propose_pending() -> Result<()> {
     let Some(pending) = pending else {
         // Nothing to propose. A transaction that only applied the log (a strong read) commits
         // without waiting for its flush, unless it also wrote data only this node keeps.
-        if APPLIED_LOG.with(|a| a.get()) && !LOCAL_WRITES.with(|w| w.get()) {
-            return store::relax_synchronous_commit();
+        if APPLIED_LOG.with(|a| a.get()) {
+            return commit_without_flush_unless_local_writes();
         }
         return Ok(());
     };
@@ -232,14 +232,20 @@ fn propose_pending() -> Result<()> {
                     });
                 }
                 store::set_applied_round(&pending.group, round)?;
-                if LOCAL_WRITES.with(|w| w.get()) {
-                    Ok(())
-                } else {
-                    store::relax_synchronous_commit()
-                }
+                commit_without_flush_unless_local_writes()
             })
         })
     })
+}
+
+/// What this transaction wrote can be derived again from the log: its commit need not wait for
+/// its flush, unless it also wrote data only this node keeps.
+fn commit_without_flush_unless_local_writes() -> Result<()> {
+    if LOCAL_WRITES.with(|w| w.get()) {
+        Ok(())
+    } else {
+        store::relax_synchronous_commit()
+    }
 }
 
 /// At COMMIT of a batched transaction: its entry joins this node's next batch; once the batch is
@@ -255,11 +261,7 @@ fn propose_batched(group: &str, epoch: u64, statement: &LoggedStatement) -> Resu
                 let placement = batching::commit(group, open, epoch, statement, limit)?;
                 CHOSEN_IN_BATCH.with(|c| *c.borrow_mut() = Some(group.to_string()));
                 store::mark_batched(group, placement.round, placement.index)?;
-                if LOCAL_WRITES.with(|w| w.get()) {
-                    Ok(())
-                } else {
-                    store::relax_synchronous_commit()
-                }
+                commit_without_flush_unless_local_writes()
             })
         })
     })
@@ -282,11 +284,10 @@ pub unsafe extern "C-unwind" fn xact_callback(
         pg_sys::XactEvent::XACT_EVENT_ABORT
         | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
         | pg_sys::XactEvent::XACT_EVENT_COMMIT => {
+            let chosen_in_batch = CHOSEN_IN_BATCH.with(|c| c.borrow_mut().take());
             if event != pg_sys::XactEvent::XACT_EVENT_COMMIT {
                 batching::abandon();
-            }
-            if let Some(group) = CHOSEN_IN_BATCH.with(|c| c.borrow_mut().take()) {
-                if event != pg_sys::XactEvent::XACT_EVENT_COMMIT {
+                if let Some(group) = chosen_in_batch {
                     batching::break_chain(&group);
                 }
             }

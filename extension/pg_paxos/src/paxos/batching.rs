@@ -184,6 +184,19 @@ fn with_queue<R>(
     Some(out)
 }
 
+/// Runs `f` on the queue of `group` under the table's shared lock; `None` when the group has no
+/// queue.
+fn read_queue<R>(group: &str, f: impl FnOnce(&GroupQueue) -> R) -> Option<R> {
+    if !READY.load(Ordering::Relaxed) {
+        return None;
+    }
+    let key = round_claims::group_key(group);
+    let table = TABLE.share();
+    let index = round_claims::probe(GROUPS, key, |s| table.groups[s].group);
+    let queue = &table.groups[index];
+    (queue.group == key).then(|| f(queue))
+}
+
 fn wake_process(procno: i32) {
     if procno < 0 {
         return;
@@ -222,33 +235,26 @@ pub struct ChainStatus {
 
 /// The status of `group`'s chain; `None` when the group has no queue on this node.
 pub fn status(group: &str) -> Option<ChainStatus> {
-    if !READY.load(Ordering::Relaxed) {
-        return None;
-    }
-    let key = round_claims::group_key(group);
-    let table = TABLE.share();
-    let queue = table.groups.iter().find(|q| q.group == key)?;
-    let (from, tip) = queue.chain.span();
-    Some(ChainStatus {
-        open: queue.chain.is_open(),
-        epoch: queue.chain.epoch(),
-        from,
-        tip,
-        proposing: queue.combining,
-        queued: queue
-            .writes
-            .iter()
-            .filter(|w| w.state != State::Free)
-            .count(),
+    read_queue(group, |queue| {
+        let (from, tip) = queue.chain.span();
+        ChainStatus {
+            open: queue.chain.is_open(),
+            epoch: queue.chain.epoch(),
+            from,
+            tip,
+            proposing: queue.combining,
+            queued: queue
+                .writes
+                .iter()
+                .filter(|w| w.state != State::Free)
+                .count(),
+        }
     })
 }
 
 /// Whether `group`'s commit chain is intact: a transaction may then expect to join it.
 pub fn chain_runs(group: &str) -> bool {
-    with_queue(group, |queue, _| {
-        (queue.chain.accepts(queue.chain.epoch()), Vec::new())
-    })
-    .unwrap_or(false)
+    read_queue(group, |queue| queue.chain.is_open()).unwrap_or(false)
 }
 
 /// A write of the chain was chosen but did not take effect here (its transaction failed after
