@@ -11,12 +11,16 @@
 //! each acceptor as one [`acceptor::RangePromise`]) proposes later rounds with phase 2 only
 //! ([`Proposer::start_accepting`]). The acceptor rules stay per slot: a range promise only raises
 //! the `promised` ballot they see ([`SlotState::under`]).
+//!
+//! Optionally, a leader holds a [`lease::LeaderLease`] granted by a majority of acceptors
+//! ([`lease::LeaseGrant`]) and serves strong reads from its own state while it runs.
 
 pub mod acceptor;
 pub mod backoff;
 pub mod ballot;
 pub mod commit_chain;
 pub mod leader;
+pub mod lease;
 pub mod message;
 pub mod proposer;
 pub mod rng;
@@ -25,5 +29,6 @@ pub use acceptor::{Accepted, RangeOutcome, RangePromise, SlotState, Step};
 pub use ballot::Ballot;
 pub use commit_chain::CommitChain;
 pub use leader::{Campaign, CampaignAction, Leadership};
+pub use lease::{LeaderLease, LeaseGrant};
 pub use message::{AcceptOutcome, PromiseOutcome, Reply, Request};
 pub use proposer::{Action, Proposer};

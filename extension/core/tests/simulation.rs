@@ -6,10 +6,14 @@
 //! phase 1), then proposes several rounds at once with phase 2 only, falls back to both phases
 //! when refused, and may be paused (a stale leader that wakes up later) as well as crashed.
 //!
+//! With leases, leaders also hold leader leases (see `paxos_core::lease`) on clocks that run at
+//! different rates within the drift bound, and read locally while a lease runs.
+//!
 //! Checked on every run:
 //! - safety: never two different values chosen for one round, where "chosen" is computed from the
 //!   acceptors' durable votes (a majority voted for one ballot), not from what proposers claim, and
 //!   every value a proposer or learner reports as chosen is the chosen one;
+//! - lease reads: a leader that reads under its lease knows every value chosen so far;
 //! - liveness: once faults stop, every proposer appends all of its values within a bound.
 //!
 //! A failing run prints its seed; `PAXOS_SIM_SEED=<seed>` replays exactly that run, and
@@ -19,10 +23,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use paxos_core::acceptor::{on_accept, on_prepare, on_prepare_range, RangePromise};
 use paxos_core::backoff::BackoffPolicy;
+use paxos_core::lease::{leader_lease_end, range_held_by, MAX_DRIFT_PERMILLE};
 use paxos_core::rng::SplitMix64;
 use paxos_core::{
-    Action, Ballot, Campaign, CampaignAction, Leadership, PromiseOutcome, Proposer, Reply, Request,
-    SlotState,
+    Action, Ballot, Campaign, CampaignAction, LeaderLease, Leadership, LeaseGrant, PromiseOutcome,
+    Proposer, RangeOutcome, Reply, Request, SlotState,
 };
 
 type Node = usize;
@@ -52,6 +57,21 @@ struct Config {
     pause_pct_per_tick: u64,
     /// Test the checker: a leader hands out a round twice under its ballot.
     reuse_leader_rounds: bool,
+    /// Leaders hold leases of this many ticks and read under them (0: no leases).
+    lease_ticks: u64,
+    /// Test the checker: one lease rule left out.
+    broken_lease: Option<BrokenLease>,
+}
+
+/// A lease rule the checker must miss (see the `the_checker_catches_leases_*` tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BrokenLease {
+    /// Acceptors grant leases but never refuse a phase 1 for them.
+    NotEnforced,
+    /// The leader counts its lease for the full length, with no allowance for clock drift.
+    NoDriftAllowance,
+    /// A restarted acceptor does not keep quiet for one lease.
+    NoQuietAfterRestart,
 }
 
 impl Config {
@@ -73,6 +93,8 @@ impl Config {
             pipeline: 1,
             pause_pct_per_tick: 0,
             reuse_leader_rounds: false,
+            lease_ticks: 0,
+            broken_lease: None,
         }
     }
 
@@ -90,6 +112,25 @@ impl Config {
 enum Msg {
     Request(Request<Value>),
     Reply(Reply<Value>),
+    LeaseRequest { ballot: Ballot, from: u64 },
+    LeaseReply { ballot: Ballot, granted: bool },
+}
+
+impl Msg {
+    fn copy(&self) -> Msg {
+        match self {
+            Msg::Request(r) => Msg::Request(r.clone()),
+            Msg::Reply(r) => Msg::Reply(r.clone()),
+            Msg::LeaseRequest { ballot, from } => Msg::LeaseRequest {
+                ballot: ballot.clone(),
+                from: *from,
+            },
+            Msg::LeaseReply { ballot, granted } => Msg::LeaseReply {
+                ballot: ballot.clone(),
+                granted: *granted,
+            },
+        }
+    }
 }
 
 struct Envelope {
@@ -106,6 +147,8 @@ struct AcceptorNode {
     range: Option<RangePromise>,
     learned: BTreeMap<u64, Value>,
     up: bool,
+    /// Volatile: lost in a crash (the restart then keeps quiet for one lease).
+    lease: LeaseGrant,
 }
 
 struct Client {
@@ -142,6 +185,9 @@ struct LeaderClient {
     known: BTreeSet<u64>,
     wake_at: u64,
     proposals: u64,
+    /// A lease request in flight: its ballot, when it left (own clock), who granted it.
+    lease_request: Option<(Ballot, u64, BTreeSet<Node>)>,
+    lease: Option<LeaderLease<Ballot>>,
 }
 
 impl LeaderClient {
@@ -160,6 +206,8 @@ impl LeaderClient {
             known: BTreeSet::new(),
             wake_at: 0,
             proposals: 0,
+            lease_request: None,
+            lease: None,
         }
     }
 
@@ -196,6 +244,7 @@ struct Report {
     elections: u64,
     leader_rounds: u64,
     pauses: u64,
+    lease_reads: u64,
     /// An order-sensitive hash of every event, to show that a seed replays exactly.
     trace_hash: u64,
 }
@@ -212,6 +261,8 @@ struct Sim {
     /// Who ever voted for each (round, ballot, value).
     votes: BTreeMap<(u64, Ballot, Value), BTreeSet<Node>>,
     chosen: BTreeMap<u64, Value>,
+    /// Per node, its clock's rate in per mille of real time (within the drift bound).
+    clock_rates: Vec<u64>,
     report: Report,
 }
 
@@ -249,9 +300,19 @@ impl Sim {
         } else {
             Vec::new()
         };
+        let mut rng = SplitMix64::new(seed);
+        let clock_rates = (0..cfg.acceptors + cfg.clients)
+            .map(|_| {
+                if cfg.lease_ticks > 0 {
+                    1000 + rng.below(MAX_DRIFT_PERMILLE + 1)
+                } else {
+                    1000
+                }
+            })
+            .collect();
         Sim {
             cfg,
-            rng: SplitMix64::new(seed),
+            rng,
             now: 0,
             acceptors,
             clients,
@@ -260,7 +321,32 @@ impl Sim {
             side: vec![false; cfg.acceptors + cfg.clients],
             votes: BTreeMap::new(),
             chosen: BTreeMap::new(),
+            clock_rates,
             report: Report::default(),
+        }
+    }
+
+    /// `node`'s monotonic clock, in thousandths of a tick at its own rate.
+    fn clock(&self, node: Node) -> u64 {
+        self.now * self.clock_rates[node]
+    }
+
+    /// A lease's length in clock units.
+    fn lease_length(&self) -> u64 {
+        self.cfg.lease_ticks * 1000
+    }
+
+    /// Acceptor `a` comes back from a crash: it forgot any grant, so it keeps quiet for one lease.
+    fn restart_acceptor(&mut self, a: Node) {
+        let quiet = if self.cfg.broken_lease == Some(BrokenLease::NoQuietAfterRestart) {
+            0
+        } else {
+            self.lease_length()
+        };
+        let node = &mut self.acceptors[a];
+        if !node.up {
+            node.up = true;
+            node.lease = LeaseGrant::after_restart(self.now * self.clock_rates[a], quiet);
         }
     }
 
@@ -292,10 +378,7 @@ impl Sim {
         };
         for _ in 0..copies {
             let delay = 1 + self.rng.below(self.cfg.max_delay);
-            let msg = match &msg {
-                Msg::Request(r) => Msg::Request(r.clone()),
-                Msg::Reply(r) => Msg::Reply(r.clone()),
-            };
+            let msg = msg.copy();
             self.net.push(Envelope {
                 deliver_at: self.now + delay,
                 from,
@@ -359,9 +442,12 @@ impl Sim {
                 self.rng
                     .below((self.cfg.acceptors + self.cfg.clients) as u64) as usize;
             if victim < self.cfg.acceptors {
-                // An acceptor has only durable state: a crash-restart loses nothing it persisted.
-                let node = &mut self.acceptors[victim];
-                node.up = !node.up;
+                // An acceptor's votes and promises are durable: a crash-restart loses none of them.
+                if self.acceptors[victim].up {
+                    self.acceptors[victim].up = false;
+                } else {
+                    self.restart_acceptor(victim);
+                }
             } else if self.cfg.leaders {
                 let client = &mut self.leaders[victim - self.cfg.acceptors];
                 if client.up {
@@ -394,7 +480,9 @@ impl Sim {
 
     fn heal(&mut self) {
         self.side.iter_mut().for_each(|s| *s = false);
-        self.acceptors.iter_mut().for_each(|a| a.up = true);
+        for a in 0..self.acceptors.len() {
+            self.restart_acceptor(a);
+        }
         for client in &mut self.clients {
             if !client.up {
                 client.up = true;
@@ -444,6 +532,12 @@ impl Sim {
                     self.acceptor_receive(envelope.to, envelope.from, request)?
                 }
                 Msg::Reply(reply) => self.client_receive(envelope.to, envelope.from, reply)?,
+                Msg::LeaseRequest { ballot, from } => {
+                    self.acceptor_grant(envelope.to, envelope.from, ballot, from)
+                }
+                Msg::LeaseReply { ballot, granted } => {
+                    self.lease_reply(envelope.to, envelope.from, ballot, granted)
+                }
             }
         }
         Ok(())
@@ -486,6 +580,10 @@ impl Sim {
         };
         if crash_roll == 0 {
             self.acceptors[me].up = false;
+            return Ok(());
+        }
+        if let Some(refusal) = self.lease_refusal(me, &request) {
+            self.send(me, from, Msg::Reply(refusal));
             return Ok(());
         }
         let reply = match request {
@@ -543,6 +641,160 @@ impl Sim {
         }
         self.send(me, from, Msg::Reply(reply));
         Ok(())
+    }
+
+    /// The refusal a running lease grant (or the quiet time after a restart) gives a phase 1.
+    fn lease_refusal(&mut self, me: Node, request: &Request<Value>) -> Option<Reply<Value>> {
+        if self.cfg.lease_ticks == 0 {
+            return None;
+        }
+        let now = self.clock(me);
+        let (ballot, highest_round) = match request {
+            Request::Prepare { ballot, round } => (ballot, *round),
+            Request::PrepareRange { ballot, .. } => (ballot, u64::MAX),
+            _ => return None,
+        };
+        let promised = self.acceptors[me]
+            .lease
+            .admit_phase1(ballot, highest_round, now)
+            .err()?;
+        if self.cfg.broken_lease == Some(BrokenLease::NotEnforced) {
+            return None;
+        }
+        let ballot = ballot.clone();
+        Some(match *request {
+            Request::PrepareRange { from, .. } => Reply::RangePromise {
+                from,
+                ballot,
+                outcome: RangeOutcome::Refused { promised },
+            },
+            _ => Reply::Promise {
+                round: request.round(),
+                ballot,
+                outcome: PromiseOutcome::Refused { promised },
+            },
+        })
+    }
+
+    /// A lease request from leader node `from` for its range from `first` on. An acceptor its
+    /// campaign did not reach promises the range first (reporting nothing), as in the extension.
+    fn acceptor_grant(&mut self, me: Node, from: Node, ballot: Ballot, first: u64) {
+        let now = self.clock(me);
+        let length = self.lease_length();
+        let node = &mut self.acceptors[me];
+        let behind = node.range.as_ref().is_none_or(|r| r.ballot < ballot);
+        if behind && node.lease.admit_phase1(&ballot, u64::MAX, now).is_ok() {
+            let step = on_prepare_range(
+                node.range.as_ref(),
+                node.slots.range(first..).map(|(r, s)| (*r, s)),
+                first,
+                &ballot,
+            );
+            if let Some(range) = step.persist {
+                node.range = Some(range);
+            }
+        }
+        let higher_slot_promise = node.range.as_ref().is_some_and(|range| {
+            node.slots
+                .range(range.from..)
+                .any(|(_, slot)| slot.promised.as_ref().is_some_and(|p| *p > ballot))
+        });
+        let granted = node.lease.request(
+            &ballot,
+            range_held_by(node.range.as_ref(), &ballot),
+            higher_slot_promise,
+            length,
+            now,
+        );
+        self.trace(40_000 + granted as u64);
+        self.send(me, from, Msg::LeaseReply { ballot, granted });
+    }
+
+    fn lease_reply(&mut self, me: Node, from: Node, ballot: Ballot, granted: bool) {
+        let c = me - self.cfg.acceptors;
+        let majority = self.cfg.acceptors / 2 + 1;
+        let length = self.lease_length();
+        let no_allowance = self.cfg.broken_lease == Some(BrokenLease::NoDriftAllowance);
+        let client = &mut self.leaders[c];
+        let Some((asked, sent_at, grants)) = client.lease_request.as_mut() else {
+            return;
+        };
+        if *asked != ballot || !granted {
+            return;
+        }
+        grants.insert(from);
+        if grants.len() >= majority {
+            client.lease = Some(LeaderLease {
+                ballot,
+                ends_at: if no_allowance {
+                    *sent_at + length
+                } else {
+                    leader_lease_end(*sent_at, length)
+                },
+            });
+            client.lease_request = None;
+        }
+    }
+
+    /// A leader reads under its lease when it can: the lease covers its leadership, and it knows
+    /// every round up to the last one it handed out (and has no recovered votes left to propose).
+    /// Such a read must see every value chosen so far.
+    fn lease_read(&mut self, c: usize) -> Result<(), String> {
+        let me = self.client_node(c);
+        let now = self.clock(me);
+        let client = &self.leaders[c];
+        let (Some(leadership), Some(lease)) = (&client.leadership, &client.lease) else {
+            return Ok(());
+        };
+        if !lease.covers(&leadership.ballot, now)
+            || !client.recovered.is_empty()
+            || (0..leadership.next_free()).any(|r| !client.known.contains(&r))
+        {
+            return Ok(());
+        }
+        if let Some(missed) = self.chosen.keys().find(|r| !client.known.contains(r)) {
+            return Err(format!(
+                "lease read: leader c{c} read at tick {} under {} without round {missed}, chosen as {:?}",
+                self.now, leadership.ballot, self.chosen[missed]
+            ));
+        }
+        self.report.lease_reads += 1;
+        self.trace(45_000 + c as u64);
+        Ok(())
+    }
+
+    /// Asks for a lease when the current one is gone or past its middle and no request is open.
+    fn renew_lease(&mut self, c: usize) {
+        let me = self.client_node(c);
+        let now = self.clock(me);
+        let half = self.lease_length() / 2;
+        let client = &mut self.leaders[c];
+        let Some(leadership) = &client.leadership else {
+            return;
+        };
+        let fresh = client
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.covers(&leadership.ballot, now + half));
+        let open = client
+            .lease_request
+            .as_ref()
+            .is_some_and(|(b, sent, _)| *b == leadership.ballot && now < sent + half);
+        if fresh || open {
+            return;
+        }
+        let (ballot, from) = (leadership.ballot.clone(), leadership.from);
+        client.lease_request = Some((ballot.clone(), now, BTreeSet::new()));
+        for a in 0..self.cfg.acceptors {
+            self.send(
+                me,
+                a,
+                Msg::LeaseRequest {
+                    ballot: ballot.clone(),
+                    from,
+                },
+            );
+        }
     }
 
     /// The ground truth: a value is chosen once a majority of acceptors durably voted for it under
@@ -768,6 +1020,13 @@ impl Sim {
             if !client.up || client.paused {
                 continue;
             }
+            if self.cfg.lease_ticks > 0 {
+                self.renew_lease(c);
+                if self.rng.chance(30) {
+                    self.lease_read(c)?;
+                }
+            }
+            let client = &self.leaders[c];
             // Campaign when there is work and no leadership.
             if client.leadership.is_none()
                 && client.campaign.is_none()
@@ -921,6 +1180,7 @@ fn check_many(cfg: Config) {
                 totals.elections += report.elections;
                 totals.leader_rounds += report.leader_rounds;
                 totals.pauses += report.pauses;
+                totals.lease_reads += report.lease_reads;
             }
             Err(failure) => panic!(
                 "seed {seed} with {} acceptors failed: {failure}\n  replay: PAXOS_SIM_SEED={seed} cargo test -p paxos-core --test simulation",
@@ -935,6 +1195,9 @@ fn check_many(cfg: Config) {
             totals.elections > 0 && totals.leader_rounds > 0 && totals.pauses > 0,
             "{totals:?}"
         );
+    }
+    if cfg.lease_ticks > 0 {
+        assert!(totals.lease_reads > 0, "{totals:?}");
     }
     assert!(totals.chosen_rounds >= cfg.clients * cfg.values_per_client);
     eprintln!("{} acceptors: {totals:?}", cfg.acceptors);
@@ -1031,4 +1294,53 @@ fn the_checker_catches_a_leader_reusing_a_round() {
         violations > 0,
         "a leader reusing rounds went unnoticed in 300 runs"
     );
+}
+
+#[test]
+fn leader_leases_on_drifting_clocks_read_everything_chosen() {
+    check_many(Config {
+        lease_ticks: 40,
+        ..Config::leaders(3)
+    });
+}
+
+#[test]
+fn five_acceptors_with_leases_stale_and_paused_leaders_stay_safe() {
+    check_many(Config {
+        clients: 4,
+        pause_pct_per_tick: 4,
+        lease_ticks: 60,
+        ..Config::leaders(5)
+    });
+}
+
+/// Lease rules left out one at a time must each fail some seeded runs. Long leases and frequent
+/// crashes make the windows they open (clock drift, a forgotten grant) wide enough to hit.
+fn lease_violations(broken: BrokenLease, seeds: u64) -> usize {
+    let cfg = Config {
+        lease_ticks: 300,
+        crash_pct_per_tick: 6,
+        pause_pct_per_tick: 0,
+        broken_lease: Some(broken),
+        ..Config::leaders(3)
+    };
+    (0..seeds)
+        .filter_map(|seed| Sim::new(cfg, seed).run().err())
+        .filter(|e| e.starts_with("lease read"))
+        .count()
+}
+
+#[test]
+fn the_checker_catches_leases_that_do_not_refuse_phase_1() {
+    assert!(lease_violations(BrokenLease::NotEnforced, 300) > 0);
+}
+
+#[test]
+fn the_checker_catches_leases_without_drift_allowance() {
+    assert!(lease_violations(BrokenLease::NoDriftAllowance, 1000) > 0);
+}
+
+#[test]
+fn the_checker_catches_acceptors_that_forget_grants_in_a_restart() {
+    assert!(lease_violations(BrokenLease::NoQuietAfterRestart, 1000) > 0);
 }

@@ -14,6 +14,7 @@ pub static CONSISTENCY_MODEL: GucSetting<ConsistencyModel> =
 pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static ALLOW_MUTABLE_FUNCTIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static BATCH_WRITES: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static LEASE_DURATION_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PostgresGucEnum)]
 pub enum ConsistencyModel {
@@ -91,6 +92,16 @@ pub fn register() {
         &BATCH_WRITES,
         GucContext::Userset,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_paxos.lease_duration",
+        c"Leader leases: how long a lease granted by this node runs, and the longest lease it asks for as leader (0: off).",
+        c"While a lease runs, the leader serves strong reads from its own state and other nodes' proposals wait. Assumes no node's clock runs more than 10% faster than another's; set the same value on every node.",
+        &LEASE_DURATION_MS,
+        0,
+        600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
     );
 }
 

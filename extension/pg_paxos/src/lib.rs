@@ -26,6 +26,7 @@ pub extern "C-unwind" fn _PG_init() {
     guc::register();
     paxos::round_claims::init();
     paxos::leadership::init();
+    paxos::lease::init();
     paxos::batching::init();
     intercept::init();
     intercept::install();

@@ -399,6 +399,11 @@ const RECORD_LEARNED: Sql = Sql {
 /// Records a chosen value. Idempotent: a chosen value never changes, so a second record of the same
 /// round is the same value.
 pub fn record_learned(group_id: &str, round: u64, value: &LogValue) -> Result<()> {
+    if matches!(value.kind, ValueKind::AddHost | ValueKind::RemoveHost) {
+        // Before the row can commit: no lease read after it may use a lease granted for the
+        // memberships before it.
+        crate::paxos::leadership::membership_changed();
+    }
     let args = [
         group_id.into(),
         round_arg(round),
@@ -659,6 +664,36 @@ fn slot_from_row(row: &SpiHeapTupleData, first: usize) -> Result<SlotState<LogVa
         _ => None,
     };
     Ok(SlotState { promised, accepted })
+}
+
+const HIGHER_SLOT_PROMISES: Sql = Sql {
+    text: "SELECT promised_num, promised_by FROM paxos.acceptor_slots s
+           WHERE group_id = $1 AND round >= $2 AND promised_num >= $3
+             AND (promised_num > $3 OR promised_by <> $4)
+             AND NOT EXISTS (SELECT 1 FROM paxos.log l
+                             WHERE l.group_id = s.group_id AND l.round = s.round)",
+    args: &[TEXT, INT8, INT8, TEXT],
+};
+
+/// True when a slot of a round from `from` on that is not learned here promised a ballot higher
+/// than `ballot` (a chosen round's value cannot change, whatever was promised there).
+pub fn higher_slot_promise(group_id: &str, from: u64, ballot: &Ballot) -> Result<bool> {
+    let args = [
+        group_id.into(),
+        round_arg(from),
+        (ballot.number as i64).into(),
+        ballot.proposer.as_str().into(),
+    ];
+    query(&HIGHER_SLOT_PROMISES, &args, |table| {
+        for row in table {
+            if let Some(promised) = self::ballot(row.get::<i64>(1)?, row.get::<String>(2)?) {
+                if promised > *ballot {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    })
 }
 
 const HIGHEST_KNOWN: Sql = Sql {

@@ -196,6 +196,29 @@ mod paxos {
         store::highest_known_round(group_id, accepted_only).or_raise() as i64
     }
 
+    /// A leader's lease request for `duration_ms`, for its range from `from_round` on (see
+    /// `paxos::lease`): whether it was granted, and this node's highest voted round.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn request_lease(
+        group_id: &str,
+        ballot_num: i64,
+        ballot_proposer: &str,
+        from_round: i64,
+        duration_ms: i64,
+    ) -> TableIterator<'static, (name!(granted, bool), name!(highest_accepted_round, i64))> {
+        (|| {
+            let ballot = ballot(ballot_num, ballot_proposer)?;
+            let millis = u64::try_from(duration_ms).map_err(|_| PaxosError::InvalidArgument {
+                message: format!("lease duration {duration_ms} ms is negative"),
+                hint: "Leaders ask for pg_paxos.lease_duration, which is never negative.",
+            })?;
+            let micros = millis.saturating_mul(1000);
+            acceptor::request_lease(group_id, &ballot, round(from_round)?, micros)
+        })()
+        .map(|(granted, highest)| TableIterator::once((granted, highest as i64)))
+        .or_raise()
+    }
+
     #[pg_extern(volatile, parallel_unsafe)]
     fn request_log(
         group_id: &str,

@@ -130,13 +130,14 @@ mod paxos {
     use pgrx::prelude::*;
 
     use crate::error::OrRaise;
-    use crate::paxos::{batching, leadership};
+    use crate::paxos::{batching, leadership, lease};
     use crate::store;
 
     /// Whether this node leads `group_id` as far as it knows (its own acceptor promised nothing
     /// higher since; a leader cut off from a newer one's campaign finds out at a refused accept),
-    /// with its ballot, the first round of its range and the next round it
-    /// can propose with phase 2 only.
+    /// with its ballot, the first round of its range, the next round it can propose with phase 2
+    /// only, and how long its leader lease still runs (when leases are on and a majority granted
+    /// one).
     #[pg_extern(volatile, parallel_safe)]
     fn leadership(
         group_id: &str,
@@ -147,6 +148,7 @@ mod paxos {
             name!(ballot, Option<String>),
             name!(from_round, Option<i64>),
             name!(next_round, Option<i64>),
+            name!(lease_remaining_ms, Option<f64>),
         ),
     > {
         store::require_group(group_id).or_raise();
@@ -160,8 +162,39 @@ mod paxos {
                 Some(leadership::ballot(ballot).to_string()),
                 Some(from as i64),
                 Some(next as i64),
+                leadership::lease_left(group_id, lease::now()).map(|micros| micros as f64 / 1000.0),
             ),
-            None => (false, None, None, None),
+            None => (false, None, None, None, None),
+        };
+        TableIterator::once(row)
+    }
+
+    /// This node's acceptor side of leader leases for `group_id` (see `paxos::lease`): the ballot
+    /// holding a running grant and how long it still runs, the last holder whose grant was
+    /// contested, and how long the node still refuses every promise and grant after its start.
+    #[pg_extern(volatile, parallel_safe)]
+    fn lease_grant(
+        group_id: &str,
+    ) -> TableIterator<
+        'static,
+        (
+            name!(holder, Option<String>),
+            name!(remaining_ms, Option<f64>),
+            name!(contested, Option<String>),
+            name!(quiet_ms, f64),
+        ),
+    > {
+        store::require_group(group_id).or_raise();
+        let status = lease::grant_status(group_id);
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        let row = match status {
+            Some(s) => (
+                s.holder.as_ref().map(|(b, _)| b.to_string()),
+                s.holder.map(|(_, left)| ms(left)),
+                s.contested.map(|b| b.to_string()),
+                ms(s.quiet_left),
+            ),
+            None => (None, None, None, 0.0),
         };
         TableIterator::once(row)
     }

@@ -4,9 +4,11 @@
 //! completes only at ReadyForQuery, after the commit.
 
 use paxos_core::acceptor::{on_accept, on_prepare, on_prepare_range};
+use paxos_core::lease::range_held_by;
 use paxos_core::{AcceptOutcome, Accepted, Ballot, PromiseOutcome, RangeOutcome, SlotState};
 
 use crate::error::{PaxosError, Result};
+use crate::paxos::lease;
 use crate::store;
 use paxos_model::value::LogValue;
 
@@ -63,6 +65,14 @@ pub fn prepare(group_id: &str, round: u64, ballot: Ballot) -> Result<ReplyRow> {
     if let Some(value) = store::learned(group_id, round)? {
         return Ok(ReplyRow::chosen(value));
     }
+    store::lock_acceptor(group_id, false)?;
+    if let Err(holder) = lease::admit_phase1(group_id, &ballot, round) {
+        return Ok(ReplyRow {
+            status: "refused",
+            ballot: Some(holder),
+            value: None,
+        });
+    }
     with_slot(group_id, round, |slot| {
         let step = on_prepare(slot, &ballot);
         let reply = match step.reply {
@@ -115,6 +125,9 @@ pub enum RangeReply {
 pub fn prepare_range(group_id: &str, from: u64, ballot: Ballot) -> Result<RangeReply> {
     store::require_synchronous_commit()?;
     store::lock_acceptor(group_id, true)?;
+    if let Err(holder) = lease::admit_phase1(group_id, &ballot, u64::MAX) {
+        return Ok(RangeReply::Refused(holder));
+    }
     let range = store::range_promise(group_id)?;
     let slots = store::slots_from(group_id, from)?;
     let step = on_prepare_range(
@@ -135,4 +148,45 @@ pub fn prepare_range(group_id: &str, from: u64, ballot: Ballot) -> Result<RangeR
 pub fn learn(group_id: &str, round: u64, value: LogValue) -> Result<()> {
     store::relax_synchronous_commit()?;
     store::record_learned(group_id, round, &value)
+}
+
+/// A leader's lease request (see `lease`): granted or not, with this acceptor's highest voted
+/// round (so that the request doubles as the read index). Taken under the acceptor lock alone:
+/// every phase 1 admitted before it is then committed and seen here, and every later one meets
+/// the grant.
+///
+/// An acceptor the leader's campaign did not reach (it needed a majority only) promises the
+/// leader's range (rounds from `from` on) here first, when nothing higher was promised. The votes
+/// such a promise would report cannot matter: a majority promised the same ballot and reported
+/// theirs, and any value chosen before had a vote among them.
+pub fn request_lease(
+    group_id: &str,
+    ballot: &Ballot,
+    from: u64,
+    duration_micros: u64,
+) -> Result<(bool, u64)> {
+    store::lock_acceptor(group_id, true)?;
+    let mut range = store::range_promise(group_id)?;
+    let behind = range.as_ref().is_none_or(|r| r.ballot < *ballot);
+    if behind && lease::admit_phase1(group_id, ballot, u64::MAX).is_ok() {
+        let slots = store::slots_from(group_id, from)?;
+        let step = on_prepare_range(
+            range.as_ref(),
+            slots.iter().map(|(round, slot)| (*round, slot)),
+            from,
+            ballot,
+        );
+        if let Some(promised) = step.persist {
+            store::require_synchronous_commit()?;
+            store::write_range_promise(group_id, &promised)?;
+            range = Some(promised);
+        }
+    }
+    let range_from = range_held_by(range.as_ref(), ballot);
+    let higher = match range_from {
+        Some(from) => store::higher_slot_promise(group_id, from, ballot)?,
+        None => false,
+    };
+    let granted = lease::grant(group_id, ballot, range_from, higher, duration_micros);
+    Ok((granted, store::highest_known_round(group_id, true)?))
 }

@@ -4,10 +4,14 @@
 //!
 //! Nothing here is trusted for safety beyond that rule: a stale leadership only costs refused
 //! accepts, after which the backend that met the refusal gives the leadership up.
+//!
+//! With leases on, the slot also keeps the leader lease a majority granted (see `lease`): strong
+//! reads on the leader then read locally while it runs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use paxos_core::{Ballot, Leadership};
+use paxos_core::lease::leader_lease_end;
+use paxos_core::{Ballot, LeaderLease, Leadership};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
@@ -34,6 +38,12 @@ struct Slot {
     campaigning: bool,
     /// The highest ballot number this node saw for the group: campaigns start above it.
     highest_number: u64,
+    /// The lease a majority granted to a leadership of this node, and the membership generation
+    /// it was asked under (see [`membership_changed`]).
+    lease: Option<LeaderLease<LeaderBallot>>,
+    lease_generation: u64,
+    /// A backend renews the lease until then (µs on `lease::now`); the others do not meanwhile.
+    renewing_until: u64,
 }
 
 impl Slot {
@@ -44,14 +54,26 @@ impl Slot {
             held: None,
             campaigning: false,
             highest_number: 0,
+            lease: None,
+            lease_generation: 0,
+            renewing_until: 0,
         }
     }
+}
+
+/// Node-wide counters beside the slots.
+#[derive(Copy, Clone)]
+struct Counters {
+    next_epoch: u64,
+    /// Bumped whenever this node records a membership change: a lease is only good for the
+    /// memberships it was granted under.
+    membership_generation: u64,
 }
 
 #[derive(Copy, Clone)]
 pub struct LeaderTable {
     slots: [Slot; SLOTS],
-    next_epoch: u64,
+    counters: Counters,
 }
 
 // SAFETY: plain integers and flags, no pointers.
@@ -67,7 +89,10 @@ pub fn init() {
         pg_shmem_init!(
             TABLE = LeaderTable {
                 slots: [Slot::vacant(0); SLOTS],
-                next_epoch: 1,
+                counters: Counters {
+                    next_epoch: 1,
+                    membership_generation: 0,
+                },
             }
         );
         READY.store(true, Ordering::Relaxed);
@@ -75,7 +100,7 @@ pub fn init() {
 }
 
 /// Runs `f` on the slot of `group` under the table's exclusive lock.
-fn with_slot<R>(group: &str, f: impl FnOnce(&mut Slot, &mut u64) -> R) -> Option<R> {
+fn with_slot<R>(group: &str, f: impl FnOnce(&mut Slot, &mut Counters) -> R) -> Option<R> {
     if !READY.load(Ordering::Relaxed) {
         return None;
     }
@@ -87,7 +112,7 @@ fn with_slot<R>(group: &str, f: impl FnOnce(&mut Slot, &mut u64) -> R) -> Option
     if slot.group != key {
         *slot = Slot::vacant(key);
     }
-    Some(f(slot, &mut table.next_epoch))
+    Some(f(slot, &mut table.counters))
 }
 
 /// The proposer id of this node's campaign `epoch`: unique across nodes and restarts.
@@ -162,16 +187,16 @@ impl Campaigning {
     /// Starts a campaign for `group` unless one runs already, with a ballot above every number
     /// seen so far (and `at_least`).
     pub fn begin(group: &str, at_least: u64) -> Option<Campaigning> {
-        let ballot = with_slot(group, |slot, next_epoch| {
+        let ballot = with_slot(group, |slot, counters| {
             if slot.campaigning {
                 return None;
             }
             slot.campaigning = true;
             slot.highest_number = slot.highest_number.max(at_least) + 1;
-            *next_epoch += 1;
+            counters.next_epoch += 1;
             Some(LeaderBallot {
                 number: slot.highest_number,
-                epoch: *next_epoch,
+                epoch: counters.next_epoch,
             })
         })
         .flatten()?;
@@ -222,4 +247,125 @@ pub fn relinquish(group: &str, ballot: LeaderBallot, seen: u64) {
             slot.held = None;
         }
     });
+}
+
+/// What a strong read on this node may do with the lease of `group` (see [`lease_check`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LeaseCheck {
+    /// Read locally once every round through `claimed_through` (the last round this leadership
+    /// handed out) is learned, and [`lease_still_covers`] holds after applying them.
+    Local {
+        ballot: LeaderBallot,
+        claimed_through: u64,
+        generation: u64,
+    },
+    /// This backend renews the lease (its request doubles as the read index); end with
+    /// [`end_renewal`]. `running` is set when the lease still runs, for that many µs: should the
+    /// renewal fail, the read may still go on locally, as in `Local`.
+    Renew {
+        ballot: LeaderBallot,
+        from: u64,
+        generation: u64,
+        claimed_through: u64,
+        running: Option<u64>,
+    },
+    /// No lease to use and another backend renews it: use the read index.
+    ReadIndex,
+}
+
+/// The lease of this node's leadership of `group` at `now`: local while it runs for more than
+/// `renew_within` µs (or another backend renews it), renewed by this backend when it runs out
+/// sooner or is gone. A renewal is left to one backend for `renew_for` µs.
+pub fn lease_check(group: &str, now: u64, renew_within: u64, renew_for: u64) -> LeaseCheck {
+    with_slot(group, |slot, counters| {
+        let Some(held) = slot.held else {
+            return LeaseCheck::ReadIndex;
+        };
+        let generation = counters.membership_generation;
+        let running = slot
+            .lease
+            .filter(|l| l.covers(&held.ballot, now) && slot.lease_generation == generation);
+        let renewing = now < slot.renewing_until;
+        let local = LeaseCheck::Local {
+            ballot: held.ballot,
+            claimed_through: held.next_free().saturating_sub(1),
+            generation,
+        };
+        match running {
+            Some(lease) if renewing || lease.ends_at - now > renew_within => local,
+            None if renewing => LeaseCheck::ReadIndex,
+            _ => {
+                slot.renewing_until = now.saturating_add(renew_for);
+                LeaseCheck::Renew {
+                    ballot: held.ballot,
+                    from: held.from,
+                    generation,
+                    claimed_through: held.next_free().saturating_sub(1),
+                    running: running.map(|l| l.ends_at - now),
+                }
+            }
+        }
+    })
+    .unwrap_or(LeaseCheck::ReadIndex)
+}
+
+/// True while the lease of leadership `ballot`, under membership `generation`, still runs at
+/// `now`.
+pub fn lease_still_covers(group: &str, ballot: LeaderBallot, generation: u64, now: u64) -> bool {
+    with_slot(group, |slot, counters| {
+        slot.held.is_some_and(|h| h.ballot == ballot)
+            && counters.membership_generation == generation
+            && slot.lease_generation == generation
+            && slot.lease.is_some_and(|l| l.covers(&ballot, now))
+    })
+    .unwrap_or(false)
+}
+
+/// Ends a renewal begun by [`lease_check`]: when a majority `granted` the request sent at
+/// `sent_at` for `duration` µs, and the leadership and memberships are still those it was asked
+/// for, the lease runs until `paxos_core::lease::leader_lease_end`.
+pub fn end_renewal(
+    group: &str,
+    ballot: LeaderBallot,
+    generation: u64,
+    sent_at: u64,
+    duration: u64,
+    granted: bool,
+) {
+    with_slot(group, |slot, counters| {
+        slot.renewing_until = 0;
+        if granted
+            && slot.held.is_some_and(|h| h.ballot == ballot)
+            && counters.membership_generation == generation
+        {
+            slot.lease = Some(LeaderLease {
+                ballot,
+                ends_at: leader_lease_end(sent_at, duration),
+            });
+            slot.lease_generation = generation;
+        }
+    });
+}
+
+/// How long the lease of this node's leadership of `group` still runs at `now`, if it does.
+pub fn lease_left(group: &str, now: u64) -> Option<u64> {
+    with_slot(group, |slot, counters| {
+        let held = slot.held?;
+        slot.lease
+            .filter(|l| {
+                l.covers(&held.ballot, now)
+                    && slot.lease_generation == counters.membership_generation
+            })
+            .map(|l| l.ends_at - now)
+    })
+    .flatten()
+}
+
+/// This node recorded a membership change: every lease it holds was granted for other
+/// memberships and is no longer used.
+pub fn membership_changed() {
+    if !READY.load(Ordering::Relaxed) {
+        return;
+    }
+    TABLE.exclusive().counters.membership_generation += 1;
 }

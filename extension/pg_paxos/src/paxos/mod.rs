@@ -6,7 +6,7 @@ pub mod apply;
 pub mod batching;
 pub mod group;
 pub mod leadership;
-
+pub mod lease;
 pub mod replicated_log;
 pub mod round;
 pub mod round_claims;

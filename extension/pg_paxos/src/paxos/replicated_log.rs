@@ -2,7 +2,7 @@
 //! applying in order. Storage goes through `store` (SPI), the network through `round::drive`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use paxos_core::backoff::BackoffPolicy;
@@ -15,12 +15,15 @@ use crate::net::rpc;
 use crate::paxos::apply;
 use crate::paxos::batching;
 use crate::paxos::leadership::{self, LeaderBallot};
+use crate::paxos::lease;
 use crate::paxos::round::{self, Election, RoundFailure, Timing};
 use crate::paxos::round_claims;
 use crate::store::{self, Group};
 use paxos_model::conninfo::{self, Defaults};
 use paxos_model::membership::{configurations_from, members_at, CHANGE_DELAY};
 use paxos_model::value::{LogValue, ValueKind};
+
+mod lease_read;
 
 thread_local! {
     static PROPOSAL_SEQ: Cell<u64> = const { Cell::new(0) };
@@ -492,53 +495,37 @@ impl ReplicatedLog {
         own_highest: u64,
         accepted_only: bool,
     ) -> Result<u64> {
-        let changes = store::membership_changes(self.id(), u64::MAX)?;
-        let configs = configurations_from(&changes, learned + 1);
-        let mut members: Vec<String> = Vec::new();
-        for m in configs.iter().flatten() {
-            if !members.contains(m) {
-                members.push(m.clone());
-            }
-        }
-        let config_indexes: Vec<Vec<usize>> = configs
-            .iter()
-            .map(|c| {
-                c.iter()
-                    .filter_map(|m| members.iter().position(|x| x == m))
-                    .collect()
-            })
-            .collect();
-        let enough = |answered: &std::collections::BTreeSet<usize>| {
-            config_indexes.iter().all(|c| {
-                c.iter().filter(|i| answered.contains(i)).count()
-                    >= paxos_core::proposer::majority(c.len())
-            })
-        };
+        let quorum = self.quorum_after(learned)?;
         // This node answers for itself without a round trip.
-        let own = members.iter().position(|m| *m == self.group.self_conninfo);
+        let own = quorum
+            .members
+            .iter()
+            .position(|m| *m == self.group.self_conninfo);
         let mut highest = learned;
-        let mut ok = std::collections::BTreeSet::new();
+        let mut ok = BTreeSet::new();
         if let Some(i) = own {
             highest = highest.max(own_highest);
             ok.insert(i);
         }
-        let others: Vec<usize> = (0..members.len()).filter(|&i| Some(i) != own).collect();
+        let others: Vec<usize> = (0..quorum.members.len())
+            .filter(|&i| Some(i) != own)
+            .collect();
         let mut last_error = None;
-        if !enough(&ok) {
+        if !quorum.enough(&ok) {
             let links = self.links(
                 &others
                     .iter()
-                    .map(|&i| members[i].clone())
+                    .map(|&i| quorum.members[i].clone())
                     .collect::<Vec<_>>(),
             )?;
             let params = vec![
                 Param::Text(Some(self.id().to_string())),
                 Param::Bool(accepted_only),
             ];
-            let with_own = |answered: &std::collections::BTreeSet<usize>| {
+            let with_own = |answered: &BTreeSet<usize>| {
                 let mut all = ok.clone();
                 all.extend(answered.iter().map(|&j| others[j]));
-                enough(&all)
+                quorum.enough(&all)
             };
             let answers = self.net.block_on(round::gather(
                 &links,
@@ -563,16 +550,32 @@ impl ReplicatedLog {
                 }
             }
         }
-        if !enough(&ok) {
-            return Err(PaxosError::NoMajority {
-                group: self.id().to_string(),
-                action: "read the highest round",
-                answered: ok.len(),
-                total: members.len(),
-                last_error,
-            });
+        if !quorum.enough(&ok) {
+            return Err(quorum.no_majority(self.id(), "read the highest round", &ok, last_error));
         }
         Ok(highest)
+    }
+
+    /// Every member of every membership that may be choosing rounds after `learned`: a majority of
+    /// each must answer for a read index (or grant a lease).
+    fn quorum_after(&self, learned: u64) -> Result<Quorum> {
+        let changes = store::membership_changes(self.id(), u64::MAX)?;
+        let configs = configurations_from(&changes, learned + 1);
+        let mut members: Vec<String> = Vec::new();
+        for m in configs.iter().flatten() {
+            if !members.contains(m) {
+                members.push(m.clone());
+            }
+        }
+        let configs = configs
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .filter_map(|m| members.iter().position(|x| x == m))
+                    .collect()
+            })
+            .collect();
+        Ok(Quorum { members, configs })
     }
 
     /// Before a strong read: applies every round chosen before this call (the read index: the
@@ -645,26 +648,34 @@ impl ReplicatedLog {
     }
 
     /// Applies every round up to the read index, or up to the rounds it learned when
-    /// `leader_may_trust_learned` and this node leads. This node's own facts come from one
-    /// statement, and with nothing to apply no lock is taken (a read stays a read: no transaction
-    /// id, no flush at commit). A node where an entry fails on the way refuses to go on.
+    /// `leader_may_trust_learned` and this node leads, or under a leader lease (see `lease_read`).
+    /// This node's own facts come from one statement, and with nothing to apply no lock is taken
+    /// (a read stays a read: no transaction id, no flush at commit). A node where an entry fails
+    /// on the way refuses to go on. True when it applied rounds.
     fn catch_up(group_id: &str, leader_may_trust_learned: bool) -> Result<bool> {
         let state = store::read_state(group_id)?;
         apply::refuse_diverged(group_id, state.diverged)?;
-        let trust_learned =
-            leader_may_trust_learned && leadership::holds(group_id, state.range_promise.as_ref());
+        let leading = leadership::holds(group_id, state.range_promise.as_ref());
+        let (learned, accepted) = (state.highest_learned, state.highest_accepted);
         let log = Self::for_group(state.group)?;
-        let top = if trust_learned {
-            state.highest_learned
-        } else {
-            log.max_group_round_from(state.highest_learned, state.highest_accepted, true)?
-        };
-        if log.group.applied_round < top {
-            log.apply_log(top)?;
-            apply::check_not_diverged(group_id)?;
-            return Ok(true);
+        if leader_may_trust_learned && leading {
+            return log.apply_through(learned);
         }
-        Ok(false)
+        if leading && lease::enabled() {
+            return log.read_under_lease(learned, accepted);
+        }
+        let top = log.max_group_round_from(learned, accepted, true)?;
+        log.apply_through(top)
+    }
+
+    /// Applies the log through `top`, if it is behind. True when it applied rounds.
+    fn apply_through(&self, top: u64) -> Result<bool> {
+        if self.group.applied_round >= top {
+            return Ok(false);
+        }
+        self.apply_log(top)?;
+        apply::check_not_diverged(self.id())?;
+        Ok(true)
     }
 
     /// Learns and applies every round up to `max_round`, in order, exactly once on this node: the
@@ -699,6 +710,39 @@ impl ReplicatedLog {
             store::forget_batched(self.id(), max_round)?;
         }
         Ok(applied.max(max_round))
+    }
+}
+
+/// The members a read index or a lease asks, by connection string, and which of them form each
+/// membership (indexes into `members`).
+struct Quorum {
+    members: Vec<String>,
+    configs: Vec<Vec<usize>>,
+}
+
+impl Quorum {
+    /// True when the members in `answered` hold a majority of every membership.
+    fn enough(&self, answered: &BTreeSet<usize>) -> bool {
+        self.configs.iter().all(|c| {
+            c.iter().filter(|i| answered.contains(i)).count()
+                >= paxos_core::proposer::majority(c.len())
+        })
+    }
+
+    fn no_majority(
+        &self,
+        group: &str,
+        action: &'static str,
+        answered: &BTreeSet<usize>,
+        last_error: Option<String>,
+    ) -> PaxosError {
+        PaxosError::NoMajority {
+            group: group.to_string(),
+            action,
+            answered: answered.len(),
+            total: self.members.len(),
+            last_error,
+        }
     }
 }
 

@@ -319,10 +319,12 @@ async fn send_learns(group: &str, links: &[Link], learns: Vec<(usize, Request<Lo
     tokio::task::yield_now().await;
 }
 
+/// Answers of members to one query: each member's index and its result.
+pub type Answers = Vec<(usize, Result<Vec<tokio_postgres::Row>, LinkError>)>;
+
 /// Sends one query to every member and returns the answers once `enough` holds for the set of
 /// members that answered successfully, or every member answered, or `deadline` passed. With
-/// `skip_down`, members that failed a moment ago are not asked. Each entry is a member's index and
-/// its result.
+/// `skip_down`, members that failed a moment ago are not asked.
 pub async fn gather(
     links: &[Link],
     sql: &'static str,
@@ -330,7 +332,22 @@ pub async fn gather(
     skip_down: bool,
     enough: &dyn Fn(&BTreeSet<usize>) -> bool,
     deadline: Duration,
-) -> Vec<(usize, Result<Vec<tokio_postgres::Row>, LinkError>)> {
+) -> Answers {
+    gather_hoping(links, sql, params, skip_down, enough, &|_| true, deadline).await
+}
+
+/// [`gather`], except that once `enough` holds it goes on waiting for `hoped` (a stronger
+/// condition on the answers so far) about as long again as it took to get there, and returns as
+/// soon as `hoped` holds, every member answered, that time ran out, or `deadline` passed.
+pub async fn gather_hoping(
+    links: &[Link],
+    sql: &'static str,
+    params: Vec<crate::net::pool::Param>,
+    skip_down: bool,
+    enough: &dyn Fn(&BTreeSet<usize>) -> bool,
+    hoped: &dyn Fn(&Answers) -> bool,
+    deadline: Duration,
+) -> Answers {
     let skip = if skip_down {
         skipped(links)
     } else {
@@ -356,14 +373,30 @@ pub async fn gather(
             )),
         ));
     }
+    let started = tokio::time::Instant::now();
     let collect = async {
-        while let Some((i, result)) = inflight.next().await {
+        let mut hope_until = None;
+        loop {
+            let next = match hope_until {
+                None => inflight.next().await,
+                Some(until) => tokio::time::timeout_at(until, inflight.next())
+                    .await
+                    .ok()
+                    .flatten(),
+            };
+            let Some((i, result)) = next else {
+                break;
+            };
             if result.is_ok() {
                 answered.insert(i);
             }
             out.push((i, result));
             if enough(&answered) {
-                break;
+                if hoped(&out) {
+                    break;
+                }
+                let now = tokio::time::Instant::now();
+                hope_until.get_or_insert(now + (now - started).max(Duration::from_millis(1)));
             }
         }
     };

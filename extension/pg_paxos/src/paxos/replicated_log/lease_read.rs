@@ -1,0 +1,210 @@
+//! Strong reads on a leader that holds a lease (see `paxos_core::lease` and `paxos::lease`).
+//!
+//! While the lease runs, no other node can get a value chosen in the leader's range, so once the
+//! leader has learned every round it handed out (and the rounds before its range), its own log is
+//! complete up to now: it applies what it learned and reads, with no round trip. Without a running
+//! lease (or with rounds of its own still in flight) it falls back to the read index. Renewing the
+//! lease is a read index too: every acceptor answers with its highest voted round.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::{Quorum, ReplicatedLog};
+use crate::error::Result;
+use crate::net::pool::{LinkError, Param};
+use crate::net::rpc;
+use crate::paxos::leadership::{self, LeaderBallot, LeaseCheck};
+use crate::paxos::lease;
+use crate::paxos::round::{self, Answers};
+use crate::store;
+
+/// Clears a renewal mark when the renewal fails on the way (another backend may then renew).
+struct Renewal<'a> {
+    group: &'a str,
+    ballot: LeaderBallot,
+    generation: u64,
+    ended: bool,
+}
+
+impl Renewal<'_> {
+    fn end(mut self, sent_at: u64, duration: u64, granted: bool) {
+        self.ended = true;
+        leadership::end_renewal(
+            self.group,
+            self.ballot,
+            self.generation,
+            sent_at,
+            duration,
+            granted,
+        );
+    }
+}
+
+impl Drop for Renewal<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            leadership::end_renewal(self.group, self.ballot, self.generation, 0, 0, false);
+        }
+    }
+}
+
+impl ReplicatedLog {
+    /// A strong read's catch-up on this node while it leads, with leases on. `learned` and
+    /// `accepted` are this node's highest learned and voted rounds, read just before. True when it
+    /// applied rounds.
+    pub(super) fn read_under_lease(&self, learned: u64, accepted: u64) -> Result<bool> {
+        let duration = lease::duration();
+        let renew_for = self.timing.round_timeout.as_micros() as u64;
+        let check = leadership::lease_check(self.id(), lease::now(), duration / 2, renew_for);
+        match check {
+            LeaseCheck::Local {
+                ballot,
+                claimed_through,
+                generation,
+            } => self.read_locally(ballot, generation, claimed_through, learned, accepted),
+            LeaseCheck::Renew {
+                ballot,
+                from,
+                generation,
+                claimed_through,
+                running,
+            } => {
+                let renewal = Renewal {
+                    group: self.id(),
+                    ballot,
+                    generation,
+                    ended: false,
+                };
+                // While the lease still runs, a renewal that cannot finish before it ends is of no
+                // use: the read then goes on under the running lease.
+                let deadline = running.map_or(self.timing.round_timeout, |micros| {
+                    Duration::from_micros(micros).min(self.timing.round_timeout)
+                });
+                match self.renew_lease(renewal, from, learned, duration, deadline) {
+                    Ok(top) => self.apply_through(top),
+                    Err(_) if running.is_some() => {
+                        self.read_locally(ballot, generation, claimed_through, learned, accepted)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            LeaseCheck::ReadIndex => {
+                let top = self.max_group_round_from(learned, accepted, true)?;
+                self.apply_through(top)
+            }
+        }
+    }
+
+    /// Reads under the lease of leadership `ballot` once every round this leadership handed out
+    /// (through `claimed_through`) is learned; otherwise, or when the lease ends meanwhile, falls
+    /// back to the read index.
+    fn read_locally(
+        &self,
+        ballot: LeaderBallot,
+        generation: u64,
+        claimed_through: u64,
+        learned: u64,
+        accepted: u64,
+    ) -> Result<bool> {
+        // `learned` may predate a claim made just before the lease check: look once more.
+        let learned = if learned >= claimed_through {
+            learned
+        } else {
+            store::highest_learned(self.id())?
+        };
+        if learned < claimed_through {
+            // A round of this leader is in flight: the read index waits for nothing.
+            let top = self.max_group_round_from(learned, accepted, true)?;
+            return self.apply_through(top);
+        }
+        // Fills any gap below `learned` too (a round before the range nobody recorded here).
+        let applied = self.apply_through(learned)?;
+        if leadership::lease_still_covers(self.id(), ballot, generation, lease::now()) {
+            return Ok(applied);
+        }
+        // The lease ran out while applying, or a membership change was learned.
+        let top = self.max_group_round_from(learned, accepted, true)?;
+        Ok(self.apply_through(top)? || applied)
+    }
+
+    /// Asks every member for a lease of `duration` µs for this node's leadership (of rounds from
+    /// `from` on) and returns the read index their answers give. The lease holds once a majority of every membership granted
+    /// it; it is counted from before the request left. Answers are awaited until `deadline`.
+    fn renew_lease(
+        &self,
+        renewal: Renewal<'_>,
+        from: u64,
+        learned: u64,
+        duration: u64,
+        deadline: Duration,
+    ) -> Result<u64> {
+        let quorum: Quorum = self.quorum_after(learned)?;
+        // Every member, this node included, answers in a transaction of its own: the grant must
+        // be ordered against phase 1 requests by the acceptor lock, which this read must not hold.
+        let links = self.links(&quorum.members)?;
+        let ballot = leadership::ballot(renewal.ballot);
+        let params = vec![
+            Param::Text(Some(self.id().to_string())),
+            Param::Int(ballot.number as i64),
+            Param::Text(Some(ballot.proposer.clone())),
+            Param::Int(from as i64),
+            Param::Int((duration / 1000) as i64),
+        ];
+        let sent_at = lease::now();
+        // A read index needs answers; the lease needs grants, worth waiting for a little longer.
+        let granted_by_enough = |answers: &Answers| {
+            let granted: BTreeSet<usize> = answers
+                .iter()
+                .filter(|(_, a)| matches!(a.as_ref().map(|rows| decode(rows)), Ok(Ok((true, _)))))
+                .map(|(i, _)| *i)
+                .collect();
+            quorum.enough(&granted)
+        };
+        let answers = self.net.block_on(round::gather_hoping(
+            &links,
+            rpc::REQUEST_LEASE,
+            params,
+            true,
+            &|answered| quorum.enough(answered),
+            &granted_by_enough,
+            deadline,
+        ));
+        self.net.emit_warnings();
+        let mut answered = BTreeSet::new();
+        let mut granted = BTreeSet::new();
+        let mut highest = learned;
+        let mut last_error = None;
+        for (i, answer) in answers {
+            match answer.and_then(|rows| decode(&rows)) {
+                Ok((yes, round)) => {
+                    answered.insert(i);
+                    if yes {
+                        granted.insert(i);
+                    }
+                    highest = highest.max(round);
+                }
+                Err(e) => last_error = Some(format!("{}: {}", links[i].label, e.message())),
+            }
+        }
+        renewal.end(sent_at, duration, quorum.enough(&granted));
+        if !quorum.enough(&answered) {
+            return Err(quorum.no_majority(
+                self.id(),
+                "renew the leader lease",
+                &answered,
+                last_error,
+            ));
+        }
+        Ok(highest)
+    }
+}
+
+/// A member's answer to a lease request: granted or not, and its highest voted round.
+fn decode(rows: &[tokio_postgres::Row]) -> std::result::Result<(bool, u64), LinkError> {
+    let row = rows
+        .first()
+        .ok_or_else(|| LinkError::Remote("empty reply".into()))?;
+    let granted: bool = row.try_get(0).map_err(rpc::protocol)?;
+    let round: i64 = row.try_get(1).map_err(rpc::protocol)?;
+    Ok((granted, round.max(0) as u64))
+}

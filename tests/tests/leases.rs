@@ -1,0 +1,322 @@
+//! Leader leases (`pg_paxos.lease_duration`, off by default) on real local clusters: a leader with
+//! a lease serves strong reads with no round trip, even cut off from every other member; once its
+//! lease ran out, another node takes over and writes, and the old leader never reads stale rows;
+//! a restarted acceptor grants nothing for one lease; a membership change retires the lease.
+
+use std::time::{Duration, Instant};
+
+use pg_paxos_tests::{
+    bounded, count, execute_retrying, message, sqlstate, wait_until, Cluster, LinkProxy, Rule,
+};
+use tokio_postgres::Client;
+
+const TABLE: &str = "CREATE TABLE items (id int PRIMARY KEY, v text)";
+const LEASE_MS: u64 = 3000;
+
+/// Sets `pg_paxos.lease_duration` on every node of `cluster` (a reload: no restart).
+async fn set_lease(cluster: &Cluster, millis: u64) {
+    for n in cluster.nodes() {
+        let c = cluster.client(n).await;
+        c.batch_execute(&format!(
+            "ALTER SYSTEM SET pg_paxos.lease_duration = {millis}"
+        ))
+        .await
+        .unwrap();
+        c.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+        wait_until(
+            "the new lease duration in force",
+            Duration::from_secs(10),
+            || {
+                let c = &c;
+                async move {
+                    let setting: String = c
+                        .query_one(
+                            "SELECT setting FROM pg_settings WHERE name = 'pg_paxos.lease_duration'",
+                            &[],
+                        )
+                        .await
+                        .unwrap()
+                        .get(0);
+                    setting == millis.to_string()
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// How long node `c`'s lease on group `g` still runs, in ms (None: it holds none).
+async fn lease_left(c: &Client) -> Option<f64> {
+    c.query_one("SELECT lease_remaining_ms FROM paxos.leadership('g')", &[])
+        .await
+        .expect("paxos.leadership")
+        .get(0)
+}
+
+/// Strong-reads on `c` until its lease runs for more than `at_least` ms.
+async fn wait_for_lease(c: &Client, at_least: f64) {
+    wait_until("a leader lease", Duration::from_secs(30), || async move {
+        c.query("SELECT * FROM items", &[]).await.unwrap();
+        lease_left(c).await.is_some_and(|left| left > at_least)
+    })
+    .await;
+}
+
+/// A 3-node group whose members reach each other only through proxies, so that node 1 can be cut
+/// off from the others both ways; node 1 writes first and leads.
+struct CutCluster {
+    cluster: Cluster,
+    proxies: Vec<LinkProxy>,
+}
+
+async fn cut_cluster(name: &str) -> CutCluster {
+    let cluster = Cluster::new(name, 3);
+    for n in cluster.nodes() {
+        cluster.client(n).await.batch_execute(TABLE).await.unwrap();
+    }
+    let c1 = cluster.client(1).await;
+    let proxy1 = LinkProxy::start(cluster.port(1));
+    c1.execute("SELECT paxos_create_group('g', $1)", &[&proxy1.conninfo()])
+        .await
+        .unwrap();
+    let mut proxies = vec![proxy1];
+    for n in 2..=3 {
+        let proxy = LinkProxy::start(cluster.port(n));
+        cluster.join_known_as("g", n, 1, &proxy.conninfo()).await;
+        proxies.push(proxy);
+    }
+    c1.execute("SELECT paxos_replicate_table('g', 'items')", &[])
+        .await
+        .unwrap();
+    c1.execute("INSERT INTO items VALUES (1, 'before the cut')", &[])
+        .await
+        .unwrap();
+    CutCluster { cluster, proxies }
+}
+
+impl CutCluster {
+    fn cut_node_1(&self) {
+        for caller in ["node2", "node3"] {
+            self.proxies[0].set(caller, Rule::Blackhole);
+        }
+        for proxy in &self.proxies[1..] {
+            proxy.set("node1", Rule::Blackhole);
+        }
+    }
+
+    fn heal(&self) {
+        for proxy in &self.proxies {
+            proxy.heal();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_reads_alone_under_its_lease_and_never_after_it() {
+    bounded(async {
+        let cut = cut_cluster("lease_cut").await;
+        let cluster = &cut.cluster;
+        let c1 = cluster.client(1).await;
+        c1.batch_execute("SET pg_paxos.round_timeout = 1500")
+            .await
+            .unwrap();
+
+        // Off by default: strong reads use the read index and no lease is held.
+        c1.query("SELECT * FROM items", &[]).await.unwrap();
+        assert_eq!(lease_left(&c1).await, None, "leases are off by default");
+
+        set_lease(cluster, LEASE_MS).await;
+        wait_for_lease(&c1, LEASE_MS as f64 * 0.6).await;
+
+        // Cut off from both followers, node 1 still reads, at once, with no round trip.
+        cut.cut_node_1();
+        let started = Instant::now();
+        let rows = c1
+            .query("SELECT v FROM items WHERE id = 1", &[])
+            .await
+            .expect("a read under the lease needs no other member");
+        assert_eq!(rows.len(), 1);
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "a lease read took {:?}",
+            started.elapsed()
+        );
+
+        // Node 2 writes: refused while the grants run, then it takes over. (Node 1 does not hear
+        // of it: were the grants not kept, it would go on reading under its lease.)
+        let c2 = cluster.client(2).await;
+        let write_started = Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            execute_retrying(&c2, "INSERT INTO items VALUES (2, 'after the cut')", &[]),
+        )
+        .await
+        .expect("node 2 writes once the lease ran out")
+        .unwrap_or_else(|e| panic!("node 2 writes: {e:?}"));
+        eprintln!("node 2 wrote after {:?}", write_started.elapsed());
+
+        // Node 1, still cut off and with its lease over, must not answer from its stale state.
+        match c1.query("SELECT v FROM items WHERE id = 2", &[]).await {
+            Ok(rows) => assert_eq!(rows.len(), 1, "a strong read on node 1 missed a write"),
+            Err(e) => assert_eq!(sqlstate(&e), "08006", "{}", message(&e)),
+        }
+        assert_eq!(lease_left(&c1).await, None, "the lease is over");
+
+        cut.heal();
+        wait_until(
+            "node 1 reads node 2's write",
+            Duration::from_secs(30),
+            || {
+                let c1 = &c1;
+                async move {
+                    c1.query("SELECT v FROM items WHERE id = 2", &[])
+                        .await
+                        .is_ok_and(|rows| rows.len() == 1)
+                }
+            },
+        )
+        .await;
+        cluster.assert_same_rows("items").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_acceptor_grants_nothing_for_one_lease() {
+    bounded(async {
+        let cluster = Cluster::with_replicated_table("lease_restart", 3, "g", "items", TABLE).await;
+        set_lease(&cluster, LEASE_MS).await;
+        let c1 = cluster.client(1).await;
+        c1.execute("INSERT INTO items VALUES (1, 'x')", &[])
+            .await
+            .unwrap();
+        wait_for_lease(&c1, 0.0).await;
+        let ballot: String = c1
+            .query_one("SELECT ballot FROM paxos.leadership('g')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let (number, proposer) = ballot.split_once('/').expect("number/proposer");
+        let number: i64 = number.parse().unwrap();
+
+        cluster.run(&["restart", "2"]);
+        let c2 = cluster.client(2).await;
+        let restarted = Instant::now();
+        let from: i64 = c1
+            .query_one("SELECT from_round FROM paxos.leadership('g')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let request = "SELECT granted FROM paxos.request_lease('g', $1, $2, $3, $4)";
+        let lease_ms = LEASE_MS as i64;
+        let granted: bool = c2
+            .query_one(request, &[&number, &proposer, &from, &lease_ms])
+            .await
+            .unwrap()
+            .get(0);
+        let quiet: f64 = c2
+            .query_one("SELECT quiet_ms FROM paxos.lease_grant('g')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            !granted,
+            "granted {:?} after a restart",
+            restarted.elapsed()
+        );
+        assert!(quiet > 0.0 && quiet <= LEASE_MS as f64, "quiet {quiet} ms");
+        // A phase 1 is refused meanwhile too, even one that would win otherwise.
+        let status: String = c2
+            .query_one(
+                "SELECT status FROM paxos.request_prepare('g', 1000000, 1000000, 'someone')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(status, "refused");
+
+        wait_until(
+            "the quiet time to end",
+            Duration::from_secs(LEASE_MS / 1000 + 10),
+            || {
+                let c2 = &c2;
+                async move {
+                    let quiet: f64 = c2
+                        .query_one("SELECT quiet_ms FROM paxos.lease_grant('g')", &[])
+                        .await
+                        .unwrap()
+                        .get(0);
+                    quiet == 0.0
+                }
+            },
+        )
+        .await;
+        let granted: bool = c2
+            .query_one(request, &[&number, &proposer, &from, &lease_ms])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            granted,
+            "node 2 holds node 1's range promise and is quiet no more"
+        );
+        let held: Option<String> = c2
+            .query_one("SELECT holder FROM paxos.lease_grant('g')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(held.as_deref(), Some(ballot.as_str()));
+        // Asking for more than this node's own setting would outlast its quiet time: refused.
+        let longer = lease_ms * 2;
+        let granted: bool = c2
+            .query_one(request, &[&number, &proposer, &from, &longer])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!granted, "a lease longer than the node's own setting");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_change_retires_the_lease() {
+    bounded(async {
+        let cluster = Cluster::new("lease_members", 4);
+        for n in cluster.nodes() {
+            cluster.client(n).await.batch_execute(TABLE).await.unwrap();
+        }
+        let c1 = cluster.client(1).await;
+        c1.execute(
+            "SELECT paxos_create_group('g', $1)",
+            &[&cluster.conninfo(1)],
+        )
+        .await
+        .unwrap();
+        cluster.join("g", 2, 1).await;
+        cluster.join("g", 3, 1).await;
+        c1.execute("SELECT paxos_replicate_table('g', 'items')", &[])
+            .await
+            .unwrap();
+        set_lease(&cluster, LEASE_MS).await;
+        c1.execute("INSERT INTO items VALUES (1, 'x')", &[])
+            .await
+            .unwrap();
+        wait_for_lease(&c1, LEASE_MS as f64 * 0.5).await;
+        let before = lease_left(&c1).await;
+        assert!(before.is_some());
+
+        cluster.join("g", 4, 1).await;
+        assert_eq!(
+            lease_left(&c1).await,
+            None,
+            "a lease granted by the old membership is no longer used"
+        );
+        // The next strong read asks the new membership, and a new lease follows.
+        wait_for_lease(&c1, 0.0).await;
+        let c4 = cluster.client(4).await;
+        assert_eq!(count(&c4, "SELECT count(*) FROM items").await, 1);
+        cluster.assert_same_rows("items").await;
+    })
+    .await;
+}
