@@ -3,7 +3,8 @@
 # of one node of the same machine in the same run, as ratios:
 #   1. the replicated log: paxos_append at 1, 4 and 8 clients;
 #   2. replicated tables: single-row INSERT at 1, 4, 8 and 16 clients (and at 16 with group commit
-#      off); single-row SELECT under the strong and the optimistic consistency model.
+#      off); single-row SELECT under the strong and the optimistic consistency model, and strong
+#      with leader leases on (pg_paxos.lease_duration = 2s; off by default).
 #
 #   scripts/bench.sh [SECONDS_PER_RUN]      (default 10)
 set -euo pipefail
@@ -93,5 +94,20 @@ done
 row "INSERT, 16, unbatched" insert_local.sql insert_rep.sql 16 "-c pg_paxos.batch_writes=off"
 row "SELECT strong, 1" select_local.sql select_rep.sql 1
 row "SELECT optimistic, 1" select_local.sql select_rep.sql 1 "-c pg_paxos.consistency_model=optimistic"
+# Leader leases: node 1 leads (it wrote above) and reads locally once a majority granted a lease.
+for n in 1 2 3; do
+  sql "$n" -c "ALTER SYSTEM SET pg_paxos.lease_duration = '2s'"
+  sql "$n" -c "SELECT pg_reload_conf()"
+done
+for _ in $(seq 100); do
+  left=$(scripts/cluster psql 1 -At -c "SELECT v FROM bench_rep WHERE id = 0" \
+    -c "SELECT lease_remaining_ms FROM paxos.leadership('bench')" | tail -1)
+  [[ -n $left ]] && break
+  sleep 0.1
+done
+[[ -n $left ]] || { echo "bench: node 1 got no lease within 10 s" >&2; exit 1; }
+row "SELECT strong, lease" select_local.sql select_rep.sql 1
+reads=$(scripts/cluster psql 1 -At -c "SELECT lease_reads FROM paxos.leadership('bench')")
+echo "strong reads under the lease on node 1: $reads"
 rounds=$(scripts/cluster psql 2 -At -c "SELECT paxos_apply_log('bench', 'bench', paxos_max_group_round('bench'))")
 echo "rounds in the log after the run: $rounds"

@@ -2,10 +2,12 @@
 # The fault suite: workloads on local groups while nodes crash, pause, lose links or disk space and
 # members join and leave; every operation is recorded and the history checked (see the README).
 #
-#   scripts/faults.sh                                 bounded form (CI): seed 1 on 3 members and
-#                                                     seed 2 on 5 members, 60 s of faults each
+#   scripts/faults.sh                                 bounded form (CI): seed 1 on 3 members,
+#                                                     seed 2 on 5 members, and seed 3 on 3 members
+#                                                     with 1 s leader leases, 60 s of faults each
 #   scripts/faults.sh --full                          5 minutes each, new seeds
-#   scripts/faults.sh --seed N --members M --seconds S   one run, e.g. to replay a failure
+#   scripts/faults.sh --seed N --members M --seconds S [--lease-ms L]
+#                                                     one run, e.g. to replay a failure
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ ${PG_PAXOS_SKIP_SETUP:-} == 1 ]] || bash scripts/setup.sh
@@ -17,9 +19,11 @@ if [[ ${1:-} == --full ]]; then
   seed=$(date +%s)
   "$faults" --seed "$seed" --members 3 --seconds 300
   "$faults" --seed $((seed + 1)) --members 5 --seconds 300
+  "$faults" --seed $((seed + 2)) --members 3 --seconds 300 --lease-ms 1000
 elif [[ $# -gt 0 ]]; then
   "$faults" "$@"
 else
   "$faults" --seed 1 --members 3 --seconds 60
   "$faults" --seed 2 --members 5 --seconds 60
+  "$faults" --seed 3 --members 3 --seconds 60 --lease-ms 1000
 fi

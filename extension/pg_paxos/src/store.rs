@@ -54,7 +54,11 @@ fn query<R>(
                     plan
                 }
             };
-            let table = client.update(&*plan, None, args)?;
+            // `select`, not `update`: pgrx's `update` assigns a transaction id up front, which
+            // made every read of this node's state a transaction with a commit record (and a
+            // WAL writer wake-up). PostgreSQL assigns one itself when a statement writes. The plan
+            // was prepared as mutating, so each statement still runs with a fresh snapshot.
+            let table = client.select(&*plan, None, args)?;
             read(table)
         })
     })

@@ -1,5 +1,5 @@
 //! The fault suite's command: `faults [--seed N] [--members 3] [--seconds 60] [--clients 4]
-//! [--out DIR]`. Exits 1 when a run found anomalies; the evidence is kept under DIR.
+//! [--lease-ms 0] [--out DIR]`. Exits 1 when a run found anomalies; the evidence is kept under DIR.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,6 +16,7 @@ fn main() {
         duration: Duration::from_secs(60),
         clients_per_node: 4,
         out: PathBuf::from("/tmp/pg_paxos_faults"),
+        lease: Duration::ZERO,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -31,6 +32,7 @@ fn main() {
             "--members" => settings.members = number() as usize,
             "--seconds" => settings.duration = Duration::from_secs(number()),
             "--clients" => settings.clients_per_node = number() as usize,
+            "--lease-ms" => settings.lease = Duration::from_millis(number()),
             "--out" => settings.out = PathBuf::from(value),
             other => {
                 eprintln!("unknown argument {other}");
@@ -47,12 +49,13 @@ fn main() {
     print!("{}", summary.text);
     if !summary.anomalies.is_empty() {
         println!(
-            "evidence kept in {}/seed-{}; replay the schedule with: scripts/faults.sh --seed {} --members {} --seconds {}",
+            "evidence kept in {}/seed-{}; replay the schedule with: scripts/faults.sh --seed {} --members {} --seconds {} --lease-ms {}",
             settings.out.display(),
             settings.seed,
             settings.seed,
             settings.members,
-            settings.duration.as_secs()
+            settings.duration.as_secs(),
+            settings.lease.as_millis()
         );
         std::process::exit(1);
     }

@@ -33,6 +33,8 @@ pub struct Settings {
     pub clients_per_node: usize,
     /// Where the history, node logs and summary of a failed run are kept.
     pub out: PathBuf,
+    /// `pg_paxos.lease_duration` on every node (zero: leases off, the default).
+    pub lease: Duration,
 }
 
 /// Writes must resume within this long after a heal.
@@ -75,10 +77,15 @@ pub async fn run(settings: &Settings) -> Summary {
     for n in cluster.nodes() {
         let c = cluster.client(n).await;
         c.batch_execute(workload::SCHEMA).await.expect("schema");
+        let lease = format!(
+            "ALTER SYSTEM SET pg_paxos.lease_duration = {}",
+            settings.lease.as_millis()
+        );
         for setting in [
             "ALTER SYSTEM SET pg_paxos.round_timeout = '4s'",
             "ALTER SYSTEM SET pg_paxos.connect_timeout = '1s'",
             "ALTER SYSTEM SET pg_paxos.member_retry_interval = '1s'",
+            &lease,
             "SELECT pg_reload_conf()",
         ] {
             c.batch_execute(setting).await.expect("settings");
@@ -186,6 +193,10 @@ pub async fn run(settings: &Settings) -> Summary {
     // Convergence: every node applies through the same round and holds the same rows and log.
     let state = converge(&cluster, nodes).await;
     anomalies.extend(state.anomalies.iter().cloned());
+    let lease_reads = lease_reads(&cluster, nodes).await;
+    if !settings.lease.is_zero() && lease_reads == 0 {
+        anomalies.push("leases were on, but no strong read went under one".into());
+    }
     let records = history.records();
     anomalies.extend(checks::check_inserts(&records, &state.inserted));
     anomalies.extend(checks::check_registers(&records));
@@ -196,11 +207,16 @@ pub async fn run(settings: &Settings) -> Summary {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "seed {} | {} members + 1 spare | {} s of faults | {} clients",
+        "seed {} | {} members + 1 spare | {} s of faults | {} clients | leases {}",
         settings.seed,
         settings.members,
         settings.duration.as_secs(),
-        settings.members * settings.clients_per_node
+        settings.members * settings.clients_per_node,
+        if settings.lease.is_zero() {
+            "off".to_string()
+        } else {
+            format!("{} ms", settings.lease.as_millis())
+        }
     );
     let _ = writeln!(
         text,
@@ -231,6 +247,9 @@ pub async fn run(settings: &Settings) -> Summary {
         );
     }
     let _ = writeln!(text, "final round {} on every node", state.round);
+    if !settings.lease.is_zero() {
+        let _ = writeln!(text, "strong reads under a leader lease: {lease_reads}");
+    }
     let _ = writeln!(text, "anomalies: {}", anomalies.len());
     for a in anomalies.iter().take(20) {
         let _ = writeln!(text, "  {a}");
@@ -281,6 +300,22 @@ async fn writes_resume(cluster: &Cluster, members: usize) -> Option<Duration> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
+}
+
+/// Strong reads served under a leader lease, summed over the nodes.
+async fn lease_reads(cluster: &Cluster, nodes: usize) -> i64 {
+    let mut total = 0;
+    for n in 1..=nodes {
+        if let Ok(row) = cluster
+            .client(n)
+            .await
+            .query_one("SELECT lease_reads FROM paxos.leadership('g')", &[])
+            .await
+        {
+            total += row.get::<_, i64>(0);
+        }
+    }
+    total
 }
 
 struct FinalState {

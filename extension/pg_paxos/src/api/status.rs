@@ -136,8 +136,8 @@ mod paxos {
     /// Whether this node leads `group_id` as far as it knows (its own acceptor promised nothing
     /// higher since; a leader cut off from a newer one's campaign finds out at a refused accept),
     /// with its ballot, the first round of its range, the next round it can propose with phase 2
-    /// only, and how long its leader lease still runs (when leases are on and a majority granted
-    /// one).
+    /// only, how long its leader lease still runs (when leases are on and a majority granted
+    /// one), and how many strong reads here went under a lease since the node started.
     #[pg_extern(volatile, parallel_safe)]
     fn leadership(
         group_id: &str,
@@ -149,6 +149,7 @@ mod paxos {
             name!(from_round, Option<i64>),
             name!(next_round, Option<i64>),
             name!(lease_remaining_ms, Option<f64>),
+            name!(lease_reads, i64),
         ),
     > {
         store::require_group(group_id).or_raise();
@@ -163,8 +164,16 @@ mod paxos {
                 Some(from as i64),
                 Some(next as i64),
                 leadership::lease_left(group_id, lease::now()).map(|micros| micros as f64 / 1000.0),
+                leadership::lease_reads(group_id) as i64,
             ),
-            None => (false, None, None, None, None),
+            None => (
+                false,
+                None,
+                None,
+                None,
+                None,
+                leadership::lease_reads(group_id) as i64,
+            ),
         };
         TableIterator::once(row)
     }

@@ -44,6 +44,8 @@ struct Slot {
     lease_generation: u64,
     /// A backend renews the lease until then (µs on `lease::now`); the others do not meanwhile.
     renewing_until: u64,
+    /// Strong reads served under a lease since this slot was taken (for status).
+    lease_reads: u64,
 }
 
 impl Slot {
@@ -57,6 +59,7 @@ impl Slot {
             lease: None,
             lease_generation: 0,
             renewing_until: 0,
+            lease_reads: 0,
         }
     }
 }
@@ -310,15 +313,22 @@ pub fn lease_check(group: &str, now: u64, renew_within: u64, renew_for: u64) -> 
 }
 
 /// True while the lease of leadership `ballot`, under membership `generation`, still runs at
-/// `now`.
+/// `now`: a strong read then goes on under it (and is counted).
 pub fn lease_still_covers(group: &str, ballot: LeaderBallot, generation: u64, now: u64) -> bool {
     with_slot(group, |slot, counters| {
-        slot.held.is_some_and(|h| h.ballot == ballot)
+        let covers = slot.held.is_some_and(|h| h.ballot == ballot)
             && counters.membership_generation == generation
             && slot.lease_generation == generation
-            && slot.lease.is_some_and(|l| l.covers(&ballot, now))
+            && slot.lease.is_some_and(|l| l.covers(&ballot, now));
+        slot.lease_reads += u64::from(covers);
+        covers
     })
     .unwrap_or(false)
+}
+
+/// How many strong reads on this node went under a lease for `group` (since the node started).
+pub fn lease_reads(group: &str) -> u64 {
+    with_slot(group, |slot, _| slot.lease_reads).unwrap_or(0)
 }
 
 /// Ends a renewal begun by [`lease_check`]: when a majority `granted` the request sent at
