@@ -8,10 +8,9 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use pg_paxos_operator::controller::metrics::Metrics;
+use pg_paxos_operator::controller::metrics::{serve, Metrics};
 use pg_paxos_operator::controller::{group, table, Context};
 use pg_paxos_operator::crd::{PaxosGroup, ReplicatedTable};
 
@@ -54,30 +53,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     futures::join!(groups, tables);
     tracing::info!("stopped");
     Ok(())
-}
-
-/// A minimal HTTP/1.1 responder for the two endpoints a probe and Prometheus use.
-async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buffer = [0u8; 1024];
-            let n = stream.read(&mut buffer).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&buffer[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let (status, body) = match path {
-                "/metrics" => ("200 OK", metrics.render()),
-                "/healthz" => ("200 OK", "ok\n".to_string()),
-                _ => ("404 Not Found", "not found\n".to_string()),
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-        });
-    }
 }

@@ -137,17 +137,35 @@ impl Cluster {
 
     /// Creates group `group` on node 1 and joins every other node to it, one after another.
     pub async fn form_group(&self, group: &str) {
-        let first = self.client(1).await;
-        first
-            .execute(
-                "SELECT paxos_create_group($1, $2)",
-                &[&group, &self.conninfo(1)],
-            )
-            .await
-            .expect("create group");
+        self.create_group(group, &self.conninfo(1)).await;
         for node in 2..=self.size {
             self.join(group, node, node - 1).await;
         }
+    }
+
+    /// Creates `group` on node 1, which the members reach at `node1_conninfo` (its own address,
+    /// or a `LinkProxy` in front of it).
+    pub async fn create_group(&self, group: &str, node1_conninfo: &str) {
+        self.client(1)
+            .await
+            .execute(
+                "SELECT paxos_create_group($1, $2)",
+                &[&group, &node1_conninfo],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("create group {group}: {e:?}"));
+    }
+
+    /// Replicates `table` in `group`, from node 1.
+    pub async fn replicate(&self, group: &str, table: &str) {
+        self.client(1)
+            .await
+            .execute(
+                "SELECT paxos_replicate_table($1, $2::text::regclass)",
+                &[&group, &table],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("replicate {table}: {e:?}"));
     }
 
     /// Has `node` join `group` through member `via`.
@@ -189,6 +207,14 @@ impl Cluster {
         table: &str,
         ddl: &str,
     ) -> Cluster {
+        let cluster = Cluster::with_schema(name, size, ddl).await;
+        cluster.form_group(group).await;
+        cluster.replicate(group, table).await;
+        cluster
+    }
+
+    /// A fresh cluster of `size` nodes, each with `ddl` run on it, and no group yet.
+    pub async fn with_schema(name: &str, size: usize, ddl: &str) -> Cluster {
         let cluster = Cluster::new(name, size);
         for n in cluster.nodes() {
             cluster
@@ -198,16 +224,6 @@ impl Cluster {
                 .await
                 .unwrap_or_else(|e| panic!("{ddl} on node {n}: {e:?}"));
         }
-        cluster.form_group(group).await;
-        cluster
-            .client(1)
-            .await
-            .execute(
-                "SELECT paxos_replicate_table($1, $2::text::regclass)",
-                &[&group, &table],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("replicate {table}: {e:?}"));
         cluster
     }
 }

@@ -21,20 +21,10 @@ struct SlowCluster {
 }
 
 async fn slow_cluster(name: &str, delay: Duration) -> SlowCluster {
-    let cluster = Cluster::new(name, 3);
-    for n in cluster.nodes() {
-        cluster.client(n).await.batch_execute(TABLE).await.unwrap();
-    }
+    let cluster = Cluster::with_schema(name, 3, TABLE).await;
+    cluster.create_group("g", &cluster.conninfo(1)).await;
+    cluster.replicate("g", "items").await;
     let c1 = cluster.client(1).await;
-    c1.execute(
-        "SELECT paxos_create_group('g', $1)",
-        &[&cluster.conninfo(1)],
-    )
-    .await
-    .unwrap();
-    c1.execute("SELECT paxos_replicate_table('g', 'items')", &[])
-        .await
-        .unwrap();
     let mut proxies = Vec::new();
     for n in [2, 3] {
         let proxy = LinkProxy::start(cluster.port(n));

@@ -194,20 +194,10 @@ async fn rolled_back_savepoints_and_caught_errors_log_nothing_and_nested_writes_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_member_gets_identity_rows_and_draws_after_them() {
     bounded(async {
-        let cluster = Cluster::new("join_identity", 3);
-        for n in cluster.nodes() {
-            cluster.client(n).await.batch_execute(TABLES).await.unwrap();
-        }
+        let cluster = Cluster::with_schema("join_identity", 3, TABLES).await;
+        cluster.create_group("g", &cluster.conninfo(1)).await;
+        cluster.replicate("g", "tickets").await;
         let c1 = cluster.client(1).await;
-        c1.execute(
-            "SELECT paxos_create_group('g', $1)",
-            &[&cluster.conninfo(1)],
-        )
-        .await
-        .unwrap();
-        c1.execute("SELECT paxos_replicate_table('g', 'tickets')", &[])
-            .await
-            .unwrap();
         c1.execute(
             "INSERT INTO tickets (label) VALUES ('a'), ('b'), ('c')",
             &[],

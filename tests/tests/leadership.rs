@@ -154,22 +154,12 @@ async fn a_paused_leader_is_refused_after_another_node_took_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_the_next_campaign_is_refused_and_nothing_diverges() {
     bounded(async {
-        let cluster = Cluster::new("leader_cut_off", 3);
+        let cluster = Cluster::with_schema("leader_cut_off", 3, TABLE).await;
         // The other members reach node 3 through this proxy only.
         let link = LinkProxy::start(cluster.port(3));
-        for n in cluster.nodes() {
-            cluster.client(n).await.batch_execute(TABLE).await.unwrap();
-        }
+        cluster.create_group("g", &cluster.conninfo(1)).await;
+        cluster.replicate("g", "items").await;
         let (c1, c3) = (cluster.client(1).await, cluster.client(3).await);
-        c1.execute(
-            "SELECT paxos_create_group('g', $1)",
-            &[&cluster.conninfo(1)],
-        )
-        .await
-        .unwrap();
-        c1.execute("SELECT paxos_replicate_table('g', 'items')", &[])
-            .await
-            .unwrap();
         cluster.join("g", 2, 1).await;
         cluster.join_known_as("g", 3, 1, &link.conninfo()).await;
 

@@ -70,24 +70,17 @@ struct CutCluster {
 }
 
 async fn cut_cluster(name: &str) -> CutCluster {
-    let cluster = Cluster::new(name, 3);
-    for n in cluster.nodes() {
-        cluster.client(n).await.batch_execute(TABLE).await.unwrap();
-    }
-    let c1 = cluster.client(1).await;
+    let cluster = Cluster::with_schema(name, 3, TABLE).await;
     let proxy1 = LinkProxy::start(cluster.port(1));
-    c1.execute("SELECT paxos_create_group('g', $1)", &[&proxy1.conninfo()])
-        .await
-        .unwrap();
+    cluster.create_group("g", &proxy1.conninfo()).await;
     let mut proxies = vec![proxy1];
     for n in 2..=3 {
         let proxy = LinkProxy::start(cluster.port(n));
         cluster.join_known_as("g", n, 1, &proxy.conninfo()).await;
         proxies.push(proxy);
     }
-    c1.execute("SELECT paxos_replicate_table('g', 'items')", &[])
-        .await
-        .unwrap();
+    cluster.replicate("g", "items").await;
+    let c1 = cluster.client(1).await;
     c1.execute("INSERT INTO items VALUES (1, 'before the cut')", &[])
         .await
         .unwrap();
@@ -282,22 +275,12 @@ async fn a_restarted_acceptor_grants_nothing_for_one_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_membership_change_retires_the_lease() {
     bounded(async {
-        let cluster = Cluster::new("lease_members", 4);
-        for n in cluster.nodes() {
-            cluster.client(n).await.batch_execute(TABLE).await.unwrap();
-        }
-        let c1 = cluster.client(1).await;
-        c1.execute(
-            "SELECT paxos_create_group('g', $1)",
-            &[&cluster.conninfo(1)],
-        )
-        .await
-        .unwrap();
+        let cluster = Cluster::with_schema("lease_members", 4, TABLE).await;
+        cluster.create_group("g", &cluster.conninfo(1)).await;
         cluster.join("g", 2, 1).await;
         cluster.join("g", 3, 1).await;
-        c1.execute("SELECT paxos_replicate_table('g', 'items')", &[])
-            .await
-            .unwrap();
+        cluster.replicate("g", "items").await;
+        let c1 = cluster.client(1).await;
         set_lease(&cluster, LEASE_MS).await;
         c1.execute("INSERT INTO items VALUES (1, 'x')", &[])
             .await
