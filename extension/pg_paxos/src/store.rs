@@ -126,7 +126,9 @@ pub struct ReadState {
     pub group: Group,
     pub diverged: Option<(u64, String)>,
     pub highest_learned: u64,
-    pub highest_accepted: u64,
+    /// The highest round this node's acceptor voted in (`None`: not read, see
+    /// [`read_state_without_votes`]).
+    pub highest_accepted: Option<u64>,
     /// The ballot of this node's acceptor's range promise, if it made one.
     pub range_promise: Option<Ballot>,
 }
@@ -134,8 +136,8 @@ pub struct ReadState {
 const READ_STATE: Sql = Sql {
     text: "SELECT g.self_conninfo, g.applied_round, g.diverged_round, g.diverged_error,
                   (SELECT max(round) FROM paxos.log WHERE group_id = $1),
-                  (SELECT max(round) FROM paxos.acceptor_slots
-                    WHERE group_id = $1 AND accepted_num IS NOT NULL),
+                  coalesce((SELECT max(round) FROM paxos.acceptor_slots
+                            WHERE group_id = $1 AND accepted_num IS NOT NULL), 0),
                   r.promised_num, r.promised_by
            FROM paxos.groups g LEFT JOIN paxos.range_promises r USING (group_id)
            WHERE g.group_id = $1",
@@ -144,6 +146,21 @@ const READ_STATE: Sql = Sql {
 
 pub fn read_state(group_id: &str) -> Result<ReadState> {
     read_state_with(&READ_STATE, &[group_id.into()], group_id)
+}
+
+const READ_STATE_WITHOUT_VOTES: Sql = Sql {
+    text: "SELECT g.self_conninfo, g.applied_round, g.diverged_round, g.diverged_error,
+                  (SELECT max(round) FROM paxos.log WHERE group_id = $1),
+                  NULL::bigint,
+                  r.promised_num, r.promised_by
+           FROM paxos.groups g LEFT JOIN paxos.range_promises r USING (group_id)
+           WHERE g.group_id = $1",
+    args: &[TEXT],
+};
+
+/// [`read_state`] without this node's highest vote: all a read under a leader lease needs.
+pub fn read_state_without_votes(group_id: &str) -> Result<ReadState> {
+    read_state_with(&READ_STATE_WITHOUT_VOTES, &[group_id.into()], group_id)
 }
 
 const READ_STATE_SHARING_WRITERS: Sql = Sql {
@@ -194,7 +211,7 @@ fn read_state_with(sql: &Sql, args: &[DatumWithOid], group_id: &str) -> Result<R
                 },
                 diverged,
                 highest_learned: to_round(row.get::<i64>(5)?),
-                highest_accepted: to_round(row.get::<i64>(6)?),
+                highest_accepted: row.get::<i64>(6)?.map(|r| r.max(0) as u64),
                 range_promise: ballot(row.get::<i64>(7)?, row.get::<String>(8)?),
             });
         }

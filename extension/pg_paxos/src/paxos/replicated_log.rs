@@ -653,7 +653,15 @@ impl ReplicatedLog {
     /// (a read stays a read: no transaction id, no flush at commit). A node where an entry fails
     /// on the way refuses to go on. True when it applied rounds.
     fn catch_up(group_id: &str, leader_may_trust_learned: bool) -> Result<bool> {
-        let state = store::read_state(group_id)?;
+        // A read under a lease needs no vote of this node's: leave that out of the statement.
+        let may_lease = !leader_may_trust_learned
+            && lease::enabled()
+            && leadership::current(group_id).is_some();
+        let state = if may_lease {
+            store::read_state_without_votes(group_id)?
+        } else {
+            store::read_state(group_id)?
+        };
         apply::refuse_diverged(group_id, state.diverged)?;
         let leading = leadership::holds(group_id, state.range_promise.as_ref());
         let (learned, accepted) = (state.highest_learned, state.highest_accepted);
@@ -661,11 +669,21 @@ impl ReplicatedLog {
         if leader_may_trust_learned && leading {
             return log.apply_through(learned);
         }
-        if leading && lease::enabled() {
+        if leading && may_lease {
             return log.read_under_lease(learned, accepted);
         }
-        let top = log.max_group_round_from(learned, accepted, true)?;
-        log.apply_through(top)
+        log.apply_through_read_index(learned, accepted)
+    }
+
+    /// Applies the log through the read index. `accepted` is this node's highest vote, read
+    /// here when `None`.
+    fn apply_through_read_index(&self, learned: u64, accepted: Option<u64>) -> Result<bool> {
+        let accepted = match accepted {
+            Some(round) => round,
+            None => store::highest_known_round(self.id(), true)?,
+        };
+        let top = self.max_group_round_from(learned, accepted, true)?;
+        self.apply_through(top)
     }
 
     /// Applies the log through `top`, if it is behind. True when it applied rounds.

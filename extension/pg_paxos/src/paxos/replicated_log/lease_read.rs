@@ -50,9 +50,9 @@ impl Drop for Renewal<'_> {
 
 impl ReplicatedLog {
     /// A strong read's catch-up on this node while it leads, with leases on. `learned` and
-    /// `accepted` are this node's highest learned and voted rounds, read just before. True when it
-    /// applied rounds.
-    pub(super) fn read_under_lease(&self, learned: u64, accepted: u64) -> Result<bool> {
+    /// `accepted` are this node's highest learned and voted rounds, read just before (the latter
+    /// only when known). True when it applied rounds.
+    pub(super) fn read_under_lease(&self, learned: u64, accepted: Option<u64>) -> Result<bool> {
         let duration = lease::duration();
         let renew_for = self.timing.round_timeout.as_micros() as u64;
         let check = leadership::lease_check(self.id(), lease::now(), duration / 2, renew_for);
@@ -88,10 +88,7 @@ impl ReplicatedLog {
                     Err(e) => Err(e),
                 }
             }
-            LeaseCheck::ReadIndex => {
-                let top = self.max_group_round_from(learned, accepted, true)?;
-                self.apply_through(top)
-            }
+            LeaseCheck::ReadIndex => self.apply_through_read_index(learned, accepted),
         }
     }
 
@@ -104,7 +101,7 @@ impl ReplicatedLog {
         generation: u64,
         claimed_through: u64,
         learned: u64,
-        accepted: u64,
+        accepted: Option<u64>,
     ) -> Result<bool> {
         // `learned` may predate a claim made just before the lease check: look once more.
         let learned = if learned >= claimed_through {
@@ -114,8 +111,7 @@ impl ReplicatedLog {
         };
         if learned < claimed_through {
             // A round of this leader is in flight: the read index waits for nothing.
-            let top = self.max_group_round_from(learned, accepted, true)?;
-            return self.apply_through(top);
+            return self.apply_through_read_index(learned, accepted);
         }
         // Fills any gap below `learned` too (a round before the range nobody recorded here).
         let applied = self.apply_through(learned)?;
@@ -123,8 +119,7 @@ impl ReplicatedLog {
             return Ok(applied);
         }
         // The lease ran out while applying, or a membership change was learned.
-        let top = self.max_group_round_from(learned, accepted, true)?;
-        Ok(self.apply_through(top)? || applied)
+        Ok(self.apply_through_read_index(learned, accepted)? || applied)
     }
 
     /// Asks every member for a lease of `duration` µs for this node's leadership (of rounds from
