@@ -1,7 +1,8 @@
 //! The operator's reconcilers against an in-memory Kubernetes API (kube-rs's mock service) and
 //! real local PostgreSQL nodes standing in for the member pods: objects created, the group formed
-//! once pods are ready, status with rounds, scale up and down, deletion through the finalizer,
-//! and failures that set Degraded with an event.
+//! once pods are ready, status with rounds, scale up and down (a departing member that is down
+//! removed through member 0), deletion through the finalizer, and failures that set Degraded with
+//! an event.
 
 use std::sync::Arc;
 
@@ -281,6 +282,53 @@ async fn scaling_up_joins_and_scaling_down_leaves_one_member_at_a_time() {
             .client(2)
             .await
             .execute("SELECT paxos_append('after-scale', 'shop', 'v')", &[])
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_departing_member_that_is_down_is_removed_through_member_0() {
+    bounded(async {
+        let cluster = Cluster::new("op_remove_down", 3);
+        let (client, fake) = FakeKube::start();
+        let ctx = context(
+            client.clone(),
+            cluster.nodes().map(|n| cluster.port(n)).collect(),
+        );
+        fake.insert("paxosgroups", group_object(3, json!({})));
+        pods_ready(&fake, 0..3);
+        for _ in 0..2 {
+            reconcile(&client, &ctx).await.unwrap();
+        }
+        assert_eq!(status(&fake)["phase"], "Ready");
+        assert_eq!(members_seen_by(&cluster, 1).await, 3);
+
+        // Member 2 (node 3) is down when the group shrinks: it cannot leave by itself, so member
+        // 0 removes it, once; the StatefulSet shrinks after that.
+        cluster.stop(3);
+        fake.edit(NS, "paxosgroups", "shop", |g| {
+            g["spec"]["members"] = json!(2)
+        });
+        reconcile(&client, &ctx).await.unwrap();
+        assert_eq!(members_seen_by(&cluster, 1).await, 2);
+        reconcile(&client, &ctx).await.unwrap();
+        assert_eq!(
+            fake.get(NS, "statefulsets", "shop").unwrap()["spec"]["replicas"],
+            2
+        );
+        let events = fake.event_reasons(NS);
+        assert_eq!(
+            events.iter().filter(|e| *e == "MemberLeft").count(),
+            1,
+            "{events:?}"
+        );
+        // The two that stayed form a majority of the new membership on their own.
+        cluster
+            .client(2)
+            .await
+            .execute("SELECT paxos_append('after-removal', 'shop', 'v')", &[])
             .await
             .unwrap();
     })
