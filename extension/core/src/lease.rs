@@ -1,12 +1,12 @@
 //! Leader leases: an optional way for a leader to serve strong reads from its own state.
 //!
-//! An acceptor that grants a lease to the holder of its range promise refuses, until the grant ends,
-//! every phase 1 of any other ballot that touches the range (rounds from the range's first on).
-//! Once a majority granted, no other ballot collects a majority of promises there, and a ballot
-//! promised there before the grant is higher than the leader's and makes acceptors refuse the
-//! lease ([`LeaseGrant::request`]). So while the lease runs, every value chosen in the range is the
-//! leader's own, in a round it handed out. Rounds before the range the leader must have learned,
-//! or learn before it reads: a value may still be chosen there by a proposal begun earlier.
+//! An acceptor grants a lease only to the holder of its range promise, and only if no round of
+//! that range promised a higher ballot ([`LeaseGrant::request`]). Until the grant ends, it refuses
+//! every phase 1 of another ballot that touches the range (rounds from the range's first on). Once
+//! a majority granted, no other ballot collects a majority of promises in the range, so while the
+//! lease runs every value chosen there is the leader's own, in a round it handed out. Rounds before
+//! the range the leader must have learned, or learn before it reads: a value may still be chosen
+//! there by a proposal begun earlier.
 //!
 //! Time is each node's monotonic clock, in any unit, injected by the caller. The one assumption is
 //! on clock *rates*: no node's clock runs more than [`MAX_DRIFT_PERMILLE`] per mille faster than

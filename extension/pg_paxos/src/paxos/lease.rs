@@ -154,8 +154,8 @@ fn with_grant<R>(
     Some(f(&mut table.slots[index].grant, now))
 }
 
-/// Whether this acceptor may answer a phase 1 of `ballot` reaching up to `highest_round` (`u64::MAX`
-/// for a range prepare); `Err` holds the ballot to refuse it with. Call under the acceptor lock
+/// Whether this acceptor may answer a phase 1 of `ballot` reaching up to `highest_round`
+/// (`u64::MAX` for a range prepare); `Err` holds the ballot to refuse it with. Call under the acceptor lock
 /// (see `store::lock_acceptor`), which orders it against [`grant`].
 pub fn admit_phase1(group: &str, ballot: &Ballot, highest_round: u64) -> Result<(), Ballot> {
     let stored = StoredBallot::new(ballot);

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::{Quorum, ReplicatedLog};
+use super::ReplicatedLog;
 use crate::error::Result;
 use crate::net::pool::{LinkError, Param};
 use crate::net::rpc;
@@ -123,8 +123,9 @@ impl ReplicatedLog {
     }
 
     /// Asks every member for a lease of `duration` µs for this node's leadership (of rounds from
-    /// `from` on) and returns the read index their answers give. The lease holds once a majority of every membership granted
-    /// it; it is counted from before the request left. Answers are awaited until `deadline`.
+    /// `from` on) and returns the read index their answers give. The lease holds once a majority
+    /// of every membership granted it; it is counted from before the request left. Answers are
+    /// awaited until `deadline`.
     fn renew_lease(
         &self,
         renewal: Renewal<'_>,
@@ -133,7 +134,7 @@ impl ReplicatedLog {
         duration: u64,
         deadline: Duration,
     ) -> Result<u64> {
-        let quorum: Quorum = self.quorum_after(learned)?;
+        let quorum = self.quorum_after(learned)?;
         // Every member, this node included, answers in a transaction of its own: the grant must
         // be ordered against phase 1 requests by the acceptor lock, which this read must not hold.
         let links = self.links(&quorum.members)?;
