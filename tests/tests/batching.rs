@@ -124,10 +124,18 @@ async fn inserts_running_at_once_share_rounds_and_every_node_gets_them() {
         cluster.assert_same_rows("items").await;
         let rows = count(&c1, "SELECT count(*) FROM items").await;
         assert_eq!(rows, 13);
-        // The strong read applied the batches on node 1 too: their writes took effect there
-        // before, and applying skipped them instead of writing them twice.
+        // A strong read on node 1 saw every batched write without applying the batches: each
+        // took effect there already (rows and mark committed), so the read took no lock.
+        let marks = count(&c1, "SELECT count(*) FROM paxos.batched_writes").await;
+        assert_eq!(marks, 13, "the reads left the batches to the next writer");
+        // The next write that runs alone applies them, skipping what took effect already.
+        c1.execute("UPDATE items SET v = v WHERE id = 0", &[])
+            .await
+            .unwrap();
         let marks = count(&c1, "SELECT count(*) FROM paxos.batched_writes").await;
         assert_eq!(marks, 0, "applied batches leave no marks behind");
+        assert_eq!(count(&c1, "SELECT count(*) FROM items").await, 13);
+        cluster.assert_same_rows("items").await;
     })
     .await;
 }

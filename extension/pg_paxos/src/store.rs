@@ -516,6 +516,30 @@ pub fn log_range(group_id: &str, from: u64, to: u64) -> Result<Vec<(u64, LogValu
     })
 }
 
+const LOG_WITH_MARKS: Sql = Sql {
+    text: "SELECT l.round, l.value_origin, l.value_kind, l.value_body,
+                  (SELECT count(*) FROM paxos.batched_writes b
+                    WHERE b.group_id = l.group_id AND b.round = l.round)
+           FROM paxos.log l WHERE l.group_id = $1 AND l.round BETWEEN $2 AND $3 ORDER BY round",
+    args: &[TEXT, INT8, INT8],
+};
+
+/// Chosen values in `from..=to`, ascending, each with how many of its batched writes took effect
+/// here already (see [`mark_batched`]).
+pub fn log_with_marks(group_id: &str, from: u64, to: u64) -> Result<Vec<(u64, LogValue, u64)>> {
+    let args = [group_id.into(), round_arg(from), round_arg(to)];
+    query(&LOG_WITH_MARKS, &args, |table| {
+        let mut out = Vec::new();
+        for row in table {
+            if let Some(value) = value_from_row(&row, 2)? {
+                let marks = to_round(row.get::<i64>(5)?);
+                out.push((to_round(row.get::<i64>(1)?), value, marks));
+            }
+        }
+        Ok(out)
+    })
+}
+
 const LOCK_SLOT: Sql = Sql {
     text: "SELECT promised_num, promised_by, accepted_num, accepted_by,
                   value_origin, value_kind, value_body

@@ -17,6 +17,35 @@ use pgrx::prelude::*;
 use crate::error::{PaxosError, Result};
 use crate::store;
 
+/// True when every round after `applied` through `top` is learned here and changes no table, or
+/// is a batch whose every write took effect here already (its rows and mark committed): a read
+/// then sees all of them without applying, so it needs no lock and does not wait for the writers
+/// of this node's commit chain. Only asked for short stretches (`LOOKAHEAD` rounds).
+pub fn effects_visible(group_id: &str, applied: u64, top: u64) -> Result<bool> {
+    const LOOKAHEAD: u64 = 64;
+    if top <= applied || top - applied > LOOKAHEAD {
+        return Ok(top <= applied);
+    }
+    let rounds = store::log_with_marks(group_id, applied + 1, top)?;
+    if rounds.len() as u64 != top - applied {
+        return Ok(false);
+    }
+    for (_, value, marks) in rounds {
+        let visible = match value.kind {
+            ValueKind::Value | ValueKind::Noop | ValueKind::AddHost | ValueKind::RemoveHost => true,
+            ValueKind::Batch => {
+                let batch = Batch::decode(value.body.as_deref().unwrap_or_default())?;
+                marks == batch.statements.len() as u64
+            }
+            ValueKind::Statement | ValueKind::ReplicateTable => false,
+        };
+        if !visible {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Applies one entry. `Ok(Err(reason))` means the entry failed on this node.
 pub fn apply_entry(
     group_id: &str,

@@ -675,15 +675,51 @@ impl ReplicatedLog {
         log.apply_through_read_index(learned, accepted)
     }
 
-    /// Applies the log through the read index. `accepted` is this node's highest vote, read
-    /// here when `None`.
+    /// For a read: applies the log through the read index. `accepted` is this node's highest
+    /// vote, read here when `None`.
     fn apply_through_read_index(&self, learned: u64, accepted: Option<u64>) -> Result<bool> {
         let accepted = match accepted {
             Some(round) => round,
             None => store::highest_known_round(self.id(), true)?,
         };
         let top = self.max_group_round_from(learned, accepted, true)?;
+        self.apply_for_read(top)
+    }
+
+    /// For a read: applies the log through `top`, unless what those rounds wrote is visible here
+    /// already (see `apply::effects_visible`): then the read waits for no writer of this node.
+    fn apply_for_read(&self, top: u64) -> Result<bool> {
+        self.await_own_rounds(top)?;
+        if apply::effects_visible(self.id(), self.group.applied_round, top)? {
+            return Ok(false);
+        }
         self.apply_through(top)
+    }
+
+    /// On the leader, before a read learns rounds through `top`: waits until the rounds of its
+    /// range through `top` that its leadership handed out are learned, for at most one phase
+    /// timeout. Learning them meanwhile would run both phases on rounds its own backends are
+    /// deciding with phase 2: it would raise promises over them (the leader's accepts are then
+    /// refused and it steps down) and contest its own lease. A round whose proposer is gone is
+    /// learned with both phases once the wait ends.
+    fn await_own_rounds(&self, top: u64) -> Result<()> {
+        let Some((_, from, next_free)) = leadership::current(self.id()) else {
+            return Ok(());
+        };
+        let first = from.max(self.group.applied_round + 1);
+        let last = top.min(next_free.saturating_sub(1));
+        if first > last {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + self.timing.phase_timeout;
+        while !store::unlearned_rounds(self.id(), first, last)?.is_empty()
+            && std::time::Instant::now() < deadline
+        {
+            // SAFETY: a plain sleep of this backend; interrupts are processed right after.
+            unsafe { pgrx::pg_sys::pg_usleep(250) };
+            pgrx::check_for_interrupts!();
+        }
+        Ok(())
     }
 
     /// Applies the log through `top`, if it is behind. True when it applied rounds.

@@ -81,7 +81,7 @@ impl ReplicatedLog {
                     Duration::from_micros(micros).min(self.timing.round_timeout)
                 });
                 match self.renew_lease(renewal, from, learned, duration, deadline) {
-                    Ok(top) => self.apply_through(top),
+                    Ok(top) => self.apply_for_read(top),
                     Err(_) if running.is_some() => {
                         self.read_locally(ballot, generation, claimed_through, learned, accepted)
                     }
@@ -110,11 +110,14 @@ impl ReplicatedLog {
             store::highest_learned(self.id())?
         };
         if learned < claimed_through {
-            // A round of this leader is in flight: the read index waits for nothing.
+            // A round of this leader is in flight. Waiting for every round it handed out would
+            // also wait for rounds not yet accepted anywhere (which cannot have been chosen
+            // before this read): the read index asks which ones may have been, and the read
+            // then waits for those only (see `await_own_rounds`).
             return self.apply_through_read_index(learned, accepted);
         }
         // Fills any gap below `learned` too (a round before the range nobody recorded here).
-        let applied = self.apply_through(learned)?;
+        let applied = self.apply_for_read(learned)?;
         if leadership::lease_still_covers(self.id(), ballot, generation, lease::now()) {
             return Ok(applied);
         }
