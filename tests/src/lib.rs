@@ -1,7 +1,6 @@
 //! Test support for pg_paxos: local clusters of real PostgreSQL nodes with the extension preloaded
 //! (through `scripts/cluster`), clients, a frozen peer, a link that can be cut, an in-memory Kubernetes API for the operator, and waiting with deadlines.
 
-pub mod blackhole;
 pub mod cluster;
 pub mod errors;
 pub mod fake_kube;
@@ -9,7 +8,6 @@ pub mod faults;
 pub mod links;
 pub mod wait;
 
-pub use blackhole::Blackhole;
 pub use cluster::{count, Cluster};
 pub use errors::{bounded, execute_retrying, message, sqlstate};
 pub use fake_kube::FakeKube;

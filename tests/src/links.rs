@@ -2,7 +2,7 @@
 //! are accepted and never answered), drop (closed at once) or delay. The caller is known from the
 //! PostgreSQL startup packet: pg_paxos connects with `application_name = 'pg_paxos/<node id>'`;
 //! anything else is a client. Changing a rule cuts that caller's open connections, as a real
-//! partition would.
+//! partition would. [`LinkProxy::frozen`] stands for a member that never answers anyone.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -24,6 +24,8 @@ pub enum Rule {
 #[derive(Default)]
 struct State {
     rules: HashMap<String, Rule>,
+    /// The rule of callers without one of their own (`Pass` unless frozen).
+    otherwise: Option<Rule>,
     /// Open connections: id, caller, and a handle of each socket (removed when they close).
     open: Vec<(u64, String, TcpStream)>,
     next_id: u64,
@@ -101,6 +103,14 @@ fn pipe(
 
 impl LinkProxy {
     /// Forwards connections on a free port to 127.0.0.1:`target`.
+    /// A member that is frozen, or whose links swallow every packet: connections are accepted
+    /// and never answered.
+    pub fn frozen() -> LinkProxy {
+        let proxy = LinkProxy::start(0);
+        proxy.state.lock().unwrap().otherwise = Some(Rule::Blackhole);
+        proxy
+    }
+
     pub fn start(target: u16) -> LinkProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a proxy port");
         listener
@@ -137,7 +147,8 @@ impl LinkProxy {
         let _ = client.set_read_timeout(None);
         let rule = {
             let state = shared.lock().unwrap();
-            state.rules.get(&caller).copied().unwrap_or(Rule::Pass)
+            let otherwise = state.otherwise.unwrap_or(Rule::Pass);
+            state.rules.get(&caller).copied().unwrap_or(otherwise)
         };
         match rule {
             Rule::Drop => {

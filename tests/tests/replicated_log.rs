@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pg_paxos_tests::{bounded, message, sqlstate, wait_until, Blackhole, Cluster};
+use pg_paxos_tests::{bounded, message, sqlstate, wait_until, Cluster, LinkProxy};
 use tokio_postgres::{Client, Error};
 
 async fn append(c: &Client, proposer: &str, group: &str, value: &str) -> Result<i64, Error> {
@@ -374,7 +374,7 @@ async fn frozen_member_never_holds_up_a_round() {
     bounded(async {
         let cluster = Cluster::new("frozen_member", 3);
         cluster.form_group("g").await;
-        let frozen = Blackhole::start();
+        let frozen = LinkProxy::frozen();
         let c1 = cluster.client(1).await;
         c1.execute("SELECT paxos_add_host('g', $1)", &[&frozen.conninfo()])
             .await
@@ -405,7 +405,7 @@ async fn statement_timeout_and_cancel_stop_a_waiting_call() {
     bounded(async {
         let cluster = Cluster::new("interrupts", 3);
         cluster.form_group("g").await;
-        let frozen = [Blackhole::start(), Blackhole::start()];
+        let frozen = [LinkProxy::frozen(), LinkProxy::frozen()];
         let c1 = cluster.client(1).await;
         for b in &frozen {
             c1.execute("SELECT paxos_add_host('g', $1)", &[&b.conninfo()]).await.unwrap();
@@ -777,7 +777,7 @@ async fn bad_input_gives_clear_errors_and_creates_nothing() {
             expect(sql, args, code, text).await;
         }
         // A password never shows up in an error.
-        let secret = format!("{} password=hunter2", Blackhole::start().conninfo());
+        let secret = format!("{} password=hunter2", LinkProxy::frozen().conninfo());
         let err = c
             .query("SELECT paxos_join_group('g', $1, $2)", &[&secret, &me])
             .await
