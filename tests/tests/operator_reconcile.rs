@@ -83,6 +83,23 @@ fn condition(status: &Value, type_: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// A group of `members` on the first nodes of `cluster`, its pods Ready and formed by two
+/// reconciles: the API client, the fake API server and the context.
+async fn formed_group(cluster: &Cluster, members: i32) -> (kube::Client, FakeKube, Arc<Context>) {
+    let (client, fake) = FakeKube::start();
+    let ctx = context(
+        client.clone(),
+        cluster.nodes().map(|n| cluster.port(n)).collect(),
+    );
+    fake.insert("paxosgroups", group_object(members, json!({})));
+    pods_ready(&fake, 0..members);
+    for _ in 0..2 {
+        reconcile(&client, &ctx).await.unwrap();
+    }
+    assert_eq!(status(&fake)["phase"], "Ready");
+    (client, fake, ctx)
+}
+
 async fn members_seen_by(cluster: &Cluster, node: usize) -> i64 {
     cluster
         .client(node)
@@ -226,17 +243,7 @@ async fn a_new_group_gets_its_objects_then_forms_and_reports_rounds() {
 async fn scaling_up_joins_and_scaling_down_leaves_one_member_at_a_time() {
     bounded(async {
         let cluster = Cluster::new("op_scale", 5);
-        let (client, fake) = FakeKube::start();
-        let ctx = context(
-            client.clone(),
-            cluster.nodes().map(|n| cluster.port(n)).collect(),
-        );
-        fake.insert("paxosgroups", group_object(3, json!({})));
-        pods_ready(&fake, 0..3);
-        for _ in 0..2 {
-            reconcile(&client, &ctx).await.unwrap();
-        }
-        assert_eq!(status(&fake)["phase"], "Ready");
+        let (client, fake, ctx) = formed_group(&cluster, 3).await;
 
         // Up to 5.
         fake.edit(NS, "paxosgroups", "shop", |g| {
@@ -292,17 +299,7 @@ async fn scaling_up_joins_and_scaling_down_leaves_one_member_at_a_time() {
 async fn a_departing_member_that_is_down_is_removed_through_member_0() {
     bounded(async {
         let cluster = Cluster::new("op_remove_down", 3);
-        let (client, fake) = FakeKube::start();
-        let ctx = context(
-            client.clone(),
-            cluster.nodes().map(|n| cluster.port(n)).collect(),
-        );
-        fake.insert("paxosgroups", group_object(3, json!({})));
-        pods_ready(&fake, 0..3);
-        for _ in 0..2 {
-            reconcile(&client, &ctx).await.unwrap();
-        }
-        assert_eq!(status(&fake)["phase"], "Ready");
+        let (client, fake, ctx) = formed_group(&cluster, 3).await;
         assert_eq!(members_seen_by(&cluster, 1).await, 3);
 
         // Member 2 (node 3) is down when the group shrinks: it cannot leave by itself, so member
@@ -339,14 +336,7 @@ async fn a_departing_member_that_is_down_is_removed_through_member_0() {
 async fn deletion_goes_through_the_finalizer() {
     bounded(async {
         let cluster = Cluster::new("op_delete", 1);
-        let (client, fake) = FakeKube::start();
-        let ctx = context(client.clone(), vec![cluster.port(1)]);
-        fake.insert("paxosgroups", group_object(1, json!({})));
-        pods_ready(&fake, 0..1);
-        for _ in 0..2 {
-            reconcile(&client, &ctx).await.unwrap();
-        }
-        assert_eq!(status(&fake)["phase"], "Ready");
+        let (client, fake, ctx) = formed_group(&cluster, 1).await;
         let api: Api<PaxosGroup> = Api::namespaced(client.clone(), NS);
         api.delete("shop", &Default::default()).await.unwrap();
         assert!(

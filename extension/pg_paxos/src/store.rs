@@ -133,14 +133,34 @@ pub struct ReadState {
     pub range_promise: Option<Ballot>,
 }
 
+/// The statement behind [`ReadState`], with this node's highest vote (`votes`) or without it
+/// (`no_votes`: NULL), and `$lock` as a further condition on the row.
+macro_rules! read_state_sql {
+    (votes, $lock:literal) => {
+        read_state_sql!(
+            "coalesce((SELECT max(round) FROM paxos.acceptor_slots
+                       WHERE group_id = $1 AND accepted_num IS NOT NULL), 0)",
+            $lock
+        )
+    };
+    (no_votes, $lock:literal) => {
+        read_state_sql!("NULL::bigint", $lock)
+    };
+    ($votes:literal, $lock:literal) => {
+        concat!(
+            "SELECT g.self_conninfo, g.applied_round, g.diverged_round, g.diverged_error,
+                    (SELECT max(round) FROM paxos.log WHERE group_id = $1), ",
+            $votes,
+            ", r.promised_num, r.promised_by
+             FROM paxos.groups g LEFT JOIN paxos.range_promises r USING (group_id)
+             WHERE g.group_id = $1",
+            $lock
+        )
+    };
+}
+
 const READ_STATE: Sql = Sql {
-    text: "SELECT g.self_conninfo, g.applied_round, g.diverged_round, g.diverged_error,
-                  (SELECT max(round) FROM paxos.log WHERE group_id = $1),
-                  coalesce((SELECT max(round) FROM paxos.acceptor_slots
-                            WHERE group_id = $1 AND accepted_num IS NOT NULL), 0),
-                  r.promised_num, r.promised_by
-           FROM paxos.groups g LEFT JOIN paxos.range_promises r USING (group_id)
-           WHERE g.group_id = $1",
+    text: read_state_sql!(votes, ""),
     args: &[TEXT],
 };
 
@@ -149,12 +169,7 @@ pub fn read_state(group_id: &str) -> Result<ReadState> {
 }
 
 const READ_STATE_WITHOUT_VOTES: Sql = Sql {
-    text: "SELECT g.self_conninfo, g.applied_round, g.diverged_round, g.diverged_error,
-                  (SELECT max(round) FROM paxos.log WHERE group_id = $1),
-                  NULL::bigint,
-                  r.promised_num, r.promised_by
-           FROM paxos.groups g LEFT JOIN paxos.range_promises r USING (group_id)
-           WHERE g.group_id = $1",
+    text: read_state_sql!(no_votes, ""),
     args: &[TEXT],
 };
 
@@ -164,13 +179,10 @@ pub fn read_state_without_votes(group_id: &str) -> Result<ReadState> {
 }
 
 const READ_STATE_SHARING_WRITERS: Sql = Sql {
-    text: "SELECT g.self_conninfo, g.applied_round, g.diverged_round, g.diverged_error,
-                  (SELECT max(round) FROM paxos.log WHERE group_id = $1),
-                  (SELECT max(round) FROM paxos.acceptor_slots
-                    WHERE group_id = $1 AND accepted_num IS NOT NULL),
-                  r.promised_num, r.promised_by
-           FROM paxos.groups g LEFT JOIN paxos.range_promises r USING (group_id)
-           WHERE g.group_id = $1 AND pg_catalog.pg_try_advisory_xact_lock_shared($2, $3)",
+    text: read_state_sql!(
+        votes,
+        " AND pg_catalog.pg_try_advisory_xact_lock_shared($2, $3)"
+    ),
     args: &[TEXT, INT4, INT4],
 };
 

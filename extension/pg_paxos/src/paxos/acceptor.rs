@@ -3,9 +3,11 @@
 //! synchronous_commit on) before the reply reaches the proposer, because a tokio-postgres query
 //! completes only at ReadyForQuery, after the commit.
 
-use paxos_core::acceptor::{on_accept, on_prepare, on_prepare_range};
+use paxos_core::acceptor::{on_accept, on_prepare, on_prepare_range, RangeStep};
 use paxos_core::lease::range_held_by;
-use paxos_core::{AcceptOutcome, Accepted, Ballot, PromiseOutcome, RangeOutcome, SlotState};
+use paxos_core::{
+    AcceptOutcome, Accepted, Ballot, PromiseOutcome, RangeOutcome, RangePromise, SlotState,
+};
 
 use crate::error::{PaxosError, Result};
 use crate::paxos::lease;
@@ -31,13 +33,13 @@ impl ReplyRow {
 
 /// Applies `rule` to the slot of `round` (its promise raised by a range promise that covers it)
 /// under a row lock and persists its result. A concurrent first request for the same round may win
-/// the insert; the rule then runs again on its row.
+/// the insert; the rule then runs again on its row. The caller holds the acceptor lock shared
+/// (see `store::lock_acceptor`).
 fn with_slot<R>(
     group_id: &str,
     round: u64,
     rule: impl Fn(&SlotState<LogValue>) -> (Option<SlotState<LogValue>>, R),
 ) -> Result<R> {
-    store::lock_acceptor(group_id, false)?;
     let range = store::range_promise(group_id)?;
     for _ in 0..2 {
         let existing = store::lock_slot(group_id, round)?;
@@ -96,6 +98,7 @@ pub fn accept(group_id: &str, round: u64, ballot: Ballot, value: LogValue) -> Re
     if let Some(chosen) = store::learned(group_id, round)? {
         return Ok(ReplyRow::chosen(chosen));
     }
+    store::lock_acceptor(group_id, false)?;
     with_slot(group_id, round, |slot| {
         let step = on_accept(slot, &ballot, &value);
         let reply = match step.reply {
@@ -123,26 +126,39 @@ pub enum RangeReply {
 
 /// Phase 1b for every round from `from` on (a leader's campaign).
 pub fn prepare_range(group_id: &str, from: u64, ballot: Ballot) -> Result<RangeReply> {
-    store::require_synchronous_commit()?;
     store::lock_acceptor(group_id, true)?;
     if let Err(holder) = lease::admit_phase1(group_id, &ballot, u64::MAX) {
         return Ok(RangeReply::Refused(holder));
     }
     let range = store::range_promise(group_id)?;
-    let slots = store::slots_from(group_id, from)?;
-    let step = on_prepare_range(
-        range.as_ref(),
-        slots.iter().map(|(round, slot)| (*round, slot)),
-        from,
-        &ballot,
-    );
-    if let Some(range) = &step.persist {
-        store::write_range_promise(group_id, range)?;
-    }
+    let step = promise_range(group_id, range.as_ref(), from, &ballot)?;
     Ok(match step.reply {
         RangeOutcome::Granted { votes } => RangeReply::Granted(votes),
         RangeOutcome::Refused { promised } => RangeReply::Refused(promised),
     })
+}
+
+/// The range prepare rule on this acceptor's slots from `from` on, given its range promise
+/// `range`; a new promise is persisted (durably: the reply follows the commit). The caller holds
+/// the acceptor lock alone and had the lease admit `ballot`.
+fn promise_range(
+    group_id: &str,
+    range: Option<&RangePromise>,
+    from: u64,
+    ballot: &Ballot,
+) -> Result<RangeStep<LogValue>> {
+    let slots = store::slots_from(group_id, from)?;
+    let step = on_prepare_range(
+        range,
+        slots.iter().map(|(round, slot)| (*round, slot)),
+        from,
+        ballot,
+    );
+    if let Some(promised) = &step.persist {
+        store::require_synchronous_commit()?;
+        store::write_range_promise(group_id, promised)?;
+    }
+    Ok(step)
 }
 
 pub fn learn(group_id: &str, round: u64, value: LogValue) -> Result<()> {
@@ -169,16 +185,7 @@ pub fn request_lease(
     let mut range = store::range_promise(group_id)?;
     let behind = range.as_ref().is_none_or(|r| r.ballot < *ballot);
     if behind && lease::admit_phase1(group_id, ballot, u64::MAX).is_ok() {
-        let slots = store::slots_from(group_id, from)?;
-        let step = on_prepare_range(
-            range.as_ref(),
-            slots.iter().map(|(round, slot)| (*round, slot)),
-            from,
-            ballot,
-        );
-        if let Some(promised) = step.persist {
-            store::require_synchronous_commit()?;
-            store::write_range_promise(group_id, &promised)?;
+        if let Some(promised) = promise_range(group_id, range.as_ref(), from, ballot)?.persist {
             range = Some(promised);
         }
     }

@@ -64,6 +64,16 @@ impl Slot {
     }
 }
 
+impl Slot {
+    /// The lease that lets the leadership held here read locally at `now`: granted to that
+    /// leadership, still running, and asked under the current membership `generation`.
+    fn running_lease(&self, generation: u64, now: u64) -> Option<LeaderLease<LeaderBallot>> {
+        let held = self.held?;
+        self.lease
+            .filter(|l| l.covers(&held.ballot, now) && self.lease_generation == generation)
+    }
+}
+
 /// Node-wide counters beside the slots.
 #[derive(Copy, Clone)]
 struct Counters {
@@ -285,17 +295,15 @@ pub fn lease_check(group: &str, now: u64, renew_within: u64, renew_for: u64) -> 
             return LeaseCheck::ReadIndex;
         };
         let generation = counters.membership_generation;
-        let running = slot
-            .lease
-            .filter(|l| l.covers(&held.ballot, now) && slot.lease_generation == generation);
+        let running = slot.running_lease(generation, now);
         let renewing = now < slot.renewing_until;
-        let local = LeaseCheck::Local {
-            ballot: held.ballot,
-            claimed_through: held.next_free().saturating_sub(1),
-            generation,
-        };
+        let claimed_through = held.next_free().saturating_sub(1);
         match running {
-            Some(lease) if renewing || lease.ends_at - now > renew_within => local,
+            Some(lease) if renewing || lease.ends_at - now > renew_within => LeaseCheck::Local {
+                ballot: held.ballot,
+                claimed_through,
+                generation,
+            },
             None if renewing => LeaseCheck::ReadIndex,
             _ => {
                 slot.renewing_until = now.saturating_add(renew_for);
@@ -303,7 +311,7 @@ pub fn lease_check(group: &str, now: u64, renew_within: u64, renew_for: u64) -> 
                     ballot: held.ballot,
                     from: held.from,
                     generation,
-                    claimed_through: held.next_free().saturating_sub(1),
+                    claimed_through,
                     running: running.map(|l| l.ends_at - now),
                 }
             }
@@ -316,10 +324,10 @@ pub fn lease_check(group: &str, now: u64, renew_within: u64, renew_for: u64) -> 
 /// `now`: a strong read then goes on under it (and is counted).
 pub fn lease_still_covers(group: &str, ballot: LeaderBallot, generation: u64, now: u64) -> bool {
     with_slot(group, |slot, counters| {
-        let covers = slot.held.is_some_and(|h| h.ballot == ballot)
-            && counters.membership_generation == generation
-            && slot.lease_generation == generation
-            && slot.lease.is_some_and(|l| l.covers(&ballot, now));
+        let covers = counters.membership_generation == generation
+            && slot
+                .running_lease(generation, now)
+                .is_some_and(|l| l.ballot == ballot);
         slot.lease_reads += u64::from(covers);
         covers
     })
@@ -360,12 +368,7 @@ pub fn end_renewal(
 /// How long the lease of this node's leadership of `group` still runs at `now`, if it does.
 pub fn lease_left(group: &str, now: u64) -> Option<u64> {
     with_slot(group, |slot, counters| {
-        let held = slot.held?;
-        slot.lease
-            .filter(|l| {
-                l.covers(&held.ballot, now)
-                    && slot.lease_generation == counters.membership_generation
-            })
+        slot.running_lease(counters.membership_generation, now)
             .map(|l| l.ends_at - now)
     })
     .flatten()
