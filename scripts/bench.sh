@@ -4,7 +4,9 @@
 #   1. the replicated log: paxos_append at 1, 4 and 8 clients;
 #   2. replicated tables: single-row INSERT at 1, 4, 8 and 16 clients (and at 16 with group commit
 #      off); single-row SELECT under the strong and the optimistic consistency model, and strong
-#      with leader leases on (pg_paxos.lease_duration = 2s; off by default).
+#      with leader leases on (pg_paxos.lease_duration = 2s; off by default);
+#   3. inserts from every member at once (4 clients on each node), sent to the leader
+#      (pg_paxos.forward_writes, the default) and not (each node's write takes the leadership over).
 #
 #   scripts/bench.sh [SECONDS_PER_RUN]      (default 10)
 set -euo pipefail
@@ -94,6 +96,40 @@ done
 row "INSERT, 16, unbatched" insert_local.sql insert_rep.sql 16 "-c pg_paxos.batch_writes=off"
 row "SELECT strong, 1" select_local.sql select_rep.sql 1
 row "SELECT optimistic, 1" select_local.sql select_rep.sql 1 "-c pg_paxos.consistency_model=optimistic"
+
+printf '\n3. Inserts from every member (4 clients on each of the 3 nodes; plain: 12 clients on one node)\n'
+printf '%-22s | %-22s | %-34s | %s\n' "workload" "plain table (1 node)" "replicated table (3 nodes)" "replicated/plain"
+# run_spread NAME SCRIPT [PGOPTIONS] -> like run, with 4 clients on every node at once
+run_spread() {
+  local name=$1 script=$2 options=${3:-} n
+  for n in 1 2 3; do
+    (cd "$work" && env -u RUST_BACKTRACE PGOPTIONS="$options" "$PGBENCH" -n -h 127.0.0.1 -p $((PG_PAXOS_BASE_PORT + n)) \
+      -U postgres -c 4 -j 4 -T "$SECONDS_PER_RUN" --max-tries=1000 -f "$script" -l --log-prefix="$work/$name-n$n" \
+      postgres > "$work/$name-n$n.out" 2>&1) &
+  done
+  wait
+  local tps failed retried
+  tps=$(cat "$work/$name"-n?.out | awk -F'= ' '/^tps/ {split($2, a, " "); s += a[1]} END {printf "%d", s}')
+  failed=$(cat "$work/$name"-n?.out | awk '/number of failed transactions/ {s += $5} END {print s + 0}')
+  retried=$(cat "$work/$name"-n?.out | awk '/number of transactions retried/ {s += $5} END {print s + 0}')
+  cat "$work/$name"-n?.[0-9]* | awk '{print $3}' | sort -n > "$work/$name.lat"
+  local count p50 p99
+  count=$(wc -l < "$work/$name.lat")
+  p50=$(awk -v n="$count" 'NR == int(n * 0.50) + 1 {printf "%.2f", $1 / 1000; exit}' "$work/$name.lat")
+  p99=$(awk -v n="$count" 'NR == int(n * 0.99) + 1 {printf "%.2f", $1 / 1000; exit}' "$work/$name.lat")
+  echo "$tps $p50 $p99 $failed $retried"
+}
+read -r ptps pp50 pp99 _ _ < <(run p-spread "$work/insert_local.sql" 12)
+for mode in on off; do
+  read -r rtps rp50 rp99 rerr rretry < <(run_spread "r-spread-$mode" "$work/insert_rep.sql" "-c pg_paxos.forward_writes=$mode")
+  printf '%-22s | %-6s %-7s %-7s | %-6s %-7s %-7s %-6s %-7s | %s  %s\n' "INSERT, forward $mode" "$ptps" "$pp50" "$pp99" \
+    "$rtps" "$rp50" "$rp99" "$rerr" "$rretry" \
+    "$(awk -v a="$rtps" -v p="$ptps" 'BEGIN {printf "%.3f", a / p}')" \
+    "$(awk -v a="$rp50" -v p="$pp50" 'BEGIN {printf "%.1fx", a / p}')"
+done
+# Node 1 leads again for the lease runs.
+sql 1 -c "SET pg_paxos.forward_writes = off" -c "INSERT INTO bench_rep VALUES (-1, 'lead')"
+
 # Leader leases: node 1 leads (it wrote above) and reads locally once a majority granted a lease.
 for n in 1 2 3; do
   sql "$n" -c "ALTER SYSTEM SET pg_paxos.lease_duration = '2s'"

@@ -96,7 +96,41 @@ pub enum PaxosError {
         sqlstate: PgSqlErrorCode,
         cause: String,
     },
+    /// The group's leader answered this node's forwarded insert with an SQL error (a key that
+    /// exists already, a constraint): nothing was chosen.
+    ForwardRefused {
+        group: String,
+        leader: String,
+        sqlstate: PgSqlErrorCode,
+        message: String,
+    },
+    /// The member this node took for the leader did not take its forwarded insert (it no longer
+    /// leads, or its inserts moved past this node's state): nothing was chosen.
+    ForwardNotTaken {
+        group: String,
+        leader: String,
+        cause: &'static str,
+    },
+    /// No answer from the leader to a forwarded insert: it may still be chosen.
+    ForwardUnknown {
+        group: String,
+        leader: String,
+        cause: String,
+    },
     Internal(String),
+}
+
+/// The error code of a five-character SQLSTATE (an unknown one reads as an internal error).
+pub fn sqlstate_from_code(code: &str) -> PgSqlErrorCode {
+    let bytes = code.as_bytes();
+    if bytes.len() != 5 {
+        return PgSqlErrorCode::ERRCODE_INTERNAL_ERROR;
+    }
+    // PostgreSQL's MAKE_SQLSTATE: six bits per character, first character lowest.
+    let packed = bytes.iter().enumerate().fold(0i32, |acc, (i, &ch)| {
+        acc + (((ch as i32 - '0' as i32) & 0x3F) << (6 * i))
+    });
+    PgSqlErrorCode::from(packed)
 }
 
 pub type Result<T> = std::result::Result<T, PaxosError>;
@@ -141,7 +175,10 @@ impl PaxosError {
             PaxosError::Remote { .. } => ERRCODE_CONNECTION_EXCEPTION,
             PaxosError::Internal(_) => ERRCODE_INTERNAL_ERROR,
             PaxosError::StatementFailed(e) => e.code,
-            PaxosError::BatchFailed { sqlstate, .. } => *sqlstate,
+            PaxosError::BatchFailed { sqlstate, .. }
+            | PaxosError::ForwardRefused { sqlstate, .. } => *sqlstate,
+            PaxosError::ForwardNotTaken { .. } => ERRCODE_T_R_SERIALIZATION_FAILURE,
+            PaxosError::ForwardUnknown { .. } => ERRCODE_TRANSACTION_RESOLUTION_UNKNOWN,
         }
     }
 
@@ -176,8 +213,18 @@ impl PaxosError {
             PaxosError::Remote { .. } => {
                 "Check that the member runs and has the pg_paxos extension in that database."
             }
-            PaxosError::Conflict { .. } | PaxosError::BatchFailed { .. } => {
-                "Retry the transaction."
+            PaxosError::Conflict { .. }
+            | PaxosError::BatchFailed { .. }
+            | PaxosError::ForwardNotTaken { .. } => "Retry the transaction.",
+            PaxosError::ForwardRefused { sqlstate, .. } => {
+                if *sqlstate == PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE {
+                    "Retry the transaction."
+                } else {
+                    return None;
+                }
+            }
+            PaxosError::ForwardUnknown { .. } => {
+                "Look for the rows before writing them again: a strong read applies the log first."
             }
             PaxosError::NotSupported { hint, .. } | PaxosError::PermissionDenied { hint, .. } => {
                 hint
@@ -288,6 +335,31 @@ impl fmt::Display for PaxosError {
             PaxosError::BatchFailed { group, cause, .. } => write!(
                 f,
                 "the round this transaction shared with other writes of this node in paxos group {group:?} failed: {cause}"
+            ),
+            PaxosError::ForwardRefused {
+                group,
+                leader,
+                message,
+                ..
+            } => write!(
+                f,
+                "{message} (on member {leader}, the leader of paxos group {group:?}, which ran this insert for this node)"
+            ),
+            PaxosError::ForwardNotTaken {
+                group,
+                leader,
+                cause,
+            } => write!(
+                f,
+                "member {leader} did not take this node's insert for paxos group {group:?}: {cause}; nothing was written"
+            ),
+            PaxosError::ForwardUnknown {
+                group,
+                leader,
+                cause,
+            } => write!(
+                f,
+                "no answer from member {leader}, the leader of paxos group {group:?}, to this node's insert ({cause}): it may still be chosen, and then shows here once this node applies the log"
             ),
             PaxosError::Internal(message) => write!(f, "pg_paxos internal error: {message}"),
         }

@@ -14,6 +14,7 @@ pub static CONSISTENCY_MODEL: GucSetting<ConsistencyModel> =
 pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static ALLOW_MUTABLE_FUNCTIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static BATCH_WRITES: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static FORWARD_WRITES: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static LEASE_DURATION_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PostgresGucEnum)]
@@ -90,6 +91,14 @@ pub fn register() {
         c"Let single-statement inserts into replicated tables on the leader share rounds (group commit).",
         c"Off: every transaction takes a round of its own.",
         &BATCH_WRITES,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_paxos.forward_writes",
+        c"Send single-statement inserts into replicated tables on a member that does not lead to the group's leader, which commits them in its next shared round.",
+        c"Off: such an insert takes the leadership over, as every other write on that member does. Needs pg_paxos.batch_writes on.",
+        &FORWARD_WRITES,
         GucContext::Userset,
         GucFlags::default(),
     );

@@ -1018,6 +1018,25 @@ pub fn sequence_facts(relid: pgrx::pg_sys::Oid) -> Result<(String, i64)> {
     .ok_or_else(|| PaxosError::Internal(format!("sequence {relid:?} not found")))
 }
 
+const RELATION_NAME: Sql = Sql {
+    text: "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) \
+           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+           WHERE c.oid = $1::pg_catalog.oid",
+    args: &[INT8],
+};
+
+/// Deletes the rows this transaction inserted into table `relid` (its writes there were inserts
+/// only: see `intercept::transaction::propose_forwarded`).
+pub fn discard_own_inserts(relid: pgrx::pg_sys::Oid) -> Result<()> {
+    let name = first_value::<String>(&RELATION_NAME, &[i64::from(relid.to_u32()).into()])?
+        .ok_or_else(|| PaxosError::Internal(format!("relation {relid:?} not found")))?;
+    // `name` is quoted by quote_ident.
+    pgrx::Spi::run(&format!(
+        "DELETE FROM ONLY {name} WHERE xmin = pg_catalog.pg_current_xact_id()::pg_catalog.xid"
+    ))?;
+    Ok(())
+}
+
 const CAPTURE_FUNCTIONS: Sql = Sql {
     text: "SELECT 'paxos.capture_value(bigint, integer, anyelement)'::pg_catalog.regprocedure::pg_catalog.oid::pg_catalog.int8, \
            'paxos.capture_sequence(bigint, oid, anyelement)'::pg_catalog.regprocedure::pg_catalog.oid::pg_catalog.int8",

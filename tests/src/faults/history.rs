@@ -82,7 +82,7 @@ impl History {
 /// proposed, or that prove the proposal lost, are definite failures: a unique violation or a bad
 /// statement; no majority answering when the node caught up before running the statement; losing
 /// the round the transaction was based on (its value was proposed for that round only, and another
-/// won it). Anything else, a timeout of a round or a lost connection above all, leaves the outcome
+/// won it); a leader that did not take an insert sent to it. Anything else, a timeout of a round or a lost connection above all, leaves the outcome
 /// unknown.
 pub fn classify(error: &tokio_postgres::Error) -> Outcome {
     let Some(db) = error.as_db_error() else {
@@ -96,7 +96,8 @@ pub fn classify(error: &tokio_postgres::Error) -> Outcome {
         || (*code == SqlState::CONNECTION_FAILURE
             && message.starts_with("could not read the highest round"))
         || (*code == SqlState::T_R_SERIALIZATION_FAILURE
-            && message.contains("another write was chosen first"))
+            && (message.contains("another write was chosen first")
+                || message.contains("did not take this node's insert")))
     {
         Outcome::Fail
     } else {

@@ -12,6 +12,7 @@ mod paxos {
     use crate::paxos::acceptor::{self, ReplyRow};
     use crate::paxos::group;
     use crate::store;
+    use paxos_model::entries::LoggedStatement;
     use paxos_model::value::LogValue;
 
     type ReplyTable = TableIterator<
@@ -270,6 +271,33 @@ mod paxos {
             ))
         })()
         .map(TableIterator::once)
+        .or_raise()
+    }
+
+    /// A member's insert sent to this node as the group's leader (see `paxos::forwarding`): the
+    /// entry ran there on `base_round`; it runs here and is committed in this node's next batch.
+    /// `outcome` is `chosen` (with the round, the entry's place in its batch, and whether the member
+    /// keeps the rows it wrote or applies the log instead), `not_leading`, or `busy` (try again).
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn request_forwarded_write(
+        group_id: &str,
+        base_round: i64,
+        entry: &str,
+    ) -> TableIterator<
+        'static,
+        (
+            name!(outcome, String),
+            name!(round, Option<i64>),
+            name!(entry_index, Option<i32>),
+            name!(member_keeps_rows, Option<bool>),
+        ),
+    > {
+        (|| {
+            let base = round(base_round)?;
+            let statement = LoggedStatement::decode(entry)?;
+            crate::intercept::write_forwarded(group_id, base, &statement)
+        })()
+        .map(|outcome| TableIterator::once(outcome.to_row()))
         .or_raise()
     }
 

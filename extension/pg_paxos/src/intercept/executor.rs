@@ -44,7 +44,10 @@ pub unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDes
         if !explain_only && super::active() {
             let stmt = (*query_desc).plannedstmt;
             if let Some(write) = intercepted((*stmt).queryId) {
-                transaction::begin_write(&write.group, write.batchable).or_raise();
+                let forward_target = (write.forwardable && sent_by_client(stmt))
+                    .then(|| insert_target(stmt))
+                    .flatten();
+                transaction::begin_write(&write.group, write.batchable, forward_target).or_raise();
                 capture::start((*stmt).queryId, write.sites.len());
                 use_fresh_snapshot(query_desc);
             } else if matches!(
@@ -92,6 +95,38 @@ pub unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc)
             Some(prev) => prev(query_desc),
             None => pg_sys::standard_ExecutorEnd(query_desc),
         }
+    }
+}
+
+/// Whether `stmt` is the one statement of the portal the client runs, not a statement that a
+/// function or a DO block runs on its behalf (which may go on to write more, and must then write
+/// alone from the start).
+unsafe fn sent_by_client(stmt: *mut pg_sys::PlannedStmt) -> bool {
+    // SAFETY: ActivePortal is the portal this backend runs now (or null); its statement list is
+    // a List of PlannedStmt, the very nodes the executor is given.
+    unsafe {
+        let portal = pg_sys::ActivePortal;
+        if portal.is_null() {
+            return false;
+        }
+        let stmts = (*portal).stmts;
+        !stmts.is_null()
+            && (*stmts).length == 1
+            && pg_sys::list_nth(stmts, 0) as *mut pg_sys::PlannedStmt == stmt
+    }
+}
+
+/// The table an INSERT plan writes.
+unsafe fn insert_target(stmt: *mut pg_sys::PlannedStmt) -> Option<pg_sys::Oid> {
+    // SAFETY: resultRelations is an integer List of range-table indexes (from 1) into rtable.
+    unsafe {
+        let results = (*stmt).resultRelations;
+        if results.is_null() || (*results).length != 1 {
+            return None;
+        }
+        let index = pg_sys::list_nth_int(results, 0);
+        let rte = pg_sys::list_nth((*stmt).rtable, index - 1) as *mut pg_sys::RangeTblEntry;
+        (!rte.is_null()).then(|| (*rte).relid)
     }
 }
 

@@ -115,6 +115,8 @@ pub fn init() {
     statements::init();
 }
 
+pub use transaction::write_forwarded;
+
 /// Tables were registered as replicated in this transaction (see `statements`).
 pub fn tables_registered() {
     statements::tables_registered();

@@ -117,6 +117,7 @@ unsafe fn intercept(parse: *mut pg_sys::Query, group: String) -> Result<*mut pg_
                 sites: trees.sites,
                 reads_tables: trees.reads_tables,
                 batchable,
+                forwardable: batchable && !trees.draws_sequences,
             },
         );
         (*trees.execute).queryId = tag;

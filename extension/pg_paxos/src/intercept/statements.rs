@@ -28,6 +28,9 @@ pub struct Intercepted {
     pub reads_tables: bool,
     /// A blind insert (see `planner::is_blind_insert`): it may share a round with others.
     pub batchable: bool,
+    /// A blind insert that draws from no sequence: a member that does not lead may send it to the
+    /// leader (see `paxos::forwarding`). The leader's own inserts draw from its sequences too.
+    pub forwardable: bool,
 }
 
 thread_local! {

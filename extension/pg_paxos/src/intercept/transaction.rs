@@ -11,8 +11,10 @@ use pgrx::prelude::*;
 
 use crate::error::{OrRaise, PaxosError, Result};
 use crate::guc;
-use crate::paxos::apply::as_extension_owner;
-use crate::paxos::batching;
+use crate::paxos::apply::{self, as_extension_owner, run_as_logged, Subtransaction};
+use crate::paxos::batching::{self, Placement};
+use crate::paxos::forwarding::{self, ForwardOutcome};
+use crate::paxos::leadership;
 use crate::paxos::replicated_log::{new_value, Record, ReplicatedLog};
 use crate::store;
 
@@ -29,13 +31,19 @@ struct Pending {
 }
 
 /// How the transaction writes its group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Mode {
     /// Alone: it holds the applied round and proposes its entry in the round after `base`.
     Alone,
     /// With other blind inserts of this node, in a batch of the commit chain's `epoch` (see
     /// `paxos::batching`); `base` is unused.
     Batched { epoch: u64 },
+    /// Blind inserts into `tables` that ran on `base`, sent to the group's `leader` at COMMIT (see
+    /// `paxos::forwarding`).
+    Forwarded {
+        leader: String,
+        tables: Vec<pg_sys::Oid>,
+    },
 }
 
 thread_local! {
@@ -71,18 +79,24 @@ fn refresh_snapshot() {
 /// A write to `group` is about to run. The transaction's first write brings the node up to date
 /// and locks the applied round until the transaction ends; or, when it is a `batchable` write
 /// (a blind insert) of a single-statement transaction on the group's leader, joins the node's
-/// commit chain instead, so that it runs and commits together with other such writes. A write
-/// that is not batchable in a batched transaction makes it write alone from then on, if no other
-/// batched write runs; else it fails with a serialization error.
+/// commit chain instead, so that it runs and commits together with other such writes; or, when it
+/// is `forwardable` on a member that does not lead, runs on this node's applied state and is sent
+/// to the leader at COMMIT. A write that is not batchable in a batched transaction makes it write
+/// alone from then on, if no other batched write runs; else it fails with a serialization error.
+/// So does a write that is not forwardable in a forwarded transaction.
 ///
 /// Up to date means the group's highest accepted round (one round trip to a majority), except on
 /// the leader: there the rounds it learned are enough. Should its leadership be over without its
 /// knowing, the write runs on an old state, but its accept in the next round is refused by the
 /// new leader's promise and the transaction fails with a serialization error: no write is ever
 /// chosen in a round other than the one right after the state it ran on.
-pub fn begin_write(group: &str, batchable: bool) -> Result<()> {
+pub fn begin_write(
+    group: &str,
+    batchable: bool,
+    forward_target: Option<pg_sys::Oid>,
+) -> Result<()> {
     let started = PENDING.with(|p| match p.borrow().as_ref() {
-        Some(pending) if pending.group == group => Ok(Some(pending.mode)),
+        Some(pending) if pending.group == group => Ok(Some(pending.mode.clone())),
         Some(pending) => Err(PaxosError::InvalidArgument {
             message: format!(
                 "this transaction writes replicated tables of paxos group {:?} already, not of {group:?}",
@@ -94,6 +108,27 @@ pub fn begin_write(group: &str, batchable: bool) -> Result<()> {
     })?;
     match started {
         Some(Mode::Batched { .. }) if !batchable => return write_alone_from_now(group),
+        Some(Mode::Forwarded { leader, .. }) if forward_target.is_none() => {
+            // Its insert ran on a state other rounds may have moved past: it cannot write alone.
+            forwarding::pause(group);
+            return Err(PaxosError::ForwardNotTaken {
+                group: group.to_string(),
+                leader: ReplicatedLog::open(group)?.link(&leader)?.label,
+                cause: "this transaction went on to write more than inserts meant for the leader (the next attempt writes on this node)",
+            });
+        }
+        Some(Mode::Forwarded { .. }) => {
+            PENDING.with(|p| {
+                if let Some(Pending {
+                    mode: Mode::Forwarded { tables, .. },
+                    ..
+                }) = p.borrow_mut().as_mut()
+                {
+                    tables.extend(forward_target.filter(|t| !tables.contains(t)));
+                }
+            });
+            return Ok(());
+        }
         Some(_) => return Ok(()),
         None => {}
     }
@@ -103,6 +138,12 @@ pub fn begin_write(group: &str, batchable: bool) -> Result<()> {
             if batchable && single_statement_transaction() && guc::BATCH_WRITES.get() {
                 if let Some(epoch) = ReplicatedLog::join_batch(group)? {
                     return Ok::<_, PaxosError>((Mode::Batched { epoch }, 0));
+                }
+                if let Some(table) = forward_target.filter(|_| guc::FORWARD_WRITES.get()) {
+                    if let Some((leader, base)) = forwarding::prepare(group)? {
+                        let tables = vec![table];
+                        return Ok((Mode::Forwarded { leader, tables }, base));
+                    }
                 }
             }
             Ok((Mode::Alone, ReplicatedLog::catch_up_for_write(group)?))
@@ -209,8 +250,12 @@ fn propose_pending() -> Result<()> {
         role: pending.role,
         steps: pending.steps.into_iter().map(|(_, step)| step).collect(),
     };
-    if let Mode::Batched { epoch } = pending.mode {
-        return propose_batched(&pending.group, epoch, &statement);
+    match pending.mode {
+        Mode::Batched { epoch } => return propose_batched(&pending.group, epoch, &statement),
+        Mode::Forwarded { leader, tables } => {
+            return propose_forwarded(&pending.group, &leader, pending.base, &tables, &statement)
+        }
+        Mode::Alone => {}
     }
     let round = pending.base + 1;
     super::bypassing(|| {
@@ -254,14 +299,99 @@ fn commit_without_flush_unless_local_writes() -> Result<()> {
 fn propose_batched(group: &str, epoch: u64, statement: &LoggedStatement) -> Result<()> {
     super::bypassing(|| {
         super::with_snapshot(|| {
+            as_extension_owner(|| commit_in_batch(group, epoch, statement).map(|_| ()))
+        })
+    })
+}
+
+/// Queues `statement` in this node's next batch of `epoch` and records its place once chosen.
+fn commit_in_batch(group: &str, epoch: u64, statement: &LoggedStatement) -> Result<Placement> {
+    // The log is only opened by the transaction that proposes the batch.
+    let limit = Duration::from_millis(guc::millis(&guc::ROUND_TIMEOUT_MS)) * 3;
+    let open = || ReplicatedLog::open(group);
+    let placement = batching::commit(group, open, epoch, statement, limit)?;
+    CHOSEN_IN_BATCH.with(|c| *c.borrow_mut() = Some(group.to_string()));
+    store::mark_batched(group, placement.round, placement.index)?;
+    commit_without_flush_unless_local_writes()?;
+    Ok(placement)
+}
+
+/// At COMMIT of a forwarded transaction: the leader runs and commits its entry in a batch; this
+/// transaction then records its place in that batch and commits (durable already in the votes of
+/// a majority, as in `propose_pending`). When rounds that do not commute with its inserts came
+/// between its base and that batch, its rows (of `tables`) are discarded instead, and the log is
+/// applied through the batch, so the rows come back in log order.
+fn propose_forwarded(
+    group: &str,
+    leader: &str,
+    base: u64,
+    tables: &[pg_sys::Oid],
+    statement: &LoggedStatement,
+) -> Result<()> {
+    super::bypassing(|| {
+        super::with_snapshot(|| {
             as_extension_owner(|| {
-                // The log is only opened by the transaction that proposes the batch.
-                let limit = Duration::from_millis(guc::millis(&guc::ROUND_TIMEOUT_MS)) * 3;
-                let open = || ReplicatedLog::open(group);
-                let placement = batching::commit(group, open, epoch, statement, limit)?;
-                CHOSEN_IN_BATCH.with(|c| *c.borrow_mut() = Some(group.to_string()));
-                store::mark_batched(group, placement.round, placement.index)?;
+                let (placement, keep) = forwarding::forward(group, leader, base, statement)?;
+                if keep {
+                    store::mark_batched(group, placement.round, placement.index)?;
+                } else {
+                    for &table in tables {
+                        store::discard_own_inserts(table)?;
+                    }
+                    // Applying needs the writer lock alone. Waiting for it while holding it
+                    // shared could deadlock with another such transaction: with other writers
+                    // running, the next strong read applies the rows instead.
+                    if store::try_lock_writers_exclusive(group)? {
+                        refresh_snapshot();
+                        ReplicatedLog::open(group)?.apply_log(placement.round)?;
+                        apply::check_not_diverged(group)?;
+                    }
+                }
                 commit_without_flush_unless_local_writes()
+            })
+        })
+    })
+}
+
+/// On the leader: a member's forwarded insert that ran there on `base` (see `paxos::forwarding`).
+/// It runs here as one of this node's batched inserts and is committed in the chain's next batch,
+/// if every round between `base` and the chain's tip is a batch of the chain; a failure of the
+/// statement (a key that exists here) is this transaction's error.
+pub fn write_forwarded(
+    group: &str,
+    base: u64,
+    statement: &LoggedStatement,
+) -> Result<ForwardOutcome> {
+    super::bypassing(|| {
+        super::with_snapshot(|| {
+            as_extension_owner(|| {
+                if leadership::current(group).is_none() {
+                    return Ok(ForwardOutcome::NotLeading);
+                }
+                let Some(epoch) = ReplicatedLog::join_batch(group)? else {
+                    if leadership::current(group).is_none() {
+                        return Ok(ForwardOutcome::NotLeading);
+                    }
+                    // This transaction holds the writer lock alone now: it applies what is
+                    // pending, so that the chain can start again for the member's next attempt.
+                    ReplicatedLog::catch_up_for_write(group)?;
+                    return Ok(ForwardOutcome::Busy);
+                };
+                // The member may keep the rows it wrote on `base` if every round after it is
+                // applied there or a batch of this chain; the statement runs here in any case, on
+                // this node's state, which is what makes it valid in the chain's next round.
+                let keep = match batching::status(group) {
+                    Some(chain) if chain.epoch == epoch => chain.from <= base && base <= chain.tip,
+                    _ => return Ok(ForwardOutcome::Busy),
+                };
+                let sub = Subtransaction::begin();
+                if let Err(e) = run_as_logged(statement) {
+                    sub.rollback();
+                    return Err(PaxosError::StatementFailed(e));
+                }
+                sub.commit();
+                let placement = commit_in_batch(group, epoch, statement)?;
+                Ok(ForwardOutcome::Chosen { placement, keep })
             })
         })
     })

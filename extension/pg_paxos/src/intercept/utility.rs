@@ -119,7 +119,7 @@ pub unsafe extern "C-unwind" fn process_utility(
                 pg_sys::NodeTag::T_TruncateStmt => {
                     if let Some((group, sql)) = truncate_sql(node as *mut pg_sys::TruncateStmt) {
                         super::with_snapshot(|| {
-                            transaction::begin_write(&group, false)?;
+                            transaction::begin_write(&group, false, None)?;
                             transaction::record_write(&group, vec![Step::Sql(sql)])
                         })
                         .or_raise();

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::runtime::Runtime;
 use tokio::time::Instant;
+use tokio_postgres::error::Severity;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Config, NoTls, Row};
 
@@ -46,14 +47,17 @@ impl Param {
 pub enum LinkError {
     /// No connection, or it broke: the member counts as down for a while.
     Unreachable(String),
-    /// The member answered with an SQL error.
+    /// The member's reply could not be used (malformed, unexpected).
     Remote(String),
+    /// The member answered with an SQL error: its SQLSTATE and message.
+    Sql { code: String, message: String },
 }
 
 impl LinkError {
     pub fn message(&self) -> &str {
         match self {
             LinkError::Unreachable(m) | LinkError::Remote(m) => m,
+            LinkError::Sql { message, .. } => message,
         }
     }
 }
@@ -316,14 +320,30 @@ impl Link {
         sql: &str,
         params: &[Param],
     ) -> std::result::Result<Vec<Row>, LinkError> {
-        tokio::time::timeout(limit, self.query(sql, params))
-            .await
-            .unwrap_or_else(|_| {
-                Err(LinkError::Unreachable(format!(
-                    "no answer within {} ms",
-                    limit.as_millis()
-                )))
-            })
+        Self::within(limit, self.query(sql, params)).await
+    }
+
+    /// Like [`Link::query_within`], but never sends the statement a second time: for a request
+    /// that must not run twice (a pooled connection that broke may have run it already).
+    pub async fn query_within_once(
+        &self,
+        limit: Duration,
+        sql: &str,
+        params: &[Param],
+    ) -> std::result::Result<Vec<Row>, LinkError> {
+        Self::within(limit, self.query_with(sql, params, false)).await
+    }
+
+    async fn within(
+        limit: Duration,
+        call: impl Future<Output = std::result::Result<Vec<Row>, LinkError>>,
+    ) -> std::result::Result<Vec<Row>, LinkError> {
+        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(LinkError::Unreachable(format!(
+                "no answer within {} ms",
+                limit.as_millis()
+            )))
+        })
     }
 
     /// Runs one statement on the member. A pooled connection that turns out to be broken (the
@@ -332,6 +352,15 @@ impl Link {
         &self,
         sql: &str,
         params: &[Param],
+    ) -> std::result::Result<Vec<Row>, LinkError> {
+        self.query_with(sql, params, true).await
+    }
+
+    async fn query_with(
+        &self,
+        sql: &str,
+        params: &[Param],
+        resend: bool,
     ) -> std::result::Result<Vec<Row>, LinkError> {
         let typed: Vec<(&(dyn ToSql + Sync), Type)> = params.iter().map(Param::typed).collect();
         loop {
@@ -350,11 +379,23 @@ impl Link {
                     return Ok(rows);
                 }
                 Err(e) => {
-                    if let Some(db) = e.as_db_error() {
-                        return Err(LinkError::Remote(db.message().to_string()));
+                    // An SQL error on a connection that stays open is the member's answer; a
+                    // fatal one (the member shut down, the session was terminated) ends the
+                    // connection like a broken socket does.
+                    let ends_session = |db: &tokio_postgres::error::DbError| {
+                        matches!(
+                            db.parsed_severity(),
+                            Some(Severity::Fatal | Severity::Panic)
+                        )
+                    };
+                    if let Some(db) = e.as_db_error().filter(|db| !ends_session(db)) {
+                        return Err(LinkError::Sql {
+                            code: db.code().code().to_string(),
+                            message: db.message().to_string(),
+                        });
                     }
                     self.shared.borrow_mut().conns.remove(&self.key);
-                    if was_pooled {
+                    if was_pooled && resend {
                         continue;
                     }
                     let err = LinkError::Unreachable(describe(&e));

@@ -4,6 +4,7 @@
 pub mod acceptor;
 pub mod apply;
 pub mod batching;
+pub mod forwarding;
 pub mod group;
 pub mod leadership;
 pub mod lease;

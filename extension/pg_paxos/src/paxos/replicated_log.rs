@@ -90,6 +90,11 @@ impl ReplicatedLog {
         self.timing.round_timeout
     }
 
+    /// How long one request to a member may take before it counts as not answering.
+    pub fn phase_timeout(&self) -> Duration {
+        self.timing.phase_timeout
+    }
+
     pub fn id(&self) -> &str {
         &self.group.id
     }

@@ -223,7 +223,9 @@ async fn drive_unbounded(
                 Some((to, Err(e))) => {
                     let message = match &e {
                         LinkError::Unreachable(m) => format!("{}: {m}", links[to].label),
-                        LinkError::Remote(m) => format!("{} answered with an error: {m}", links[to].label),
+                        LinkError::Remote(m) | LinkError::Sql { message: m, .. } => {
+                            format!("{} answered with an error: {m}", links[to].label)
+                        }
                     };
                     failed.insert(to, message);
                     release = true;

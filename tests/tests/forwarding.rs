@@ -1,0 +1,300 @@
+//! Inserts on members that do not lead, sent to the leader (`pg_paxos.forward_writes`), on real
+//! local clusters: they commit without moving the leadership and show on the member that sent
+//! them at once; one that ran on a state behind the leader's takes effect in log order; a key
+//! the leader has fails them with the leader's error; transactions that may
+//! write more (BEGIN ... COMMIT, a function) write alone as before; a leader that is gone fails
+//! one insert with `08007`, and the next one takes the leadership over.
+
+use std::time::Duration;
+
+use pg_paxos_tests::{bounded, count, execute_retrying, message, sqlstate, wait_until, Cluster};
+use tokio_postgres::Client;
+
+const TABLE: &str = "CREATE TABLE items (id int PRIMARY KEY, v text)";
+
+/// A 3-node group with `items` replicated, where node 1 wrote first and leads; returns its ballot.
+async fn led_by_node_1(name: &str) -> (Cluster, String) {
+    let cluster = Cluster::with_replicated_table(name, 3, "g", "items", TABLE).await;
+    let c1 = cluster.client(1).await;
+    c1.execute("INSERT INTO items VALUES (0, 'first')", &[])
+        .await
+        .unwrap();
+    let ballot = leader_ballot(&c1).await.expect("node 1 wrote, so it leads");
+    (cluster, ballot)
+}
+
+/// The ballot node `c` leads with, if it leads.
+async fn leader_ballot(c: &Client) -> Option<String> {
+    c.query_one("SELECT ballot FROM paxos.leadership('g')", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Rows of `items` on node `c` as it has them now (no log applied first).
+async fn local_count(c: &Client, filter: &str) -> i64 {
+    c.batch_execute("SET pg_paxos.consistency_model = optimistic")
+        .await
+        .unwrap();
+    let n = count(c, &format!("SELECT count(*) FROM items WHERE {filter}")).await;
+    c.batch_execute("RESET pg_paxos.consistency_model")
+        .await
+        .unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_on_other_members_commit_through_the_leader() {
+    bounded(async {
+        let (cluster, ballot) = led_by_node_1("fwd_basic").await;
+        let (c2, c3) = (cluster.client(2).await, cluster.client(3).await);
+
+        // One at a time from node 2: each shows on node 2 as soon as it returns.
+        for id in 1..=10 {
+            c2.execute("INSERT INTO items VALUES ($1, 'two')", &[&id])
+                .await
+                .unwrap_or_else(|e| panic!("insert {id} on node 2: {e:?}"));
+            assert_eq!(local_count(&c2, &format!("id = {id}")).await, 1);
+        }
+        // Node 2 committed its rows with the marks of their batches, without applying the log.
+        assert!(count(&c2, "SELECT count(*) FROM paxos.batched_writes").await >= 10);
+
+        // Many at once from nodes 2 and 3, with extended-protocol parameters.
+        let mut clients = Vec::new();
+        for i in 0..8 {
+            clients.push((i, cluster.client(2 + i % 2).await));
+        }
+        let runs = clients.iter().map(|(i, c)| async move {
+            for k in 0..10 {
+                let id = (100 + i * 10 + k) as i32;
+                execute_retrying(c, "INSERT INTO items VALUES ($1, $2)", &[&id, &"many"])
+                    .await
+                    .unwrap_or_else(|e| panic!("insert {id}: {e:?}"));
+            }
+        });
+        futures::future::join_all(runs).await;
+
+        // Nobody took the leadership over: node 1 leads with the same ballot.
+        assert_eq!(leader_ballot(&cluster.client(1).await).await, Some(ballot));
+        assert_eq!(leader_ballot(&c2).await, None);
+        assert_eq!(leader_ballot(&c3).await, None);
+        // Several inserts of other members shared a batch of the leader.
+        let batches = count(
+            &cluster.client(1).await,
+            "SELECT count(*) FROM paxos.log WHERE group_id = 'g' AND value_kind = 'batch'",
+        )
+        .await;
+        assert!(batches < 91, "91 inserts took {batches} batches");
+
+        for n in cluster.nodes() {
+            let c = cluster.client(n).await;
+            assert_eq!(
+                count(&c, "SELECT count(*) FROM items").await,
+                91,
+                "node {n}"
+            );
+        }
+        cluster.assert_same_rows("items").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_leader_has_fails_the_insert_with_the_leaders_error() {
+    bounded(async {
+        let (cluster, ballot) = led_by_node_1("fwd_conflict").await;
+        let (c1, c2) = (cluster.client(1).await, cluster.client(2).await);
+        c1.execute("INSERT INTO items VALUES (5, 'leader')", &[])
+            .await
+            .unwrap();
+        // Node 2 has not applied that round: only the leader can see the collision.
+        assert_eq!(local_count(&c2, "id = 5").await, 0);
+        let err = c2
+            .execute("INSERT INTO items VALUES (5, 'member')", &[])
+            .await
+            .expect_err("key 5 exists on the leader");
+        assert_eq!(sqlstate(&err), "23505", "{err:?}");
+        let text = message(&err);
+        assert!(
+            text.contains("duplicate key") && text.contains("leader"),
+            "{text}"
+        );
+        // Nothing of it anywhere; the leadership did not move.
+        assert_eq!(local_count(&c2, "v = 'member'").await, 0);
+        assert_eq!(leader_ballot(&c1).await, Some(ballot));
+        // A NOT NULL violation fails on the member itself, before anything is sent.
+        let err = c2
+            .execute("INSERT INTO items VALUES (NULL, 'x')", &[])
+            .await
+            .expect_err("id is the primary key");
+        assert_eq!(sqlstate(&err), "23502", "{err:?}");
+        for n in cluster.nodes() {
+            let c = cluster.client(n).await;
+            assert_eq!(count(&c, "SELECT count(*) FROM items").await, 2, "node {n}");
+        }
+        cluster.assert_same_rows("items").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_on_a_state_behind_an_update_takes_effect_in_log_order() {
+    bounded(async {
+        let (cluster, ballot) = led_by_node_1("fwd_behind").await;
+        let (c1, c2) = (cluster.client(1).await, cluster.client(2).await);
+        c2.execute("INSERT INTO items VALUES (1, 'old')", &[])
+            .await
+            .unwrap();
+        // The leader updates every row; node 2 does not apply that round before its next insert,
+        // whose rows it ran on a state without the update.
+        c1.execute("UPDATE items SET v = 'updated'", &[])
+            .await
+            .unwrap();
+        c2.execute("INSERT INTO items VALUES (2, 'new')", &[])
+            .await
+            .unwrap();
+        // Node 2 applied the log through its insert instead of keeping rows written out of
+        // order: the update shows, and does not touch the row inserted after it.
+        assert_eq!(local_count(&c2, "v = 'updated'").await, 2);
+        assert_eq!(local_count(&c2, "id = 2 AND v = 'new'").await, 1);
+        assert_eq!(leader_ballot(&c1).await, Some(ballot));
+        cluster.assert_same_rows("items").await;
+        for n in cluster.nodes() {
+            let c = cluster.client(n).await;
+            assert_eq!(
+                count(&c, "SELECT count(*) FROM items WHERE v = 'new'").await,
+                1
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_that_may_write_more_write_alone() {
+    bounded(async {
+        let (cluster, ballot) = led_by_node_1("fwd_alone").await;
+        let (c1, c2, c3) = (
+            cluster.client(1).await,
+            cluster.client(2).await,
+            cluster.client(3).await,
+        );
+        // Inside BEGIN ... COMMIT: node 2 writes alone, so it takes the leadership over.
+        c2.batch_execute("BEGIN; INSERT INTO items VALUES (1, 'block'); COMMIT")
+            .await
+            .unwrap();
+        wait_until("node 2 leads", Duration::from_secs(10), || async {
+            leader_ballot(&c2).await.is_some()
+        })
+        .await;
+        assert_ne!(leader_ballot(&c2).await, Some(ballot));
+
+        // An insert that a function runs, and that same function's update: node 3 writes them
+        // alone too (an insert it had sent ahead could not be followed by an update).
+        c3.batch_execute(
+            "CREATE FUNCTION public.add_and_touch(i int) RETURNS void LANGUAGE sql AS $$
+                 INSERT INTO public.items VALUES (i, 'function');
+                 UPDATE public.items SET v = 'touched' WHERE id = i;
+             $$",
+        )
+        .await
+        .unwrap();
+        c3.execute("SELECT public.add_and_touch(2)", &[])
+            .await
+            .unwrap();
+        assert_eq!(local_count(&c3, "id = 2 AND v = 'touched'").await, 1);
+        wait_until("node 3 leads", Duration::from_secs(10), || async {
+            leader_ballot(&c3).await.is_some()
+        })
+        .await;
+
+        // Off for a session: a single insert on node 1 (no longer leading) writes alone as well.
+        // (Once node 1's acceptor has node 3's promise: before, node 1 would still count itself
+        // leader, and its write would merely find out that it is not.)
+        let ballot3 = leader_ballot(&c3).await.expect("node 3 leads");
+        wait_until(
+            "node 1 promised node 3's ballot",
+            Duration::from_secs(10),
+            || async {
+                let promised: Option<String> = c1
+                    .query_one(
+                        "SELECT max(promised_num || '/' || promised_by) FROM paxos.range_promises
+                     WHERE group_id = 'g'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                promised.as_deref() == Some(ballot3.as_str())
+            },
+        )
+        .await;
+        c1.batch_execute("SET pg_paxos.forward_writes = off")
+            .await
+            .unwrap();
+        c1.execute("INSERT INTO items VALUES (3, 'off')", &[])
+            .await
+            .unwrap();
+        assert!(leader_ballot(&c1).await.is_some(), "node 1 wrote alone");
+
+        for n in cluster.nodes() {
+            let c = cluster.client(n).await;
+            assert_eq!(count(&c, "SELECT count(*) FROM items").await, 4, "node {n}");
+        }
+        cluster.assert_same_rows("items").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_is_gone_fails_one_insert_and_the_next_one_takes_over() {
+    bounded(async {
+        let (cluster, _) = led_by_node_1("fwd_gone").await;
+        let c2 = cluster.client(2).await;
+        // Node 2 found its leader already.
+        c2.execute("INSERT INTO items VALUES (1, 'before')", &[])
+            .await
+            .unwrap();
+        cluster.stop(1);
+
+        let started = std::time::Instant::now();
+        let mut failures = Vec::new();
+        let mut id = 2;
+        loop {
+            match c2
+                .execute("INSERT INTO items VALUES ($1, 'after')", &[&id])
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => failures.push((sqlstate(&e), message(&e))),
+            }
+            id += 1;
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no insert on node 2 went through after node 1 stopped: {failures:?}"
+            );
+        }
+        // At most one insert failed, with "resolution unknown", naming the member without secrets.
+        assert!(failures.len() <= 1, "{failures:?}");
+        for (state, text) in &failures {
+            assert_eq!(state, "08007", "{text}");
+            assert!(
+                text.contains("port=") && !text.contains("password"),
+                "{text}"
+            );
+        }
+        assert!(
+            leader_ballot(&c2).await.is_some(),
+            "node 2 took the leadership over"
+        );
+
+        // The failed insert never reached a leader: rows 0, 1 and the one that went through.
+        cluster.start(1);
+        for n in cluster.nodes() {
+            let c = cluster.client(n).await;
+            assert_eq!(count(&c, "SELECT count(*) FROM items").await, 3, "node {n}");
+        }
+        cluster.assert_same_rows("items").await;
+    })
+    .await;
+}
