@@ -78,6 +78,22 @@ async fn inserts_on_other_members_commit_through_the_leader() {
         assert_eq!(leader_ballot(&cluster.client(1).await).await, Some(ballot));
         assert_eq!(leader_ballot(&c2).await, None);
         assert_eq!(leader_ballot(&c3).await, None);
+        // Every one of the 90 was forwarded, and counted on both sides.
+        let sent = |c: Client| async move {
+            count(&c, "SELECT forwarded_out FROM paxos.group_commit('g')").await
+        };
+        assert_eq!(
+            sent(cluster.client(2).await).await + sent(cluster.client(3).await).await,
+            90
+        );
+        assert_eq!(
+            count(
+                &cluster.client(1).await,
+                "SELECT forwarded_in FROM paxos.group_commit('g')"
+            )
+            .await,
+            90
+        );
         // Several inserts of other members shared a batch of the leader.
         let batches = count(
             &cluster.client(1).await,

@@ -210,7 +210,9 @@ mod paxos {
 
     /// This node's group commit for `group_id` (see `paxos::batching`): whether inserts may join
     /// its commit chain, the chain's epoch, the applied round it started from and its last
-    /// batch's round, whether a batch is being proposed, and how many inserts are queued.
+    /// batch's round, whether a batch is being proposed, how many inserts are queued, and how many
+    /// inserts were forwarded (see `paxos::forwarding`): received from other members as leader,
+    /// and sent to a leader, both chosen, since the node started.
     #[pg_extern(volatile, parallel_unsafe)]
     fn group_commit(
         group_id: &str,
@@ -223,6 +225,8 @@ mod paxos {
             name!(tip_round, Option<i64>),
             name!(proposing, bool),
             name!(queued, i32),
+            name!(forwarded_in, i64),
+            name!(forwarded_out, i64),
         ),
     > {
         store::require_group(group_id).or_raise();
@@ -234,8 +238,10 @@ mod paxos {
                 Some(s.tip as i64),
                 s.proposing,
                 s.queued as i32,
+                s.forwarded_in as i64,
+                s.forwarded_out as i64,
             ),
-            None => (false, None, None, None, false, 0),
+            None => (false, None, None, None, false, 0, 0, 0),
         };
         TableIterator::once(row)
     }

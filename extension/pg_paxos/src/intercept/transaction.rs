@@ -332,6 +332,7 @@ fn propose_forwarded(
         super::with_snapshot(|| {
             as_extension_owner(|| {
                 let (placement, keep) = forwarding::forward(group, leader, base, statement)?;
+                batching::count_forwarded(group, false);
                 if keep {
                     store::mark_batched(group, placement.round, placement.index)?;
                 } else {
@@ -391,6 +392,7 @@ pub fn write_forwarded(
                 }
                 sub.commit();
                 let placement = commit_in_batch(group, epoch, statement)?;
+                batching::count_forwarded(group, true);
                 Ok(ForwardOutcome::Chosen { placement, keep })
             })
         })

@@ -102,6 +102,10 @@ struct GroupQueue {
     chain: CommitChain,
     combining: bool,
     writes: [QueuedWrite; QUEUE],
+    /// Inserts of other members this node committed in its batches as leader, and inserts of
+    /// this node that a leader committed (see `paxos::forwarding`), since the queue was set up.
+    forwarded_in: u64,
+    forwarded_out: u64,
 }
 
 impl GroupQueue {
@@ -110,6 +114,8 @@ impl GroupQueue {
         chain: CommitChain::new(),
         combining: false,
         writes: [QueuedWrite::FREE; QUEUE],
+        forwarded_in: 0,
+        forwarded_out: 0,
     };
 
     fn idle(&self) -> bool {
@@ -231,6 +237,8 @@ pub struct ChainStatus {
     pub tip: u64,
     pub proposing: bool,
     pub queued: usize,
+    pub forwarded_in: u64,
+    pub forwarded_out: u64,
 }
 
 /// The status of `group`'s chain; `None` when the group has no queue on this node.
@@ -248,8 +256,23 @@ pub fn status(group: &str) -> Option<ChainStatus> {
                 .iter()
                 .filter(|w| w.state != State::Free)
                 .count(),
+            forwarded_in: queue.forwarded_in,
+            forwarded_out: queue.forwarded_out,
         }
     })
+}
+
+/// Counts an insert forwarded to the leader and chosen: one this node `received` as leader, or
+/// one it sent.
+pub fn count_forwarded(group: &str, received: bool) {
+    with_queue(group, |queue, _| {
+        if received {
+            queue.forwarded_in += 1;
+        } else {
+            queue.forwarded_out += 1;
+        }
+        ((), Vec::new())
+    });
 }
 
 /// Whether `group`'s commit chain is intact: a transaction may then expect to join it.
