@@ -40,7 +40,7 @@ cat > "$work/append.sql" <<'SQL'
 SELECT paxos_append('bench', 'bench', 'value ' || :client_id);
 SQL
 for t in rep local; do
-  printf '\\set id random(1, 1000000000000)\nINSERT INTO bench_%s VALUES (:id, '"'"'v'"'"');\n' "$t" > "$work/insert_$t.sql"
+  printf '\\set id random(1, 1000000000000000000)\nINSERT INTO bench_%s VALUES (:id, '"'"'v'"'"');\n' "$t" > "$work/insert_$t.sql"
   printf 'SELECT v FROM bench_%s WHERE id = 0;\n' "$t" > "$work/select_$t.sql"
 done
 

@@ -1,9 +1,10 @@
 //! Inserts on members that do not lead, sent to the leader (`pg_paxos.forward_writes`), on real
 //! local clusters: they commit without moving the leadership and show on the member that sent
 //! them at once; one that ran on a state behind the leader's takes effect in log order; a key
-//! the leader has fails them with the leader's error; transactions that may
-//! write more (BEGIN ... COMMIT, a function) write alone as before; a leader that is gone fails
-//! one insert with `08007`, and the next one takes the leadership over.
+//! the leader has fails them with the leader's error; BEGIN ... COMMIT of inserts only is offered
+//! to the leader at COMMIT, while transactions that write more (an update, a function's writes,
+//! a savepoint) write alone as before; a leader that is gone fails one insert with `08007`, and
+//! the next one takes the leadership over.
 
 use std::time::Duration;
 
@@ -186,8 +187,30 @@ async fn an_insert_on_a_state_behind_an_update_takes_effect_in_log_order() {
     .await;
 }
 
+/// Waits until node `c`'s acceptor holds `ballot` as its range promise: a node that led before
+/// then knows it no longer leads (until then its write would merely find that out).
+async fn wait_for_promise(c: &Client, ballot: &str) {
+    wait_until(
+        "the newer leader's promise",
+        Duration::from_secs(10),
+        || async {
+            let promised: Option<String> = c
+                .query_one(
+                    "SELECT max(promised_num || '/' || promised_by) FROM paxos.range_promises
+                 WHERE group_id = 'g'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            promised.as_deref() == Some(ballot)
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transactions_that_may_write_more_write_alone() {
+async fn explicit_transactions_of_inserts_are_forwarded_and_others_write_alone() {
     bounded(async {
         let (cluster, ballot) = led_by_node_1("fwd_alone").await;
         let (c1, c2, c3) = (
@@ -195,18 +218,47 @@ async fn transactions_that_may_write_more_write_alone() {
             cluster.client(2).await,
             cluster.client(3).await,
         );
-        // Inside BEGIN ... COMMIT: node 2 writes alone, so it takes the leadership over.
-        c2.batch_execute("BEGIN; INSERT INTO items VALUES (1, 'block'); COMMIT")
+        // BEGIN ... COMMIT with inserts only: node 2 writes alone (up to date first), then offers
+        // the entry to the leader at COMMIT, which takes it.
+        c2.batch_execute(
+            "BEGIN; INSERT INTO items VALUES (1, 'block'); INSERT INTO items VALUES (2, 'block');
+             COMMIT",
+        )
+        .await
+        .unwrap();
+        assert_eq!(local_count(&c2, "v = 'block'").await, 2);
+        assert_eq!(
+            count(&c2, "SELECT forwarded_out FROM paxos.group_commit('g')").await,
+            1
+        );
+        assert_eq!(leader_ballot(&c1).await, Some(ballot.clone()));
+
+        // With a savepoint rolled back: what is left of the transaction goes to the leader too.
+        c3.batch_execute(
+            "BEGIN; INSERT INTO items VALUES (3, 'kept'); SAVEPOINT s;
+             INSERT INTO items VALUES (4, 'rolled back'); ROLLBACK TO s;
+             INSERT INTO items VALUES (5, 'kept'); COMMIT",
+        )
+        .await
+        .unwrap();
+        assert_eq!(local_count(&c3, "v = 'kept'").await, 2);
+        assert_eq!(local_count(&c3, "id = 4").await, 0);
+        assert_eq!(leader_ballot(&c1).await, Some(ballot.clone()));
+
+        // An insert and then an update: node 2 writes alone as well.
+        c2.batch_execute(
+            "BEGIN; INSERT INTO items VALUES (8, 'mixed');
+             UPDATE items SET v = 'mixed, updated' WHERE id = 8; COMMIT",
+        )
+        .await
+        .unwrap();
+        let ballot2 = leader_ballot(&c2)
             .await
-            .unwrap();
-        wait_until("node 2 leads", Duration::from_secs(10), || async {
-            leader_ballot(&c2).await.is_some()
-        })
-        .await;
-        assert_ne!(leader_ballot(&c2).await, Some(ballot));
+            .expect("node 2 wrote alone, so it leads");
 
         // An insert that a function runs, and that same function's update: node 3 writes them
-        // alone too (an insert it had sent ahead could not be followed by an update).
+        // alone too (an insert sent ahead to the leader could not be followed by an update).
+        wait_for_promise(&c3, &ballot2).await;
         c3.batch_execute(
             "CREATE FUNCTION public.add_and_touch(i int) RETURNS void LANGUAGE sql AS $$
                  INSERT INTO public.items VALUES (i, 'function');
@@ -215,47 +267,27 @@ async fn transactions_that_may_write_more_write_alone() {
         )
         .await
         .unwrap();
-        c3.execute("SELECT public.add_and_touch(2)", &[])
+        c3.execute("SELECT public.add_and_touch(6)", &[])
             .await
             .unwrap();
-        assert_eq!(local_count(&c3, "id = 2 AND v = 'touched'").await, 1);
-        wait_until("node 3 leads", Duration::from_secs(10), || async {
-            leader_ballot(&c3).await.is_some()
-        })
-        .await;
+        assert_eq!(local_count(&c3, "id = 6 AND v = 'touched'").await, 1);
+        let ballot3 = leader_ballot(&c3)
+            .await
+            .expect("node 3 wrote alone, so it leads");
 
-        // Off for a session: a single insert on node 1 (no longer leading) writes alone as well.
-        // (Once node 1's acceptor has node 3's promise: before, node 1 would still count itself
-        // leader, and its write would merely find out that it is not.)
-        let ballot3 = leader_ballot(&c3).await.expect("node 3 leads");
-        wait_until(
-            "node 1 promised node 3's ballot",
-            Duration::from_secs(10),
-            || async {
-                let promised: Option<String> = c1
-                    .query_one(
-                        "SELECT max(promised_num || '/' || promised_by) FROM paxos.range_promises
-                     WHERE group_id = 'g'",
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .get(0);
-                promised.as_deref() == Some(ballot3.as_str())
-            },
-        )
-        .await;
+        // Off for a session: a single insert on node 1 writes alone.
+        wait_for_promise(&c1, &ballot3).await;
         c1.batch_execute("SET pg_paxos.forward_writes = off")
             .await
             .unwrap();
-        c1.execute("INSERT INTO items VALUES (3, 'off')", &[])
+        c1.execute("INSERT INTO items VALUES (7, 'off')", &[])
             .await
             .unwrap();
         assert!(leader_ballot(&c1).await.is_some(), "node 1 wrote alone");
 
         for n in cluster.nodes() {
             let c = cluster.client(n).await;
-            assert_eq!(count(&c, "SELECT count(*) FROM items").await, 4, "node {n}");
+            assert_eq!(count(&c, "SELECT count(*) FROM items").await, 8, "node {n}");
         }
         cluster.assert_same_rows("items").await;
     })

@@ -224,9 +224,15 @@ async fn transactions_commit_roll_back_and_conflict() {
             .unwrap();
         drop(dying);
 
-        // Two transactions based on the same round: the second to commit gets 40001.
+        // Two transactions based on the same round: the second to commit gets 40001. (With
+        // forwarding on, the leader would take both inserts: see forwarding.rs.)
         let mut c2 = cluster.client(2).await;
         let mut c3 = cluster.client(3).await;
+        for c in [&c2, &c3] {
+            c.batch_execute("SET pg_paxos.forward_writes = off")
+                .await
+                .unwrap();
+        }
         let t2 = c2.transaction().await.unwrap();
         t2.execute("INSERT INTO kv VALUES (5, 'first')", &[])
             .await

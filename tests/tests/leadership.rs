@@ -1,7 +1,9 @@
 //! Multi-Paxos leadership on real local clusters: a node that writes becomes the group's leader and
 //! then proposes with phase 2 only; a leader that was paused while another node took over is
 //! refused when it wakes up, gives its leadership up and never makes the nodes diverge; so is a
-//! leader cut off from the campaign that replaced it.
+//! leader cut off from the campaign that replaced it. Nodes other than the first leader write with
+//! `pg_paxos.forward_writes` off: a write taking the leadership over is the subject here, which
+//! forwarding spares inserts (see forwarding.rs).
 
 use std::time::Duration;
 
@@ -22,6 +24,15 @@ async fn leadership(c: &Client) -> (bool, Option<String>) {
 async fn insert(c: &Client, id: i32, v: &str) -> Result<u64, tokio_postgres::Error> {
     c.execute("INSERT INTO items VALUES ($1, $2)", &[&id, &v])
         .await
+}
+
+/// A connection to node `n` whose inserts take the leadership over instead of going to the leader.
+async fn writing_alone(cluster: &Cluster, n: usize) -> Client {
+    let c = cluster.client(n).await;
+    c.batch_execute("SET pg_paxos.forward_writes = off")
+        .await
+        .unwrap();
+    c
 }
 
 /// Inserts, retrying serialization failures (a write based on a round another node took).
@@ -110,7 +121,7 @@ async fn a_paused_leader_is_refused_after_another_node_took_over() {
         // Node 1 freezes; node 2 writes, and so campaigns and leads with a higher ballot. (Node 2
         // led once, while it admitted node 3: its first write may meet that stale leadership.)
         cluster.run(&["pause", "1"]);
-        let c2 = cluster.client(2).await;
+        let c2 = writing_alone(&cluster, 2).await;
         let written = tokio::time::timeout(Duration::from_secs(20), async {
             insert_retrying(&c2, 2, "from node 2").await;
             insert_retrying(&c2, 4, "from node 2").await;
@@ -159,7 +170,10 @@ async fn a_leader_cut_off_from_the_next_campaign_is_refused_and_nothing_diverges
         let link = LinkProxy::start(cluster.port(3));
         cluster.create_group("g", &cluster.conninfo(1)).await;
         cluster.replicate("g", "items").await;
-        let (c1, c3) = (cluster.client(1).await, cluster.client(3).await);
+        let (c1, c3) = (
+            writing_alone(&cluster, 1).await,
+            writing_alone(&cluster, 3).await,
+        );
         cluster.join("g", 2, 1).await;
         cluster.join_known_as("g", 3, 1, &link.conninfo()).await;
 

@@ -1025,14 +1025,14 @@ const RELATION_NAME: Sql = Sql {
     args: &[INT8],
 };
 
-/// Deletes the rows this transaction inserted into table `relid` (its writes there were inserts
-/// only: see `intercept::transaction::propose_forwarded`).
+/// Deletes the rows this transaction (or one of its subtransactions) inserted into table `relid`
+/// (its writes there were inserts only: see `intercept::transaction::took_effect_through_leader`).
 pub fn discard_own_inserts(relid: pgrx::pg_sys::Oid) -> Result<()> {
     let name = first_value::<String>(&RELATION_NAME, &[i64::from(relid.to_u32()).into()])?
         .ok_or_else(|| PaxosError::Internal(format!("relation {relid:?} not found")))?;
     // `name` is quoted by quote_ident.
     pgrx::Spi::run(&format!(
-        "DELETE FROM ONLY {name} WHERE xmin = pg_catalog.pg_current_xact_id()::pg_catalog.xid"
+        "DELETE FROM ONLY {name} WHERE paxos.written_by_this_transaction(xmin)"
     ))?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use crate::error::{OrRaise, PaxosError, Result};
 use crate::guc;
 use crate::paxos::apply::{self, as_extension_owner, run_as_logged, Subtransaction};
 use crate::paxos::batching::{self, Placement};
-use crate::paxos::forwarding::{self, ForwardOutcome};
+use crate::paxos::forwarding::{self, ForwardOutcome, Forwarded};
 use crate::paxos::leadership;
 use crate::paxos::replicated_log::{new_value, Record, ReplicatedLog};
 use crate::store;
@@ -33,8 +33,10 @@ struct Pending {
 /// How the transaction writes its group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Mode {
-    /// Alone: it holds the applied round and proposes its entry in the round after `base`.
-    Alone,
+    /// Alone: it holds the applied round and proposes its entry in the round after `base`;
+    /// unless `forward` names the tables of its writes so far, all inserts a leader may take
+    /// (see `paxos::forwarding`): then the entry is offered to the group's leader first.
+    Alone { forward: Option<Vec<pg_sys::Oid>> },
     /// With other blind inserts of this node, in a batch of the commit chain's `epoch` (see
     /// `paxos::batching`); `base` is unused.
     Batched { epoch: u64 },
@@ -117,19 +119,15 @@ pub fn begin_write(
                 cause: "this transaction went on to write more than inserts meant for the leader (the next attempt writes on this node)",
             });
         }
-        Some(Mode::Forwarded { .. }) => {
+        Some(Mode::Forwarded { .. } | Mode::Alone { .. }) => {
             PENDING.with(|p| {
-                if let Some(Pending {
-                    mode: Mode::Forwarded { tables, .. },
-                    ..
-                }) = p.borrow_mut().as_mut()
-                {
-                    tables.extend(forward_target.filter(|t| !tables.contains(t)));
+                if let Some(pending) = p.borrow_mut().as_mut() {
+                    pending.note_write(forward_target);
                 }
             });
             return Ok(());
         }
-        Some(_) => return Ok(()),
+        Some(Mode::Batched { .. }) => return Ok(()),
         None => {}
     }
     let role = store::current_role()?;
@@ -146,7 +144,11 @@ pub fn begin_write(
                     }
                 }
             }
-            Ok((Mode::Alone, ReplicatedLog::catch_up_for_write(group)?))
+            let forward = forward_target
+                .filter(|_| may_forward())
+                .map(|table| vec![table]);
+            let base = ReplicatedLog::catch_up_for_write(group)?;
+            Ok((Mode::Alone { forward }, base))
         })
     })?;
     refresh_snapshot();
@@ -160,6 +162,33 @@ pub fn begin_write(
         })
     });
     Ok(())
+}
+
+impl Pending {
+    /// Another write of this transaction: its table joins those of a forwarded transaction; a
+    /// write no leader may take makes an alone transaction propose its entry itself.
+    fn note_write(&mut self, forward_target: Option<pg_sys::Oid>) {
+        match (&mut self.mode, forward_target) {
+            (
+                Mode::Forwarded { tables, .. }
+                | Mode::Alone {
+                    forward: Some(tables),
+                },
+                Some(t),
+            ) if !tables.contains(&t) => tables.push(t),
+            (Mode::Alone { forward }, None) => *forward = None,
+            _ => {}
+        }
+    }
+}
+
+/// Whether a transaction that writes alone on this node may still offer its entry to a leader
+/// at COMMIT: forwarding is on, and the transaction is not SERIALIZABLE (whose checks at COMMIT
+/// could fail it after the leader committed its entry).
+fn may_forward() -> bool {
+    // SAFETY: reads the transaction state of this backend.
+    let serializable = unsafe { pg_sys::XactIsoLevel >= pg_sys::XACT_SERIALIZABLE as i32 };
+    guc::FORWARD_WRITES.get() && !serializable
 }
 
 /// Not inside BEGIN ... COMMIT, nor SERIALIZABLE (whose checks at commit could still fail a
@@ -190,7 +219,7 @@ fn write_alone_from_now(group: &str) -> Result<()> {
     refresh_snapshot();
     PENDING.with(|p| {
         if let Some(pending) = p.borrow_mut().as_mut() {
-            pending.mode = Mode::Alone;
+            pending.mode = Mode::Alone { forward: None };
             pending.base = base;
         }
     });
@@ -255,7 +284,14 @@ fn propose_pending() -> Result<()> {
         Mode::Forwarded { leader, tables } => {
             return propose_forwarded(&pending.group, &leader, pending.base, &tables, &statement)
         }
-        Mode::Alone => {}
+        Mode::Alone {
+            forward: Some(tables),
+        } => {
+            if offer_to_leader(&pending.group, pending.base, &tables, &statement)? {
+                return Ok(());
+            }
+        }
+        Mode::Alone { forward: None } => {}
     }
     let round = pending.base + 1;
     super::bypassing(|| {
@@ -316,11 +352,8 @@ fn commit_in_batch(group: &str, epoch: u64, statement: &LoggedStatement) -> Resu
     Ok(placement)
 }
 
-/// At COMMIT of a forwarded transaction: the leader runs and commits its entry in a batch; this
-/// transaction then records its place in that batch and commits (durable already in the votes of
-/// a majority, as in `propose_pending`). When rounds that do not commute with its inserts came
-/// between its base and that batch, its rows (of `tables`) are discarded instead, and the log is
-/// applied through the batch, so the rows come back in log order.
+/// At COMMIT of a forwarded transaction: the leader runs and commits its entry in a batch (see
+/// [`took_effect_through_leader`]); a leader that does not take it fails the transaction.
 fn propose_forwarded(
     group: &str,
     leader: &str,
@@ -330,28 +363,81 @@ fn propose_forwarded(
 ) -> Result<()> {
     super::bypassing(|| {
         super::with_snapshot(|| {
+            as_extension_owner(
+                || match forwarding::forward(group, leader, base, statement)? {
+                    Forwarded::Chosen { placement, keep } => {
+                        took_effect_through_leader(group, placement, keep, tables)
+                    }
+                    Forwarded::NotTaken { leader, cause } => Err(PaxosError::ForwardNotTaken {
+                        group: group.to_string(),
+                        leader,
+                        cause,
+                    }),
+                },
+            )
+        })
+    })
+}
+
+/// At COMMIT of a transaction that wrote alone and only inserted rows a leader may take: offers
+/// its entry to the group's leader, which saves a campaign here (and the leader's writes in
+/// flight). False when there is no leader to take it: the caller proposes the entry itself, as
+/// nothing was chosen (this transaction still holds the applied round it ran on).
+fn offer_to_leader(
+    group: &str,
+    base: u64,
+    tables: &[pg_sys::Oid],
+    statement: &LoggedStatement,
+) -> Result<bool> {
+    super::bypassing(|| {
+        super::with_snapshot(|| {
             as_extension_owner(|| {
-                let (placement, keep) = forwarding::forward(group, leader, base, statement)?;
-                batching::count_forwarded(group, false);
-                if keep {
-                    store::mark_batched(group, placement.round, placement.index)?;
-                } else {
-                    for &table in tables {
-                        store::discard_own_inserts(table)?;
-                    }
-                    // Applying needs the writer lock alone. Waiting for it while holding it
-                    // shared could deadlock with another such transaction: with other writers
-                    // running, the next strong read applies the rows instead.
-                    if store::try_lock_writers_exclusive(group)? {
-                        refresh_snapshot();
-                        ReplicatedLog::open(group)?.apply_log(placement.round)?;
-                        apply::check_not_diverged(group)?;
-                    }
+                if !may_forward() {
+                    return Ok(false);
                 }
-                commit_without_flush_unless_local_writes()
+                let Some(leader) = forwarding::leader_now(group)? else {
+                    return Ok(false);
+                };
+                match forwarding::forward(group, &leader, base, statement)? {
+                    Forwarded::Chosen { placement, keep } => {
+                        took_effect_through_leader(group, placement, keep, tables)?;
+                        Ok(true)
+                    }
+                    Forwarded::NotTaken { .. } => Ok(false),
+                }
             })
         })
     })
+}
+
+/// The leader committed this transaction's entry at `placement`. With `keep`, the rows written
+/// here are that entry's: they commit with its batch mark. Otherwise rounds that do not commute
+/// with them came first: the rows (of `tables`) are discarded and the log is applied through the
+/// batch, so they come back in log order. Either way the commit need not wait for its flush (the
+/// entry is durable already in the votes of a majority, as in `propose_pending`).
+fn took_effect_through_leader(
+    group: &str,
+    placement: Placement,
+    keep: bool,
+    tables: &[pg_sys::Oid],
+) -> Result<()> {
+    batching::count_forwarded(group, false);
+    if keep {
+        store::mark_batched(group, placement.round, placement.index)?;
+    } else {
+        for &table in tables {
+            store::discard_own_inserts(table)?;
+        }
+        // Applying needs the writer lock alone. Waiting for it while holding it shared could
+        // deadlock with another such transaction: with other writers running, the next strong
+        // read applies the rows instead.
+        if store::try_lock_writers_exclusive(group)? {
+            refresh_snapshot();
+            ReplicatedLog::open(group)?.apply_log(placement.round)?;
+            apply::check_not_diverged(group)?;
+        }
+    }
+    commit_without_flush_unless_local_writes()
 }
 
 /// On the leader: a member's forwarded insert that ran there on `base` (see `paxos::forwarding`).

@@ -2,11 +2,14 @@
 //!
 //! Without this, a write on a member that does not lead takes the leadership over (both phases),
 //! and the leader's writes in flight meet the higher promise and fail with `40001`; with several
-//! writing members the leadership moves back and forth. A transaction that only inserts rows it
-//! carries (a blind insert that draws from no sequence, outside BEGIN ... COMMIT) is instead:
+//! writing members the leadership moves back and forth. A transaction whose writes are all
+//! inserts of rows they carry (blind inserts that draw from no sequence, sent by the client) is
+//! instead:
 //!
-//! 1. run here as usual, on this node's applied state, holding the group's writer lock shared as
-//!    the leader's batched writers do, so no transaction of this node applies rounds meanwhile;
+//! 1. run here: a single statement on this node's applied state, holding the group's writer lock
+//!    shared as the leader's batched writers do, so no transaction of this node applies rounds
+//!    meanwhile; BEGIN ... COMMIT as every write here runs (up to date first, holding the applied
+//!    round), since it may go on to write more (then it proposes its entry itself);
 //! 2. at COMMIT, sent as its log entry, with the applied round it ran on (its *base*), to the
 //!    member that leads the group (`paxos.request_forwarded_write`);
 //! 3. run there as one of the leader's own batched inserts (a key that exists there fails it, as
@@ -19,8 +22,8 @@
 //!    e.g. an update this node has not applied) the rows written here are deleted again and the
 //!    log is applied through the batch, so they come back in log order.
 //!
-//! The leader is the member whose leadership ballot is the range promise this node's acceptor
-//! holds (every campaign asks each member for one); each backend asks the members once per ballot.
+//! The leader is the member that says it leads with the highest ballot, not below the range
+//! promise this node's acceptor holds; each backend asks the members once per range promise.
 //! A leader that does not answer within a phase timeout fails the transaction with `08007` (the
 //! insert may still be chosen) and this backend writes alone for a member-retry interval, so a
 //! paused or lost leader is replaced by the next write as before.
@@ -100,7 +103,7 @@ impl ForwardOutcome {
 
 /// What this backend knows of one group's leader.
 struct Known {
-    /// The range promise of this node's acceptor the answer is about.
+    /// The range promise of this node's acceptor the answer is about ("" for none).
     ballot: String,
     /// The member that leads with that ballot, if one said so.
     leader: Option<String>,
@@ -145,17 +148,15 @@ pub fn prepare(group: &str) -> Result<Option<(String, u64)>> {
     Ok(leader.map(|leader| (leader, state.group.applied_round)))
 }
 
-/// The member leading `group` with the ballot `promise` (this node's range promise), as known to
-/// this backend or asked of the members now.
+/// The member leading `group`, as known to this backend or asked of the members now: the one
+/// that leads with the highest ballot, if that is not below `promise` (this node's range promise;
+/// a member that campaigned with a higher ballot may still be on its way to leading).
 fn leader_of(group: &str, self_conninfo: &str, promise: Option<&Ballot>) -> Result<Option<String>> {
-    let Some(promise) = promise else {
-        return Ok(None);
-    };
-    let ballot = promise.to_string();
+    let key = promise.map(Ballot::to_string).unwrap_or_default();
     let now = Instant::now();
     let cached = KNOWN.with(|k| {
         k.borrow().get(group).and_then(|known| {
-            if known.ballot != ballot {
+            if known.ballot != key {
                 return None;
             }
             if known.paused_until.is_some_and(|until| now < until) {
@@ -163,8 +164,8 @@ fn leader_of(group: &str, self_conninfo: &str, promise: Option<&Ballot>) -> Resu
             }
             match &known.leader {
                 Some(leader) => Some(Some(leader.clone())),
-                // Nobody led with it a moment ago (a campaign may have been running): ask again
-                // only after a while.
+                // Nobody led a moment ago (a campaign may have been running): ask again only
+                // after a while.
                 None if now.duration_since(known.asked_at) < retry_interval() => Some(None),
                 None => None,
             }
@@ -181,14 +182,18 @@ fn leader_of(group: &str, self_conninfo: &str, promise: Option<&Ballot>) -> Resu
         .collect();
     let links = log.links(&members)?;
     let net = net()?;
-    let found = net.block_on(find_leader(&links, group, &ballot, log.phase_timeout()));
+    let leading = net.block_on(leaders(&links, group, promise, log.phase_timeout()));
     net.emit_warnings();
-    let leader = found.map(|i| members[i].clone());
+    let leader = leading
+        .into_iter()
+        .filter(|(_, ballot)| promise.is_none_or(|p| ballot >= p))
+        .max_by(|a, b| a.1.cmp(&b.1))
+        .map(|(i, _)| members[i].clone());
     KNOWN.with(|k| {
         k.borrow_mut().insert(
             group.to_string(),
             Known {
-                ballot,
+                ballot: key,
                 leader: leader.clone(),
                 asked_at: now,
                 paused_until: None,
@@ -198,9 +203,14 @@ fn leader_of(group: &str, self_conninfo: &str, promise: Option<&Ballot>) -> Resu
     Ok(leader)
 }
 
-/// Asks every member whether it leads `group` with `ballot`; the first that does, if any answers
-/// within `limit`.
-async fn find_leader(links: &[Link], group: &str, ballot: &str, limit: Duration) -> Option<usize> {
+/// Asks every member whether it leads `group`: those that answered within `limit` that they do,
+/// with their ballots. Stops early at one that leads with `promise` itself.
+async fn leaders(
+    links: &[Link],
+    group: &str,
+    promise: Option<&Ballot>,
+    limit: Duration,
+) -> Vec<(usize, Ballot)> {
     let mut asks: FuturesUnordered<_> = links
         .iter()
         .enumerate()
@@ -210,17 +220,22 @@ async fn find_leader(links: &[Link], group: &str, ballot: &str, limit: Duration)
             (i, link.query_within(limit, LEADER_BALLOT, &params).await)
         })
         .collect();
+    let mut found = Vec::new();
     while let Some((i, answer)) = asks.next().await {
-        let leads = answer.ok().is_some_and(|rows| {
-            rows.first()
-                .and_then(|row| row.try_get::<_, Option<String>>(0).ok().flatten())
-                .is_some_and(|b| b == ballot)
-        });
-        if leads {
-            return Some(i);
+        let Some(ballot) = answer.ok().and_then(|rows| {
+            let text: String = rows.first()?.try_get::<_, Option<String>>(0).ok()??;
+            let (number, proposer) = text.split_once('/')?;
+            Some(Ballot::new(number.parse().ok()?, proposer))
+        }) else {
+            continue;
+        };
+        let exact = promise == Some(&ballot);
+        found.push((i, ballot));
+        if exact {
+            break;
         }
     }
-    None
+    found
 }
 
 fn with_known(group: &str, f: impl FnOnce(&mut Known)) {
@@ -237,14 +252,38 @@ pub fn pause(group: &str) {
     with_known(group, |known| known.paused_until = Some(until));
 }
 
-/// At COMMIT: sends the transaction's entry, which ran on `base`, to `leader`; where it was chosen,
-/// and whether the rows written here may be kept (see [`ForwardOutcome::Chosen`]).
+/// What became of an entry sent to the leader.
+pub enum Forwarded {
+    /// Chosen there (see [`ForwardOutcome::Chosen`]).
+    Chosen { placement: Placement, keep: bool },
+    /// Not run there: the member does not lead, or was busy twice.
+    NotTaken { leader: String, cause: &'static str },
+}
+
+/// At COMMIT of a transaction that wrote alone: the member leading `group` as far as this
+/// backend knows (asking the members if it does not), unless this node leads or forwarding is
+/// paused.
+pub fn leader_now(group: &str) -> Result<Option<String>> {
+    let state = store::read_state(group)?;
+    if leadership::holds(group, state.range_promise.as_ref()) {
+        return Ok(None);
+    }
+    leader_of(
+        group,
+        &state.group.self_conninfo,
+        state.range_promise.as_ref(),
+    )
+}
+
+/// At COMMIT: sends the transaction's entry, which ran on `base`, to `leader`. A leader that
+/// refused it with an SQL error, or did not answer (then the entry may still be chosen), is this
+/// call's error.
 pub fn forward(
     group: &str,
     leader: &str,
     base: u64,
     statement: &LoggedStatement,
-) -> Result<(Placement, bool)> {
+) -> Result<Forwarded> {
     let log = ReplicatedLog::open(group)?;
     let link = log.link(leader)?;
     let params = [
@@ -253,8 +292,7 @@ pub fn forward(
         Param::Text(Some(statement.encode())),
     ];
     let net = net()?;
-    let not_taken = |cause| PaxosError::ForwardNotTaken {
-        group: group.to_string(),
+    let not_taken = |cause| Forwarded::NotTaken {
         leader: link.label.clone(),
         cause,
     };
@@ -266,7 +304,9 @@ pub fn forward(
         net.emit_warnings();
         let outcome = answer.and_then(|rows| ForwardOutcome::from_row(rows.first()));
         match outcome {
-            Ok(ForwardOutcome::Chosen { placement, keep }) => return Ok((placement, keep)),
+            Ok(ForwardOutcome::Chosen { placement, keep }) => {
+                return Ok(Forwarded::Chosen { placement, keep })
+            }
             Ok(ForwardOutcome::Busy) => continue,
             Ok(ForwardOutcome::NotLeading) => {
                 // Ask again only after a while: until then nobody is known to lead with it.
@@ -274,7 +314,7 @@ pub fn forward(
                     known.leader = None;
                     known.asked_at = Instant::now();
                 });
-                return Err(not_taken("it does not lead the group now"));
+                return Ok(not_taken("it does not lead the group now"));
             }
             Err(LinkError::Sql { code, message }) => {
                 return Err(PaxosError::ForwardRefused {
@@ -294,5 +334,5 @@ pub fn forward(
             }
         }
     }
-    Err(not_taken("it had rounds of its own to apply first"))
+    Ok(not_taken("it had rounds of its own to apply first"))
 }
