@@ -261,7 +261,10 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // Never panic here: this runs during unwinding too.
-        let _ = self.command(&["teardown"]).output();
+        // Never panic here: this runs during unwinding too. PG_PAXOS_KEEP_CLUSTER=1 leaves the
+        // nodes running for a look after a failure.
+        if std::env::var_os("PG_PAXOS_KEEP_CLUSTER").is_none() {
+            let _ = self.command(&["teardown"]).output();
+        }
     }
 }

@@ -174,7 +174,7 @@ async fn an_insert_on_a_state_behind_an_update_takes_effect_in_log_order() {
         // order: the update shows, and does not touch the row inserted after it.
         assert_eq!(local_count(&c2, "v = 'updated'").await, 2);
         assert_eq!(local_count(&c2, "id = 2 AND v = 'new'").await, 1);
-        assert_eq!(leader_ballot(&c1).await, Some(ballot));
+        assert_eq!(leader_ballot(&c1).await, Some(ballot.clone()));
         cluster.assert_same_rows("items").await;
         for n in cluster.nodes() {
             let c = cluster.client(n).await;
@@ -183,6 +183,30 @@ async fn an_insert_on_a_state_behind_an_update_takes_effect_in_log_order() {
                 1
             );
         }
+
+        // The same in BEGIN ... COMMIT, which first applies the log in its own transaction: only
+        // the rows it inserted itself are taken back, not those it applied.
+        for id in 10..15 {
+            c1.execute("INSERT INTO items VALUES ($1, 'leader')", &[&id])
+                .await
+                .unwrap();
+        }
+        c2.batch_execute("BEGIN; INSERT INTO items VALUES (20, 'block')")
+            .await
+            .unwrap();
+        assert_eq!(local_count(&c2, "v = 'leader'").await, 5, "applied first");
+        c1.execute("UPDATE items SET v = 'again' WHERE id < 20", &[])
+            .await
+            .unwrap();
+        c2.batch_execute("COMMIT").await.unwrap();
+        assert_eq!(local_count(&c2, "v = 'again'").await, 8);
+        assert_eq!(local_count(&c2, "id = 20 AND v = 'block'").await, 1);
+        assert_eq!(
+            count(&c2, "SELECT forwarded_out FROM paxos.group_commit('g')").await,
+            3
+        );
+        assert_eq!(leader_ballot(&c1).await, Some(ballot));
+        cluster.assert_same_rows("items").await;
     })
     .await;
 }

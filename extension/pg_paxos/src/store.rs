@@ -1025,15 +1025,20 @@ const RELATION_NAME: Sql = Sql {
     args: &[INT8],
 };
 
-/// Deletes the rows this transaction (or one of its subtransactions) inserted into table `relid`
-/// (its writes there were inserts only: see `intercept::transaction::took_effect_through_leader`).
-pub fn discard_own_inserts(relid: pgrx::pg_sys::Oid) -> Result<()> {
+/// Deletes the rows of table `relid` written under the (sub)transaction ids `xids` (a
+/// transaction's own inserts: see `intercept::transaction::took_effect_through_leader`).
+pub fn discard_rows_written_under(
+    relid: pgrx::pg_sys::Oid,
+    xids: &[pgrx::pg_sys::TransactionId],
+) -> Result<()> {
     let name = first_value::<String>(&RELATION_NAME, &[i64::from(relid.to_u32()).into()])?
         .ok_or_else(|| PaxosError::Internal(format!("relation {relid:?} not found")))?;
+    let xids: Vec<i64> = xids.iter().map(|&x| i64::from(u32::from(x))).collect();
     // `name` is quoted by quote_ident.
-    pgrx::Spi::run(&format!(
-        "DELETE FROM ONLY {name} WHERE paxos.written_by_this_transaction(xmin)"
-    ))?;
+    pgrx::Spi::run_with_args(
+        &format!("DELETE FROM ONLY {name} WHERE xmin::pg_catalog.text::pg_catalog.int8 = ANY($1)"),
+        &[xids.into()],
+    )?;
     Ok(())
 }
 

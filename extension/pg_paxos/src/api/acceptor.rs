@@ -301,14 +301,6 @@ mod paxos {
         .or_raise()
     }
 
-    /// Whether a row version with this `xmin` was written by the current transaction or one of
-    /// its subtransactions (used to discard a forwarded transaction's own rows).
-    #[pg_extern(volatile, parallel_unsafe)]
-    fn written_by_this_transaction(xmin: pgrx::pg_sys::TransactionId) -> bool {
-        // SAFETY: a lookup in this backend's transaction state.
-        unsafe { pgrx::pg_sys::TransactionIdIsCurrentTransactionId(xmin) }
-    }
-
     #[pg_extern(stable, parallel_safe)]
     fn node_identity() -> String {
         group::node_identity().or_raise()

@@ -28,6 +28,9 @@ struct Pending {
     role: String,
     steps: Vec<(i32, Step)>,
     mode: Mode,
+    /// The (sub)transaction ids its writes ran under: rows it applied from the log carry others
+    /// (each entry is replayed in a subtransaction of its own).
+    write_xids: Vec<pg_sys::TransactionId>,
 }
 
 /// How the transaction writes its group.
@@ -159,6 +162,7 @@ pub fn begin_write(
             role,
             steps: Vec::new(),
             mode,
+            write_xids: Vec::new(),
         })
     });
     Ok(())
@@ -229,12 +233,20 @@ fn write_alone_from_now(group: &str) -> Result<()> {
 /// A write to `group` finished: its steps join the transaction's entry.
 pub fn record_write(group: &str, steps: Vec<Step>) -> Result<()> {
     // SAFETY: reads the transaction state of this backend.
-    let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
+    let (level, xid) = unsafe {
+        (
+            pg_sys::GetCurrentTransactionNestLevel(),
+            pg_sys::GetCurrentTransactionIdIfAny(),
+        )
+    };
     PENDING.with(|p| match p.borrow_mut().as_mut() {
         Some(pending) if pending.group == group => {
             pending
                 .steps
                 .extend(steps.into_iter().map(|step| (level, step)));
+            if xid != pg_sys::TransactionId::INVALID && !pending.write_xids.contains(&xid) {
+                pending.write_xids.push(xid);
+            }
             Ok(())
         }
         _ => Err(PaxosError::Internal(format!(
@@ -282,12 +294,20 @@ fn propose_pending() -> Result<()> {
     match pending.mode {
         Mode::Batched { epoch } => return propose_batched(&pending.group, epoch, &statement),
         Mode::Forwarded { leader, tables } => {
-            return propose_forwarded(&pending.group, &leader, pending.base, &tables, &statement)
+            let written = Written {
+                tables: &tables,
+                xids: &pending.write_xids,
+            };
+            return propose_forwarded(&pending.group, &leader, pending.base, written, &statement);
         }
         Mode::Alone {
             forward: Some(tables),
         } => {
-            if offer_to_leader(&pending.group, pending.base, &tables, &statement)? {
+            let written = Written {
+                tables: &tables,
+                xids: &pending.write_xids,
+            };
+            if offer_to_leader(&pending.group, pending.base, written, &statement)? {
                 return Ok(());
             }
         }
@@ -358,7 +378,7 @@ fn propose_forwarded(
     group: &str,
     leader: &str,
     base: u64,
-    tables: &[pg_sys::Oid],
+    written: Written,
     statement: &LoggedStatement,
 ) -> Result<()> {
     super::bypassing(|| {
@@ -366,7 +386,7 @@ fn propose_forwarded(
             as_extension_owner(
                 || match forwarding::forward(group, leader, base, statement)? {
                     Forwarded::Chosen { placement, keep } => {
-                        took_effect_through_leader(group, placement, keep, tables)
+                        took_effect_through_leader(group, placement, keep, written)
                     }
                     Forwarded::NotTaken { leader, cause } => Err(PaxosError::ForwardNotTaken {
                         group: group.to_string(),
@@ -386,7 +406,7 @@ fn propose_forwarded(
 fn offer_to_leader(
     group: &str,
     base: u64,
-    tables: &[pg_sys::Oid],
+    written: Written,
     statement: &LoggedStatement,
 ) -> Result<bool> {
     super::bypassing(|| {
@@ -400,7 +420,7 @@ fn offer_to_leader(
                 };
                 match forwarding::forward(group, &leader, base, statement)? {
                     Forwarded::Chosen { placement, keep } => {
-                        took_effect_through_leader(group, placement, keep, tables)?;
+                        took_effect_through_leader(group, placement, keep, written)?;
                         Ok(true)
                     }
                     Forwarded::NotTaken { .. } => Ok(false),
@@ -410,23 +430,31 @@ fn offer_to_leader(
     })
 }
 
+/// The rows a transaction of inserts wrote itself: in `tables`, under `xids`.
+#[derive(Clone, Copy)]
+struct Written<'a> {
+    tables: &'a [pg_sys::Oid],
+    xids: &'a [pg_sys::TransactionId],
+}
+
 /// The leader committed this transaction's entry at `placement`. With `keep`, the rows written
 /// here are that entry's: they commit with its batch mark. Otherwise rounds that do not commute
-/// with them came first: the rows (of `tables`) are discarded and the log is applied through the
-/// batch, so they come back in log order. Either way the commit need not wait for its flush (the
-/// entry is durable already in the votes of a majority, as in `propose_pending`).
+/// with them came first: the rows it wrote are discarded (not those it applied from the log) and
+/// the log is applied through the batch, so they come back in log order. Either way the commit
+/// need not wait for its flush (the entry is durable already in the votes of a majority, as in
+/// `propose_pending`).
 fn took_effect_through_leader(
     group: &str,
     placement: Placement,
     keep: bool,
-    tables: &[pg_sys::Oid],
+    written: Written,
 ) -> Result<()> {
     batching::count_forwarded(group, false);
     if keep {
         store::mark_batched(group, placement.round, placement.index)?;
     } else {
-        for &table in tables {
-            store::discard_own_inserts(table)?;
+        for &table in written.tables {
+            store::discard_rows_written_under(table, written.xids)?;
         }
         // Applying needs the writer lock alone. Waiting for it while holding it shared could
         // deadlock with another such transaction: with other writers running, the next strong

@@ -126,12 +126,14 @@ const FORWARD_WRITE: &str = "SELECT outcome, round, entry_index, member_keeps_ro
 
 /// Before a forwardable insert on this node, which does not lead `group`: the leader's connection
 /// string and the base the insert runs on, with the group's writer lock held shared until the
-/// transaction ends. `None` when there is no leader to send it to (the caller writes alone; it
-/// may hold the lock shared by then, which does not hinder taking it alone).
+/// transaction ends. `None` (and no lock) when there is no leader to send it to: the caller
+/// writes alone.
 pub fn prepare(group: &str) -> Result<Option<(String, u64)>> {
-    if leadership::current(group).is_some() {
+    let Some(leader) = leader_now(group)? else {
         return Ok(None);
-    }
+    };
+    // The lock only now: a caller that writes alone instead takes it alone, and two that held it
+    // shared while waiting to take it alone would wait for each other.
     let state = match store::read_state_sharing_writers(group)? {
         Some(state) => state,
         None => {
@@ -139,13 +141,8 @@ pub fn prepare(group: &str) -> Result<Option<(String, u64)>> {
             store::read_state(group)?
         }
     };
-    apply::refuse_diverged(group, state.diverged.clone())?;
-    let leader = leader_of(
-        group,
-        &state.group.self_conninfo,
-        state.range_promise.as_ref(),
-    )?;
-    Ok(leader.map(|leader| (leader, state.group.applied_round)))
+    apply::refuse_diverged(group, state.diverged)?;
+    Ok(Some((leader, state.group.applied_round)))
 }
 
 /// The member leading `group`, as known to this backend or asked of the members now: the one
@@ -265,6 +262,7 @@ pub enum Forwarded {
 /// paused.
 pub fn leader_now(group: &str) -> Result<Option<String>> {
     let state = store::read_state(group)?;
+    apply::refuse_diverged(group, state.diverged.clone())?;
     if leadership::holds(group, state.range_promise.as_ref()) {
         return Ok(None);
     }
