@@ -32,6 +32,19 @@ async fn leader_ballot(c: &Client) -> Option<String> {
         .get(0)
 }
 
+/// Asserts that every node has `rows` rows in `items` (strong reads) and the same ones.
+async fn every_node_has(cluster: &Cluster, rows: i64) {
+    for n in cluster.nodes() {
+        let c = cluster.client(n).await;
+        assert_eq!(
+            count(&c, "SELECT count(*) FROM items").await,
+            rows,
+            "node {n}"
+        );
+    }
+    cluster.assert_same_rows("items").await;
+}
+
 /// Rows of `items` on node `c` as it has them now (no log applied first).
 async fn local_count(c: &Client, filter: &str) -> i64 {
     c.batch_execute("SET pg_paxos.consistency_model = optimistic")
@@ -103,15 +116,7 @@ async fn inserts_on_other_members_commit_through_the_leader() {
         .await;
         assert!(batches < 91, "91 inserts took {batches} batches");
 
-        for n in cluster.nodes() {
-            let c = cluster.client(n).await;
-            assert_eq!(
-                count(&c, "SELECT count(*) FROM items").await,
-                91,
-                "node {n}"
-            );
-        }
-        cluster.assert_same_rows("items").await;
+        every_node_has(&cluster, 91).await;
     })
     .await;
 }
@@ -145,11 +150,7 @@ async fn a_key_the_leader_has_fails_the_insert_with_the_leaders_error() {
             .await
             .expect_err("id is the primary key");
         assert_eq!(sqlstate(&err), "23502", "{err:?}");
-        for n in cluster.nodes() {
-            let c = cluster.client(n).await;
-            assert_eq!(count(&c, "SELECT count(*) FROM items").await, 2, "node {n}");
-        }
-        cluster.assert_same_rows("items").await;
+        every_node_has(&cluster, 2).await;
     })
     .await;
 }
@@ -309,11 +310,7 @@ async fn explicit_transactions_of_inserts_are_forwarded_and_others_write_alone()
             .unwrap();
         assert!(leader_ballot(&c1).await.is_some(), "node 1 wrote alone");
 
-        for n in cluster.nodes() {
-            let c = cluster.client(n).await;
-            assert_eq!(count(&c, "SELECT count(*) FROM items").await, 8, "node {n}");
-        }
-        cluster.assert_same_rows("items").await;
+        every_node_has(&cluster, 8).await;
     })
     .await;
 }
@@ -362,11 +359,7 @@ async fn a_leader_that_is_gone_fails_one_insert_and_the_next_one_takes_over() {
 
         // The failed insert never reached a leader: rows 0, 1 and the one that went through.
         cluster.start(1);
-        for n in cluster.nodes() {
-            let c = cluster.client(n).await;
-            assert_eq!(count(&c, "SELECT count(*) FROM items").await, 3, "node {n}");
-        }
-        cluster.assert_same_rows("items").await;
+        every_node_has(&cluster, 3).await;
     })
     .await;
 }

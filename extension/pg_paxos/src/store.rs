@@ -190,7 +190,7 @@ const READ_STATE_SHARING_WRITERS: Sql = Sql {
 /// same statement, when that needs no wait; `None` (and no lock) when it would. The state read is
 /// then as of just before the lock: a writer that held the lock alone and ended in between is
 /// missed, which only makes a write based on it fail with `40001` (its round is taken).
-pub fn read_state_sharing_writers(group_id: &str) -> Result<Option<ReadState>> {
+fn read_state_sharing_writers(group_id: &str) -> Result<Option<ReadState>> {
     let args = [
         group_id.into(),
         WRITER_LOCK_SPACE.into(),
@@ -202,6 +202,18 @@ pub fn read_state_sharing_writers(group_id: &str) -> Result<Option<ReadState>> {
         // waiting for the lock and reading again, which tells the two apart.
         Err(PaxosError::UnknownGroup { .. }) => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// [`read_state`] with the group's writer lock taken shared: in one statement when the lock is
+/// free, else after waiting for it.
+pub fn read_state_with_writers_shared(group_id: &str) -> Result<ReadState> {
+    match read_state_sharing_writers(group_id)? {
+        Some(state) => Ok(state),
+        None => {
+            lock_writers_shared(group_id)?;
+            read_state(group_id)
+        }
     }
 }
 
@@ -302,7 +314,7 @@ const TRY_LOCK_WRITERS: Sql = Sql {
 /// Lets this transaction write `group_id` together with other batched writers of this node, until
 /// it ends; waits while a transaction holds the applied round (see [`lock_applied_round`]), and
 /// queues behind one that waits for it.
-pub fn lock_writers_shared(group_id: &str) -> Result<()> {
+fn lock_writers_shared(group_id: &str) -> Result<()> {
     execute(
         &LOCK_WRITERS_SHARED,
         &[WRITER_LOCK_SPACE.into(), group_lock_key(group_id).into()],

@@ -134,13 +134,7 @@ pub fn prepare(group: &str) -> Result<Option<(String, u64)>> {
     };
     // The lock only now: a caller that writes alone instead takes it alone, and two that held it
     // shared while waiting to take it alone would wait for each other.
-    let state = match store::read_state_sharing_writers(group)? {
-        Some(state) => state,
-        None => {
-            store::lock_writers_shared(group)?;
-            store::read_state(group)?
-        }
-    };
+    let state = store::read_state_with_writers_shared(group)?;
     apply::refuse_diverged(group, state.diverged)?;
     Ok(Some((leader, state.group.applied_round)))
 }

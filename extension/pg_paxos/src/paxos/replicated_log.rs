@@ -633,13 +633,7 @@ impl ReplicatedLog {
             return Ok(None);
         }
         // Again under the lock: only now can no transaction outside the chain move the state.
-        let state = match store::read_state_sharing_writers(group_id)? {
-            Some(state) => state,
-            None => {
-                store::lock_writers_shared(group_id)?;
-                store::read_state(group_id)?
-            }
-        };
+        let state = store::read_state_with_writers_shared(group_id)?;
         match covered(&state)? {
             Some(epoch) => Ok(Some(epoch)),
             None if store::try_lock_writers_exclusive(group_id)? => Ok(None),
