@@ -2,9 +2,9 @@
 //! local clusters: they commit without moving the leadership and show on the member that sent
 //! them at once; one that ran on a state behind the leader's takes effect in log order; a key
 //! the leader has fails them with the leader's error; BEGIN ... COMMIT of inserts only is offered
-//! to the leader at COMMIT, while transactions that write more (an update, a function's writes,
-//! a savepoint) write alone as before; a leader that is gone fails one insert with `08007`, and
-//! the next one takes the leadership over.
+//! to the leader at COMMIT, while transactions that write more (an update, a function's writes)
+//! or read the table first write alone as before; a leader that is gone fails one insert with
+//! `08007`, and the next one takes the leadership over.
 
 use std::time::Duration;
 
@@ -185,8 +185,8 @@ async fn an_insert_on_a_state_behind_an_update_takes_effect_in_log_order() {
             );
         }
 
-        // The same in BEGIN ... COMMIT, which first applies the log in its own transaction: only
-        // the rows it inserted itself are taken back, not those it applied.
+        // The same in BEGIN ... COMMIT, which first applies the log (the leader's 5 inserts) in its
+        // own transaction: only the rows it inserted itself are taken back, not those it applied.
         for id in 10..15 {
             c1.execute("INSERT INTO items VALUES ($1, 'leader')", &[&id])
                 .await
@@ -195,7 +195,6 @@ async fn an_insert_on_a_state_behind_an_update_takes_effect_in_log_order() {
         c2.batch_execute("BEGIN; INSERT INTO items VALUES (20, 'block')")
             .await
             .unwrap();
-        assert_eq!(local_count(&c2, "v = 'leader'").await, 5, "applied first");
         c1.execute("UPDATE items SET v = 'again' WHERE id < 20", &[])
             .await
             .unwrap();
@@ -281,10 +280,23 @@ async fn explicit_transactions_of_inserts_are_forwarded_and_others_write_alone()
             .await
             .expect("node 2 wrote alone, so it leads");
 
-        // An insert that a function runs, and that same function's update: node 3 writes them
-        // alone too (an insert sent ahead to the leader could not be followed by an update).
-        wait_for_promise(&c3, &ballot2).await;
+        // A read of the table, then an insert (which may depend on what was read): node 3 writes
+        // alone, so that its entry is chosen right after the state it read.
         c3.batch_execute(
+            "BEGIN; SELECT count(*) FROM items; INSERT INTO items VALUES (9, 'after a read');
+             COMMIT",
+        )
+        .await
+        .unwrap();
+        let ballot3 = leader_ballot(&c3)
+            .await
+            .expect("node 3 wrote alone, so it leads");
+        assert_ne!(ballot3, ballot2);
+
+        // An insert that a function runs, and that same function's update: node 2 writes them
+        // alone too (an insert sent ahead to the leader could not be followed by an update).
+        wait_for_promise(&c2, &ballot3).await;
+        c2.batch_execute(
             "CREATE FUNCTION public.add_and_touch(i int) RETURNS void LANGUAGE sql AS $$
                  INSERT INTO public.items VALUES (i, 'function');
                  UPDATE public.items SET v = 'touched' WHERE id = i;
@@ -292,16 +304,16 @@ async fn explicit_transactions_of_inserts_are_forwarded_and_others_write_alone()
         )
         .await
         .unwrap();
-        c3.execute("SELECT public.add_and_touch(6)", &[])
+        c2.execute("SELECT public.add_and_touch(6)", &[])
             .await
             .unwrap();
-        assert_eq!(local_count(&c3, "id = 6 AND v = 'touched'").await, 1);
-        let ballot3 = leader_ballot(&c3)
+        assert_eq!(local_count(&c2, "id = 6 AND v = 'touched'").await, 1);
+        let ballot2 = leader_ballot(&c2)
             .await
-            .expect("node 3 wrote alone, so it leads");
+            .expect("node 2 wrote alone, so it leads");
 
         // Off for a session: a single insert on node 1 writes alone.
-        wait_for_promise(&c1, &ballot3).await;
+        wait_for_promise(&c1, &ballot2).await;
         c1.batch_execute("SET pg_paxos.forward_writes = off")
             .await
             .unwrap();
@@ -310,7 +322,7 @@ async fn explicit_transactions_of_inserts_are_forwarded_and_others_write_alone()
             .unwrap();
         assert!(leader_ballot(&c1).await.is_some(), "node 1 wrote alone");
 
-        every_node_has(&cluster, 8).await;
+        every_node_has(&cluster, 9).await;
     })
     .await;
 }

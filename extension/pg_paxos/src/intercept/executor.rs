@@ -59,15 +59,18 @@ pub unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDes
             ) {
                 // A write to a table that is not replicated: it lives on this node only.
                 transaction::note_local_write();
-            } else if (*stmt).commandType == pg_sys::CmdType::CMD_SELECT
-                && guc::CONSISTENCY_MODEL.get() == ConsistencyModel::Strong
-            {
+            } else if (*stmt).commandType == pg_sys::CmdType::CMD_SELECT {
                 let groups = replicated_groups_read((*stmt).rtable);
                 for group in &groups {
-                    transaction::catch_up_for_read(group).or_raise();
+                    transaction::note_read(group);
                 }
-                if !groups.is_empty() {
-                    use_fresh_snapshot(query_desc);
+                if guc::CONSISTENCY_MODEL.get() == ConsistencyModel::Strong {
+                    for group in &groups {
+                        transaction::catch_up_for_read(group).or_raise();
+                    }
+                    if !groups.is_empty() {
+                        use_fresh_snapshot(query_desc);
+                    }
                 }
             }
         }

@@ -62,6 +62,32 @@ thread_local! {
     /// A read in this transaction applied log rounds: rows and applied round that can always be
     /// derived again from the log, so their commit need not wait for its flush.
     static APPLIED_LOG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Groups whose replicated tables this transaction read: its inserts there may depend on what
+    /// it read, so they are not sent to a leader (see `note_read`).
+    static READ_GROUPS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A statement of this transaction reads replicated tables of `group`. Its inserts into the group
+/// then stay on this node: a leader would commit them after other inserts this transaction did
+/// not see, while a transaction that writes alone is chosen right after the state it read.
+pub fn note_read(group: &str) {
+    READ_GROUPS.with(|r| {
+        let mut read = r.borrow_mut();
+        if !read.iter().any(|g| g == group) {
+            read.push(group.to_string());
+        }
+    });
+    PENDING.with(|p| {
+        if let Some(pending) = p.borrow_mut().as_mut().filter(|p| p.group == group) {
+            if let Mode::Alone { forward } = &mut pending.mode {
+                *forward = None;
+            }
+        }
+    });
+}
+
+fn read_before(group: &str) -> bool {
+    READ_GROUPS.with(|r| r.borrow().iter().any(|g| g == group))
 }
 
 /// Marks the current transaction as writing data that only this node keeps.
@@ -100,6 +126,8 @@ pub fn begin_write(
     batchable: bool,
     forward_target: Option<pg_sys::Oid>,
 ) -> Result<()> {
+    // An insert after a read of the group may depend on what was read: it stays here.
+    let forward_target = forward_target.filter(|_| !read_before(group));
     let started = PENDING.with(|p| match p.borrow().as_ref() {
         Some(pending) if pending.group == group => Ok(Some(pending.mode.clone())),
         Some(pending) => Err(PaxosError::InvalidArgument {
@@ -540,6 +568,7 @@ pub unsafe extern "C-unwind" fn xact_callback(
             PENDING.with(|p| p.borrow_mut().take());
             LOCAL_WRITES.with(|w| w.set(false));
             APPLIED_LOG.with(|a| a.set(false));
+            READ_GROUPS.with(|r| r.borrow_mut().clear());
             super::statements::transaction_ended();
             super::capture::abort(0);
             super::reset_bypass();
