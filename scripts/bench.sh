@@ -97,6 +97,31 @@ row "INSERT, 16, unbatched" insert_local.sql insert_rep.sql 16 "-c pg_paxos.batc
 row "SELECT strong, 1" select_local.sql select_rep.sql 1
 row "SELECT optimistic, 1" select_local.sql select_rep.sql 1 "-c pg_paxos.consistency_model=optimistic"
 
+# Leader leases: node 1 leads (it wrote above) and reads locally once a majority granted a lease.
+for n in 1 2 3; do
+  sql "$n" -c "ALTER SYSTEM SET pg_paxos.lease_duration = '2s'"
+  sql "$n" -c "SELECT pg_reload_conf()"
+done
+for _ in $(seq 100); do
+  left=$(scripts/cluster psql 1 -At -c "SELECT v FROM bench_rep WHERE id = 0" \
+    -c "SELECT lease_remaining_ms FROM paxos.leadership('bench')" | tail -1)
+  [[ -n $left ]] && break
+  sleep 0.1
+done
+[[ -n $left ]] || { echo "bench: node 1 got no lease within 10 s" >&2; exit 1; }
+row "SELECT strong, lease" select_local.sql select_rep.sql 1
+reads=$(scripts/cluster psql 1 -At -c "SELECT lease_reads FROM paxos.leadership('bench')")
+echo "strong reads under the lease on node 1: $reads"
+rounds=$(scripts/cluster psql 2 -At -c "SELECT paxos_apply_log('bench', 'bench', paxos_max_group_round('bench'))")
+echo "rounds in the log after the run: $rounds"
+
+# Section 3 without leases, like section 2 (a write on another node would wait for a lease).
+for n in 1 2 3; do
+  sql "$n" -c "ALTER SYSTEM SET pg_paxos.lease_duration = 0"
+  sql "$n" -c "SELECT pg_reload_conf()"
+done
+sleep 2.5
+
 printf '\n3. Inserts from every member (4 clients on each of the 3 nodes; plain: 12 clients on one node)\n'
 printf '%-22s | %-22s | %-34s | %s\n' "workload" "plain table (1 node)" "replicated table (3 nodes)" "replicated/plain"
 # run_spread NAME SCRIPT [PGOPTIONS] -> like run, with 4 clients on every node at once
@@ -127,23 +152,3 @@ for mode in on off; do
     "$(awk -v a="$rtps" -v p="$ptps" 'BEGIN {printf "%.3f", a / p}')" \
     "$(awk -v a="$rp50" -v p="$pp50" 'BEGIN {printf "%.1fx", a / p}')"
 done
-# Node 1 leads again for the lease runs.
-sql 1 -c "SET pg_paxos.forward_writes = off" -c "INSERT INTO bench_rep VALUES (-1, 'lead')"
-
-# Leader leases: node 1 leads (it wrote above) and reads locally once a majority granted a lease.
-for n in 1 2 3; do
-  sql "$n" -c "ALTER SYSTEM SET pg_paxos.lease_duration = '2s'"
-  sql "$n" -c "SELECT pg_reload_conf()"
-done
-for _ in $(seq 100); do
-  left=$(scripts/cluster psql 1 -At -c "SELECT v FROM bench_rep WHERE id = 0" \
-    -c "SELECT lease_remaining_ms FROM paxos.leadership('bench')" | tail -1)
-  [[ -n $left ]] && break
-  sleep 0.1
-done
-[[ -n $left ]] || { echo "bench: node 1 got no lease within 10 s" >&2; exit 1; }
-row "SELECT strong, lease" select_local.sql select_rep.sql 1
-reads=$(scripts/cluster psql 1 -At -c "SELECT lease_reads FROM paxos.leadership('bench')")
-echo "strong reads under the lease on node 1: $reads"
-rounds=$(scripts/cluster psql 2 -At -c "SELECT paxos_apply_log('bench', 'bench', paxos_max_group_round('bench'))")
-echo "rounds in the log after the run: $rounds"
