@@ -94,7 +94,7 @@ show 3 "SELECT id, token, placed, round(lucky::numeric, 4) AS lucky, item FROM o
 step "12. Group commit: 8 clients insert on node 2 (the leader) for 2 s; their inserts share rounds"
 for n in 1 2 3; do sql "$n" -c "CREATE TABLE readings (id bigint PRIMARY KEY, value float8)"; done
 show 2 "SELECT paxos_replicate_table('demo', 'readings')"
-printf '\\set id random(1, 1000000000000)\nINSERT INTO readings VALUES (:id, 0.5);\n' > "$PG_PAXOS_CLUSTER_DIR/readings.sql"
+printf '\\set id random(1, 1000000000000000000)\nINSERT INTO readings VALUES (:id, 0.5);\n' > "$PG_PAXOS_CLUSTER_DIR/readings.sql"
 env -u RUST_BACKTRACE runuser -u postgres -- /usr/lib/postgresql/15/bin/pgbench -n -h 127.0.0.1 \
   -p $((PG_PAXOS_BASE_PORT + 2)) -c 8 -j 2 -T 2 -f "$PG_PAXOS_CLUSTER_DIR/readings.sql" postgres 2>&1 \
   | grep -E "^(tps|number of failed)"
@@ -121,6 +121,29 @@ env -u RUST_BACKTRACE runuser -u postgres -- /usr/lib/postgresql/15/bin/pgbench 
   | grep -E "^(tps|latency average)"
 show 2 "SELECT lease_reads AS strong_reads_under_the_lease FROM paxos.leadership('demo')"
 show 1 "SELECT holder, round(remaining_ms::numeric) AS remaining_ms FROM paxos.lease_grant('demo')"
+
+step "14. Inserts on other members go to the leader: 4 clients on node 1 and 4 on node 3 for 2 s"
+# Forwarding is off by default (see "Forwarded inserts" in the README).
+for n in 1 2 3; do
+  sql "$n" -c "ALTER SYSTEM SET pg_paxos.forward_writes = on"
+  sql "$n" -c "SELECT pg_reload_conf()" >/dev/null
+done
+show 2 "SELECT leads, ballot FROM paxos.leadership('demo')"
+for n in 1 3; do
+  env -u RUST_BACKTRACE runuser -u postgres -- /usr/lib/postgresql/15/bin/pgbench -n -h 127.0.0.1 \
+    -p $((PG_PAXOS_BASE_PORT + n)) -c 4 -j 2 -T 2 -f "$PG_PAXOS_CLUSTER_DIR/readings.sql" postgres \
+    > "$PG_PAXOS_CLUSTER_DIR/forwarded-$n.out" 2>&1 &
+done
+wait
+for n in 1 3; do grep -E "^(tps|number of failed)" "$PG_PAXOS_CLUSTER_DIR/forwarded-$n.out" | sed "s/^/node $n: /"; done
+echo "(node 2 still leads with the same ballot: nobody took the leadership over)"
+show 2 "SELECT leads, ballot FROM paxos.leadership('demo')"
+for n in 1 2 3; do
+  show "$n" "SELECT forwarded_in, forwarded_out FROM paxos.group_commit('demo')"
+done
+for n in 1 2 3; do
+  show "$n" "SELECT count(*) AS rows, md5(string_agg(id::text, ';' ORDER BY id)) AS checksum FROM readings"
+done
 
 step "Done"
 if [[ ${1:-} == --teardown ]]; then

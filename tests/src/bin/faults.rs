@@ -1,5 +1,5 @@
 //! The fault suite's command: `faults [--seed N] [--members 3] [--seconds 60] [--clients 4]
-//! [--lease-ms 0] [--out DIR]`. Exits 1 when a run found anomalies; the evidence is kept under DIR.
+//! [--lease-ms 0] [--forward-writes off] [--out DIR]`. Exits 1 when a run found anomalies; the evidence is kept under DIR.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,6 +17,7 @@ fn main() {
         clients_per_node: 4,
         out: PathBuf::from("/tmp/pg_paxos_faults"),
         lease: Duration::ZERO,
+        forward_writes: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -33,6 +34,16 @@ fn main() {
             "--seconds" => settings.duration = Duration::from_secs(number()),
             "--clients" => settings.clients_per_node = number() as usize,
             "--lease-ms" => settings.lease = Duration::from_millis(number()),
+            "--forward-writes" => {
+                settings.forward_writes = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => {
+                        eprintln!("--forward-writes needs on or off, got {value:?}");
+                        std::process::exit(2)
+                    }
+                }
+            }
             "--out" => settings.out = PathBuf::from(value),
             other => {
                 eprintln!("unknown argument {other}");
@@ -49,13 +60,14 @@ fn main() {
     print!("{}", summary.text);
     if !summary.anomalies.is_empty() {
         println!(
-            "evidence kept in {}/seed-{}; replay the schedule with: scripts/faults.sh --seed {} --members {} --seconds {} --lease-ms {}",
+            "evidence kept in {}/seed-{}; replay the schedule with: scripts/faults.sh --seed {} --members {} --seconds {} --lease-ms {} --forward-writes {}",
             settings.out.display(),
             settings.seed,
             settings.seed,
             settings.members,
             settings.duration.as_secs(),
-            settings.lease.as_millis()
+            settings.lease.as_millis(),
+            if settings.forward_writes { "on" } else { "off" }
         );
         std::process::exit(1);
     }

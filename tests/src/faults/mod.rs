@@ -35,6 +35,8 @@ pub struct Settings {
     pub out: PathBuf,
     /// `pg_paxos.lease_duration` on every node (zero: leases off, the default).
     pub lease: Duration,
+    /// `pg_paxos.forward_writes` on every node (off, the default).
+    pub forward_writes: bool,
 }
 
 /// Writes must resume within this long after a heal.
@@ -81,11 +83,16 @@ pub async fn run(settings: &Settings) -> Summary {
             "ALTER SYSTEM SET pg_paxos.lease_duration = {}",
             settings.lease.as_millis()
         );
+        let forward = format!(
+            "ALTER SYSTEM SET pg_paxos.forward_writes = {}",
+            settings.forward_writes
+        );
         for setting in [
             "ALTER SYSTEM SET pg_paxos.round_timeout = '4s'",
             "ALTER SYSTEM SET pg_paxos.connect_timeout = '1s'",
             "ALTER SYSTEM SET pg_paxos.member_retry_interval = '1s'",
             &lease,
+            &forward,
             "SELECT pg_reload_conf()",
         ] {
             c.batch_execute(setting).await.expect("settings");
@@ -207,7 +214,7 @@ pub async fn run(settings: &Settings) -> Summary {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "seed {} | {} members + 1 spare | {} s of faults | {} clients | leases {}",
+        "seed {} | {} members + 1 spare | {} s of faults | {} clients | leases {} | forwarding {}",
         settings.seed,
         settings.members,
         settings.duration.as_secs(),
@@ -216,7 +223,8 @@ pub async fn run(settings: &Settings) -> Summary {
             "off".to_string()
         } else {
             format!("{} ms", settings.lease.as_millis())
-        }
+        },
+        if settings.forward_writes { "on" } else { "off" }
     );
     let _ = writeln!(
         text,
