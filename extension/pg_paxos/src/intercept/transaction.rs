@@ -342,29 +342,30 @@ fn propose_pending() -> Result<()> {
         Mode::Alone { forward: None } => {}
     }
     let round = pending.base + 1;
-    super::bypassing(|| {
-        super::with_snapshot(|| {
-            as_extension_owner(|| {
-                let log = ReplicatedLog::open(&pending.group)?;
-                let value = new_value(
-                    "transaction",
-                    ValueKind::Statement,
-                    Some(statement.encode()),
-                );
-                log.prepare_to_propose(round)?;
-                let chosen =
-                    log.decide_recorded(round, Some(value.clone()), Record::InThisTransaction)?;
-                if chosen.origin != value.origin {
-                    return Err(PaxosError::Conflict {
-                        group: pending.group.clone(),
-                        round,
-                    });
-                }
-                store::set_applied_round(&pending.group, round)?;
-                commit_without_flush_unless_local_writes()
-            })
-        })
+    internally(|| {
+        let log = ReplicatedLog::open(&pending.group)?;
+        let value = new_value(
+            "transaction",
+            ValueKind::Statement,
+            Some(statement.encode()),
+        );
+        log.prepare_to_propose(round)?;
+        let chosen = log.decide_recorded(round, Some(value.clone()), Record::InThisTransaction)?;
+        if chosen.origin != value.origin {
+            return Err(PaxosError::Conflict {
+                group: pending.group.clone(),
+                round,
+            });
+        }
+        store::set_applied_round(&pending.group, round)?;
+        commit_without_flush_unless_local_writes()
     })
+}
+
+/// Runs `f` as the extension's own work (at COMMIT, or for a member's request): not intercepted,
+/// with an active snapshot, as the extension's owner.
+fn internally<T>(f: impl FnOnce() -> T) -> T {
+    super::bypassing(|| super::with_snapshot(|| as_extension_owner(f)))
 }
 
 /// What this transaction wrote can be derived again from the log: its commit need not wait for
@@ -381,11 +382,7 @@ fn commit_without_flush_unless_local_writes() -> Result<()> {
 /// chosen, the transaction records its place in it and commits (durable already in the votes of a
 /// majority, as in `propose_pending`).
 fn propose_batched(group: &str, epoch: u64, statement: &LoggedStatement) -> Result<()> {
-    super::bypassing(|| {
-        super::with_snapshot(|| {
-            as_extension_owner(|| commit_in_batch(group, epoch, statement).map(|_| ()))
-        })
-    })
+    internally(|| commit_in_batch(group, epoch, statement).map(|_| ()))
 }
 
 /// Queues `statement` in this node's next batch of `epoch` and records its place once chosen.
@@ -409,22 +406,18 @@ fn propose_forwarded(
     written: Written,
     statement: &LoggedStatement,
 ) -> Result<()> {
-    super::bypassing(|| {
-        super::with_snapshot(|| {
-            as_extension_owner(
-                || match forwarding::forward(group, leader, base, statement)? {
-                    Forwarded::Chosen { placement, keep } => {
-                        took_effect_through_leader(group, placement, keep, written)
-                    }
-                    Forwarded::NotTaken { leader, cause } => Err(PaxosError::ForwardNotTaken {
-                        group: group.to_string(),
-                        leader,
-                        cause,
-                    }),
-                },
-            )
-        })
-    })
+    internally(
+        || match forwarding::forward(group, leader, base, statement)? {
+            Forwarded::Chosen { placement, keep } => {
+                took_effect_through_leader(group, placement, keep, written)
+            }
+            Forwarded::NotTaken { leader, cause } => Err(PaxosError::ForwardNotTaken {
+                group: group.to_string(),
+                leader,
+                cause,
+            }),
+        },
+    )
 }
 
 /// At COMMIT of a transaction that wrote alone and only inserted rows a leader may take: offers
@@ -437,24 +430,20 @@ fn offer_to_leader(
     written: Written,
     statement: &LoggedStatement,
 ) -> Result<bool> {
-    super::bypassing(|| {
-        super::with_snapshot(|| {
-            as_extension_owner(|| {
-                if !may_forward() {
-                    return Ok(false);
-                }
-                let Some(leader) = forwarding::leader_now(group)? else {
-                    return Ok(false);
-                };
-                match forwarding::forward(group, &leader, base, statement)? {
-                    Forwarded::Chosen { placement, keep } => {
-                        took_effect_through_leader(group, placement, keep, written)?;
-                        Ok(true)
-                    }
-                    Forwarded::NotTaken { .. } => Ok(false),
-                }
-            })
-        })
+    internally(|| {
+        if !may_forward() {
+            return Ok(false);
+        }
+        let Some(leader) = forwarding::leader_now(group)? else {
+            return Ok(false);
+        };
+        match forwarding::forward(group, &leader, base, statement)? {
+            Forwarded::Chosen { placement, keep } => {
+                took_effect_through_leader(group, placement, keep, written)?;
+                Ok(true)
+            }
+            Forwarded::NotTaken { .. } => Ok(false),
+        }
     })
 }
 
@@ -505,39 +494,33 @@ pub fn write_forwarded(
     base: u64,
     statement: &LoggedStatement,
 ) -> Result<ForwardOutcome> {
-    super::bypassing(|| {
-        super::with_snapshot(|| {
-            as_extension_owner(|| {
-                if leadership::current(group).is_none() {
-                    return Ok(ForwardOutcome::NotLeading);
-                }
-                let Some(epoch) = ReplicatedLog::join_batch(group)? else {
-                    if leadership::current(group).is_none() {
-                        return Ok(ForwardOutcome::NotLeading);
-                    }
-                    // This transaction holds the writer lock alone now: it applies what is
-                    // pending, so that the chain can start again for the member's next attempt.
-                    ReplicatedLog::catch_up_for_write(group)?;
-                    return Ok(ForwardOutcome::Busy);
-                };
-                // The member may keep the rows it wrote on `base` if every round after it is
-                // applied there or a batch of this chain; the statement runs here in any case, on
-                // this node's state, which is what makes it valid in the chain's next round.
-                let keep = match batching::status(group) {
-                    Some(chain) if chain.epoch == epoch => chain.from <= base && base <= chain.tip,
-                    _ => return Ok(ForwardOutcome::Busy),
-                };
-                let sub = Subtransaction::begin();
-                if let Err(e) = run_as_logged(statement) {
-                    sub.rollback();
-                    return Err(PaxosError::StatementFailed(e));
-                }
-                sub.commit();
-                let placement = commit_in_batch(group, epoch, statement)?;
-                batching::count_forwarded(group, true);
-                Ok(ForwardOutcome::Chosen { placement, keep })
-            })
-        })
+    internally(|| {
+        // `join_batch` answers `None` at once, taking no lock, on a node that does not lead.
+        let Some(epoch) = ReplicatedLog::join_batch(group)? else {
+            if leadership::current(group).is_none() {
+                return Ok(ForwardOutcome::NotLeading);
+            }
+            // Rounds are pending here: apply them (with the writer lock alone), so that the
+            // chain can start again for the member's next attempt.
+            ReplicatedLog::catch_up_for_write(group)?;
+            return Ok(ForwardOutcome::Busy);
+        };
+        // The member may keep the rows it wrote on `base` if every round after it is
+        // applied there or a batch of this chain; the statement runs here in any case, on
+        // this node's state, which is what makes it valid in the chain's next round.
+        let keep = match batching::status(group) {
+            Some(chain) if chain.epoch == epoch => chain.from <= base && base <= chain.tip,
+            _ => return Ok(ForwardOutcome::Busy),
+        };
+        let sub = Subtransaction::begin();
+        if let Err(e) = run_as_logged(statement) {
+            sub.rollback();
+            return Err(PaxosError::StatementFailed(e));
+        }
+        sub.commit();
+        let placement = commit_in_batch(group, epoch, statement)?;
+        batching::count_forwarded(group, true);
+        Ok(ForwardOutcome::Chosen { placement, keep })
     })
 }
 
