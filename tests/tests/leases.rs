@@ -1,7 +1,8 @@
 //! Leader leases (`pg_paxos.lease_duration`, off by default) on real local clusters: a leader with
 //! a lease serves strong reads with no round trip, even cut off from every other member; once its
 //! lease ran out, another node takes over and writes, and the old leader never reads stale rows;
-//! a restarted acceptor grants nothing for one lease; a membership change retires the lease.
+//! a restarted acceptor grants nothing for one lease; a slot promised higher keeps a grant back
+//! only while the leader has not learned its round; a membership change retires the lease.
 
 use std::time::{Duration, Instant};
 
@@ -268,6 +269,84 @@ async fn a_restarted_acceptor_grants_nothing_for_one_lease() {
             .unwrap()
             .get(0);
         assert!(!granted, "a lease longer than the node's own setting");
+    })
+    .await;
+}
+
+/// An acceptor keeps a lease back while a slot of the leader's range promised a higher ballot:
+/// that proposer could still get a value chosen there. Not once the leader says it learned the
+/// round (a chosen value cannot change): otherwise a leader whose rounds other members took with
+/// both phases would get no lease until those members learned them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_higher_promise_in_a_round_the_leader_learned_does_not_keep_the_lease_back() {
+    bounded(async {
+        let cluster = Cluster::with_replicated_table("lease_slots", 3, "g", "items", TABLE).await;
+        set_lease(&cluster, LEASE_MS).await;
+        let c1 = cluster.client(1).await;
+        c1.execute("INSERT INTO items VALUES (1, 'x')", &[])
+            .await
+            .unwrap();
+        wait_for_lease(&c1, 0.0).await;
+        let leadership = c1
+            .query_one("SELECT ballot, from_round FROM paxos.leadership('g')", &[])
+            .await
+            .unwrap();
+        let ballot: String = leadership.get(0);
+        let from: i64 = leadership.get(1);
+        let (number, proposer) = ballot.split_once('/').expect("number/proposer");
+        let number: i64 = number.parse().unwrap();
+
+        // Node 2 forgets node 1's grant in a restart and, once quiet no more, promises a slot of
+        // node 1's range to a higher ballot.
+        cluster.run(&["restart", "2"]);
+        let c2 = cluster.client(2).await;
+        wait_until(
+            "the quiet time to end",
+            Duration::from_secs(LEASE_MS / 1000 + 10),
+            || {
+                let c2 = &c2;
+                async move {
+                    let quiet: f64 = c2
+                        .query_one("SELECT quiet_ms FROM paxos.lease_grant('g')", &[])
+                        .await
+                        .unwrap()
+                        .get(0);
+                    quiet == 0.0
+                }
+            },
+        )
+        .await;
+        let slot = from + 1000;
+        let status: String = c2
+            .query_one(
+                "SELECT status FROM paxos.request_prepare('g', $1, $2, 'someone')",
+                &[&slot, &(number + 1)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(status, "granted");
+
+        let request = "SELECT granted FROM paxos.request_lease('g', $1, $2, $3, $4, $5)";
+        let lease_ms = LEASE_MS as i64;
+        let grant = |learned_through: Option<i64>| {
+            let (c2, proposer) = (&c2, proposer.to_string());
+            async move {
+                c2.query_one(
+                    request,
+                    &[&number, &proposer, &from, &lease_ms, &learned_through],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+            }
+        };
+        assert!(!grant(None).await, "a higher promise in the range");
+        assert!(
+            !grant(Some(slot - 1)).await,
+            "the leader has not learned that round"
+        );
+        assert!(grant(Some(slot)).await, "the leader learned that round");
     })
     .await;
 }

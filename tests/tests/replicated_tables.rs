@@ -2,7 +2,8 @@
 //! order on every node, failing statements, replay as the issuing role with a pinned search_path,
 //! and a node that stops loudly when an entry fails there.
 
-use pg_paxos_tests::{bounded, sqlstate, Cluster};
+use pg_paxos_tests::{bounded, count, sqlstate, wait_until, Cluster};
+use std::time::Duration;
 use tokio_postgres::{Client, Error};
 
 /// A group over every node of a fresh cluster with `public.coordinates (x int, y int)` everywhere.
@@ -252,6 +253,87 @@ async fn replay_runs_as_the_issuing_role_and_a_failing_node_stops_loudly() {
             .await
             .unwrap();
         assert_tables_agree(&cluster).await;
+    })
+    .await;
+}
+
+/// A joining node takes the seed's tables as of the round the seed reports. When another
+/// transaction on the seed applied further and committed while the copy waited for the lock, the
+/// copy holds the rows of those rounds too, and must report them as applied (it once reported the
+/// round read before the wait, so the joined node applied those rounds a second time and stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_copy_reports_the_round_its_rows_are_at() {
+    bounded(async {
+        let cluster = cluster_with_table("tables_copy_round").await;
+        let applied_on_2 = |c: Client| async move {
+            let round: i64 = c
+                .query_one(
+                    "SELECT applied_round FROM paxos.groups WHERE group_id = 'mokka'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (c, round)
+        };
+        // Node 1 writes; node 2 has not applied it yet (it applies on reads).
+        let (_, before) = applied_on_2(cluster.client(2).await).await;
+        append_statement(
+            &cluster.client(1).await,
+            "INSERT INTO public.coordinates VALUES (1, 1)",
+        )
+        .await
+        .unwrap();
+
+        // A strong read on node 2 applies the insert and holds the applied round until COMMIT.
+        let reader = cluster.client(2).await;
+        reader.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(count(&reader, "SELECT count(*) FROM coordinates").await, 1);
+        let (reader, applied) = applied_on_2(reader).await;
+        assert!(
+            applied > before,
+            "the read applied the insert ({before} -> {applied})"
+        );
+
+        // Meanwhile a copy through the older round waits for that lock.
+        let copier = cluster.client(2).await;
+        let copy = tokio::spawn(async move {
+            copier
+                .query_one(
+                    "SELECT applied_round, rows FROM paxos.request_tables_snapshot('mokka', $1)",
+                    &[&before],
+                )
+                .await
+        });
+        let admin = cluster.client(2).await;
+        wait_until(
+            "the copy waiting for the lock",
+            Duration::from_secs(10),
+            || async {
+                count(
+                    &admin,
+                    "SELECT count(*) FROM pg_stat_activity
+                 WHERE query LIKE '%request_tables_snapshot%' AND wait_event_type = 'Lock'
+                   AND pid <> pg_backend_pid()",
+                )
+                .await
+                    == 1
+            },
+        )
+        .await;
+        reader.batch_execute("COMMIT").await.unwrap();
+
+        let copy = copy.await.unwrap().unwrap();
+        let rows: String = copy.get(1);
+        assert!(
+            rows.contains("\"x\":1"),
+            "the copy holds the applied row: {rows}"
+        );
+        assert_eq!(
+            copy.get::<_, i64>(0),
+            applied,
+            "the copy reports the round its rows are at"
+        );
     })
     .await;
 }

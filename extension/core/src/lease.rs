@@ -1,7 +1,8 @@
 //! Leader leases: an optional way for a leader to serve strong reads from its own state.
 //!
 //! An acceptor grants a lease only to the holder of its range promise, and only if no round of
-//! that range promised a higher ballot ([`LeaseGrant::request`]). Until the grant ends, it refuses
+//! that range promised a higher ballot ([`LeaseGrant::request`]), rounds whose chosen value the
+//! leader or the acceptor knows excepted (no later proposal there can change it). Until the grant ends, it refuses
 //! every phase 1 of another ballot that touches the range (rounds from the range's first on). Once
 //! a majority granted, no other ballot collects a majority of promises in the range, so while the
 //! lease runs every value chosen there is the leader's own, in a round it handed out. Rounds before
@@ -131,7 +132,7 @@ impl<B: Clone + PartialEq> LeaseGrant<B> {
     /// this acceptor's range promise when `ballot` holds it (see [`range_held_by`]). Granted when
     /// `ballot` holds the range promise, no slot in that range promised a higher ballot
     /// (`higher_slot_promise`: its proposer could still get a value chosen there without a new
-    /// phase 1), this acceptor is not quiet after a restart, and `ballot`'s grant was never
+    /// phase 1; slots of rounds known to be chosen do not count), this acceptor is not quiet after a restart, and `ballot`'s grant was never
     /// contested.
     pub fn request(
         &mut self,

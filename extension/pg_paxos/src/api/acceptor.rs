@@ -198,7 +198,8 @@ mod paxos {
     }
 
     /// A leader's lease request for `duration_ms`, for its range from `from_round` on (see
-    /// `paxos::lease`): whether it was granted, and this node's highest voted round.
+    /// `paxos::lease`), from a leader that learned every round through `learned_through`: whether
+    /// it was granted, and this node's highest voted round.
     #[pg_extern(volatile, parallel_unsafe)]
     fn request_lease(
         group_id: &str,
@@ -206,6 +207,7 @@ mod paxos {
         ballot_proposer: &str,
         from_round: i64,
         duration_ms: i64,
+        learned_through: default!(Option<i64>, "NULL"),
     ) -> TableIterator<'static, (name!(granted, bool), name!(highest_accepted_round, i64))> {
         (|| {
             let ballot = ballot(ballot_num, ballot_proposer)?;
@@ -214,7 +216,13 @@ mod paxos {
                 hint: "Leaders ask for pg_paxos.lease_duration, which is never negative.",
             })?;
             let micros = millis.saturating_mul(1000);
-            acceptor::request_lease(group_id, &ballot, round(from_round)?, micros)
+            acceptor::request_lease(
+                group_id,
+                &ballot,
+                round(from_round)?,
+                learned_through.map(round).transpose()?,
+                micros,
+            )
         })()
         .map(|(granted, highest)| TableIterator::once((granted, highest as i64)))
         .or_raise()

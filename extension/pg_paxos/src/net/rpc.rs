@@ -17,7 +17,7 @@ const PREPARE_RANGE: &str =
 const LEARN: &str = "SELECT paxos.request_learn($1, $2, $3, $4, $5)";
 pub const HIGHEST_ROUND: &str = "SELECT paxos.request_highest_round($1, $2)";
 pub const REQUEST_LEASE: &str =
-    "SELECT granted, highest_accepted_round FROM paxos.request_lease($1, $2, $3, $4, $5)";
+    "SELECT granted, highest_accepted_round FROM paxos.request_lease($1, $2, $3, $4, $5, $6)";
 pub const STATUS: &str =
     "SELECT node_id, highest_accepted_round, highest_learned_round, applied_round,
             diverged_round, diverged_error

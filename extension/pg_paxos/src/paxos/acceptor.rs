@@ -171,6 +171,10 @@ pub fn learn(group_id: &str, round: u64, value: LogValue) -> Result<()> {
 /// every phase 1 admitted before it is then committed and seen here, and every later one meets
 /// the grant.
 ///
+/// A slot that promised a higher ballot refuses the grant unless its round is learned here or by
+/// the leader (through `learned_through`): no proposal can change a chosen value (the simulator's
+/// `the_checker_catches_grants_over_higher_slot_promises` shows the rule is needed otherwise).
+///
 /// An acceptor the leader's campaign did not reach (it needed a majority only) promises the
 /// leader's range (rounds from `from` on) here first, when nothing higher was promised. The votes
 /// such a promise would report cannot matter: a majority promised the same ballot and reported
@@ -179,6 +183,7 @@ pub fn request_lease(
     group_id: &str,
     ballot: &Ballot,
     from: u64,
+    learned_through: Option<u64>,
     duration_micros: u64,
 ) -> Result<(bool, u64)> {
     store::lock_acceptor(group_id, true)?;
@@ -191,7 +196,10 @@ pub fn request_lease(
     }
     let range_from = range_held_by(range.as_ref(), ballot);
     let higher = match range_from {
-        Some(from) => store::higher_slot_promise(group_id, from, ballot)?,
+        Some(from) => {
+            let unknown_from = learned_through.map_or(from, |l| from.max(l + 1));
+            store::higher_slot_promise(group_id, unknown_from, ballot)?
+        }
         None => false,
     };
     let granted = lease::grant(group_id, ballot, range_from, higher, duration_micros);

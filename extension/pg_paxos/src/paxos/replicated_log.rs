@@ -733,8 +733,10 @@ impl ReplicatedLog {
 
     /// Learns and applies every round up to `max_round`, in order, exactly once on this node: the
     /// applied round advances in the same transaction as the entries it covers, under a row lock.
-    /// Returns the applied round. An entry that fails here stops the group on this node (see
-    /// `apply`): the applied round stays before it, the failure is recorded and reported.
+    /// Returns the applied round: exact when it had rounds to apply, else the one read when the log
+    /// was opened (a lower bound: another transaction may have applied further since). An entry
+    /// that fails here stops the group on this node (see `apply`): the applied round stays before
+    /// it, the failure is recorded and reported.
     pub fn apply_log(&self, max_round: u64) -> Result<u64> {
         apply::check_not_diverged(self.id())?;
         if self.group.applied_round >= max_round {

@@ -209,8 +209,11 @@ pub fn snapshot(group_id: &str, through: u64) -> Result<(u64, Vec<TableCopy>)> {
         apply::check_not_diverged(group_id)?;
         // Batched writes may have committed here beyond the applied round: the copy covers them,
         // so it is taken once their rounds are applied (and with no batched writer running).
-        store::lock_applied_round(group_id)?;
-        let through = through.max(store::highest_batched(group_id)?);
+        // The round read under the lock, not the one `open` read before it: a transaction that
+        // applied further and committed while this one waited for the lock left its rows in the
+        // tables, and `apply_log` has nothing to apply then (it answers the older round).
+        let locked = store::lock_applied_round(group_id)?;
+        let through = through.max(store::highest_batched(group_id)?).max(locked);
         let applied = log.apply_log(through)?;
         apply::check_not_diverged(group_id)?;
         let mut copies = Vec::new();

@@ -148,6 +148,9 @@ impl ReplicatedLog {
             Param::Text(Some(ballot.proposer.clone())),
             Param::Int(from as i64),
             Param::Int((duration / 1000) as i64),
+            // Every round through the applied one is learned here: slots promised higher there
+            // (rounds another member took with both phases) no longer keep a grant back.
+            Param::Int(self.group.applied_round as i64),
         ];
         let sent_at = lease::now();
         // A read index needs answers; the lease needs grants, worth waiting for a little longer.
