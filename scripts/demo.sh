@@ -123,11 +123,6 @@ show 2 "SELECT lease_reads AS strong_reads_under_the_lease FROM paxos.leadership
 show 1 "SELECT holder, round(remaining_ms::numeric) AS remaining_ms FROM paxos.lease_grant('demo')"
 
 step "14. Inserts on other members go to the leader: 4 clients on node 1 and 4 on node 3 for 2 s"
-# Forwarding is off by default (see "Forwarded inserts" in the README).
-for n in 1 2 3; do
-  sql "$n" -c "ALTER SYSTEM SET pg_paxos.forward_writes = on"
-  sql "$n" -c "SELECT pg_reload_conf()" >/dev/null
-done
 show 2 "SELECT leads, ballot FROM paxos.leadership('demo')"
 for n in 1 3; do
   env -u RUST_BACKTRACE runuser -u postgres -- /usr/lib/postgresql/15/bin/pgbench -n -h 127.0.0.1 \

@@ -6,8 +6,8 @@
 #                                                     seed 2 on 5 members, and seed 3 on 3 members
 #                                                     with 1 s leader leases, 60 s of faults each
 #   scripts/faults.sh --full                          5 minutes each, new seeds (the last one with
-#                                                     inserts forwarded to the leader)
-#   scripts/faults.sh --seed N --members M --seconds S [--lease-ms L] [--forward-writes on]
+#                                                     forwarded inserts off)
+#   scripts/faults.sh --seed N --members M --seconds S [--lease-ms L] [--forward-writes off]
 #                                                     one run, e.g. to replay a failure
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,7 @@ if [[ ${1:-} == --full ]]; then
   "$faults" --seed "$seed" --members 3 --seconds 300
   "$faults" --seed $((seed + 1)) --members 5 --seconds 300
   "$faults" --seed $((seed + 2)) --members 3 --seconds 300 --lease-ms 1000
-  "$faults" --seed $((seed + 3)) --members 5 --seconds 300 --forward-writes on
+  "$faults" --seed $((seed + 3)) --members 5 --seconds 300 --forward-writes off
 elif [[ $# -gt 0 ]]; then
   "$faults" "$@"
 else

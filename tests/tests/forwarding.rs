@@ -13,32 +13,19 @@ use tokio_postgres::Client;
 
 const TABLE: &str = "CREATE TABLE items (id int PRIMARY KEY, v text)";
 
-/// A 3-node group with `items` replicated and forwarding on (it is off by default), where node 1
-/// wrote first and leads; returns its ballot.
+/// A 3-node group with `items` replicated and forwarding on (the default), where node 1 wrote
+/// first and leads; returns its ballot.
 async fn led_by_node_1(name: &str) -> (Cluster, String) {
     let cluster = Cluster::with_replicated_table(name, 3, "g", "items", TABLE).await;
     for n in cluster.nodes() {
-        let c = cluster.client(n).await;
-        for sql in [
-            "ALTER SYSTEM SET pg_paxos.forward_writes = on",
-            "SELECT pg_reload_conf()",
-        ] {
-            c.batch_execute(sql).await.unwrap();
-        }
-        wait_until(
-            "forwarding on for new sessions",
-            Duration::from_secs(10),
-            || async {
-                let c = cluster.client(n).await;
-                let on: String = c
-                    .query_one("SHOW pg_paxos.forward_writes", &[])
-                    .await
-                    .unwrap()
-                    .get(0);
-                on == "on"
-            },
-        )
-        .await;
+        let on: String = cluster
+            .client(n)
+            .await
+            .query_one("SHOW pg_paxos.forward_writes", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(on, "on", "forwarding is on by default (node {n})");
     }
     let c1 = cluster.client(1).await;
     c1.execute("INSERT INTO items VALUES (0, 'first')", &[])

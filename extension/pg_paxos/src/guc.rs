@@ -14,7 +14,7 @@ pub static CONSISTENCY_MODEL: GucSetting<ConsistencyModel> =
 pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static ALLOW_MUTABLE_FUNCTIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static BATCH_WRITES: GucSetting<bool> = GucSetting::<bool>::new(true);
-pub static FORWARD_WRITES: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static FORWARD_WRITES: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static LEASE_DURATION_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PostgresGucEnum)]

@@ -1,5 +1,5 @@
 //! The fault suite's command: `faults [--seed N] [--members 3] [--seconds 60] [--clients 4]
-//! [--lease-ms 0] [--forward-writes off] [--out DIR]`. Exits 1 when a run found anomalies; the evidence is kept under DIR.
+//! [--lease-ms 0] [--forward-writes on] [--out DIR]`. Exits 1 when a run found anomalies; the evidence is kept under DIR.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,7 +17,7 @@ fn main() {
         clients_per_node: 4,
         out: PathBuf::from("/tmp/pg_paxos_faults"),
         lease: Duration::ZERO,
-        forward_writes: false,
+        forward_writes: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {

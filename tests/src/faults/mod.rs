@@ -35,7 +35,7 @@ pub struct Settings {
     pub out: PathBuf,
     /// `pg_paxos.lease_duration` on every node (zero: leases off, the default).
     pub lease: Duration,
-    /// `pg_paxos.forward_writes` on every node (off, the default).
+    /// `pg_paxos.forward_writes` on every node (on, the default).
     pub forward_writes: bool,
 }
 
