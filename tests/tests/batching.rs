@@ -466,3 +466,135 @@ async fn inserts_too_long_for_the_shared_queue_are_proposed_by_their_own_transac
     })
     .await;
 }
+
+/// A batch goes while the one before it is still in flight, in the round right after it and
+/// naming it: both land, in order, on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_batch_goes_while_the_first_is_in_flight() {
+    bounded(async {
+        let slow = slow_cluster("batch_pipeline", Duration::from_millis(300)).await;
+        let cluster = &slow.cluster;
+        let c1 = cluster.client(1).await;
+        let first = cluster.client(1).await;
+        let first = tokio::spawn(async move {
+            first
+                .execute("INSERT INTO items VALUES (1, 'first batch')", &[])
+                .await
+        });
+        wait_until("the first batch in flight", Duration::from_secs(10), || {
+            let c1 = &c1;
+            async move {
+                c1.query_one("SELECT proposing FROM paxos.group_commit('g')", &[])
+                    .await
+                    .unwrap()
+                    .get::<_, bool>(0)
+            }
+        })
+        .await;
+        let outcomes = at_once(cluster, 4, "INSERT INTO items VALUES ($1, $2)", |i| {
+            i as i32 + 2
+        })
+        .await;
+        for (i, outcome) in outcomes.iter().enumerate() {
+            assert!(outcome.is_ok(), "insert {i}: {outcome:?}");
+        }
+        first.await.unwrap().unwrap();
+        let pipelined = count(&c1, "SELECT pipelined_batches FROM paxos.group_commit('g')").await;
+        assert!(pipelined >= 1, "no batch went while another was in flight");
+        assert_eq!(
+            count(&c1, "SELECT void_batches FROM paxos.group_commit('g')").await,
+            0
+        );
+        // The pipelined batch names the batch in the round before it.
+        let named = count(
+            &c1,
+            "SELECT count(*) FROM paxos.log l JOIN paxos.log p
+                 ON p.group_id = l.group_id AND p.round = l.round - 1
+              WHERE l.group_id = 'g' AND l.value_kind = 'batch' AND p.value_kind = 'batch'
+                AND starts_with(l.value_body,
+                                length('a' || p.value_origin) || ':a' || p.value_origin)",
+        )
+        .await;
+        assert!(named >= 1, "no batch names the one before it");
+        cluster.assert_same_rows("items").await;
+        assert_eq!(count(&c1, "SELECT count(*) FROM items").await, 6);
+    })
+    .await;
+}
+
+/// A batch that names a value the round before it does not hold is void on every node: it was
+/// proposed behind a batch that lost its round, so its writes never take effect anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_behind_a_lost_round_is_void_everywhere() {
+    use paxos_model::entries::{Batch, LoggedStatement};
+    bounded(async {
+        let cluster = Cluster::with_replicated_table("batch_void", 3, "g", "items", TABLE).await;
+        let c1 = cluster.client(1).await;
+        c1.execute("INSERT INTO items VALUES (0, 'first')", &[])
+            .await
+            .unwrap();
+        cluster.assert_same_rows("items").await;
+        let highest = count(&c1, "SELECT paxos_max_group_round('g')").await;
+
+        // A proposer of its own puts three batches in the next rounds, on every acceptor.
+        let batch = |id: i32, after: Option<&str>| {
+            Batch {
+                statements: vec![LoggedStatement::sql(
+                    "postgres".into(),
+                    format!("INSERT INTO public.items VALUES ({id}, 'batch')"),
+                )],
+                after: after.map(str::to_string),
+            }
+            .encode()
+        };
+        let rounds = [
+            ("batch@tester/1", batch(10, None)),
+            ("batch@tester/2", batch(11, Some("batch@tester/1"))),
+            ("batch@tester/3", batch(12, Some("batch@somebody-else/9"))),
+        ];
+        for n in cluster.nodes() {
+            let c = cluster.client(n).await;
+            for (offset, (origin, body)) in rounds.iter().enumerate() {
+                let round = highest + 1 + offset as i64;
+                let promised: String = c
+                    .query_one(
+                        "SELECT status FROM paxos.request_prepare('g', $1, 1000000, 'tester')",
+                        &[&round],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(promised, "granted", "node {n}, round {round}");
+                let accepted: String = c
+                    .query_one(
+                        "SELECT status FROM paxos.request_accept('g', $1, 1000000, 'tester', $2, 'batch', $3)",
+                        &[&round, origin, body],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(accepted, "accepted", "node {n}, round {round}");
+            }
+        }
+        // Strong reads learn and apply the three rounds on every node.
+        for n in cluster.nodes() {
+            let c = cluster.client(n).await;
+            let ids: Vec<i32> = c
+                .query("SELECT id FROM items ORDER BY id", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(ids, vec![0, 10, 11], "node {n}");
+            let diverged = count(
+                &c,
+                "SELECT count(*) FROM paxos.groups WHERE diverged_round IS NOT NULL",
+            )
+            .await;
+            assert_eq!(diverged, 0, "node {n} applies on");
+        }
+        cluster.assert_same_rows("items").await;
+    })
+    .await;
+}

@@ -12,6 +12,39 @@
 //! transaction joins an epoch, and its write is only proposed while that epoch lasts. The chain
 //! breaks (and a new epoch must start from an applied state) as soon as one of its rounds may
 //! hold something else, or a chosen write of it does not take effect where it ran.
+//!
+//! Two batches may be in flight at once ([`CommitChain::round_for_batch`]): the second, in the
+//! round after the first, names the first's value as the one its preceding round must hold, and is
+//! void everywhere otherwise (`paxos_model::entries::Batch::after`). One look back suffices: a
+//! batch is only proposed once the round two before it is a chosen batch of the chain (or its
+//! start), so the batch it names was itself proposed after its own predecessor was chosen. Its
+//! members learn their outcome from both decisions ([`outcome_after`]).
+
+/// How many batches of one chain may be in flight at once.
+pub const PIPELINE: usize = 2;
+
+/// How a batch's round ended, for its members and for the batch after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// The batch was chosen and takes effect.
+    Chosen,
+    /// It never takes effect: another value won its round, or it is void.
+    Lost,
+    /// Not known (a timeout, a lost proposer): it may still take effect.
+    Unknown,
+}
+
+/// The outcome of a batch decided as `own` whose preceding round ended as `previous` (`None`:
+/// the batch names no predecessor). A conditional batch takes effect only if its predecessor did.
+pub fn outcome_after(previous: Option<Resolution>, own: Resolution) -> Resolution {
+    match (previous, own) {
+        (None | Some(Resolution::Chosen), own) => own,
+        (Some(Resolution::Lost), _) | (Some(Resolution::Unknown), Resolution::Lost) => {
+            Resolution::Lost
+        }
+        (Some(Resolution::Unknown), _) => Resolution::Unknown,
+    }
+}
 
 /// See the module documentation. Plain data, so it can live in shared memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +116,18 @@ impl CommitChain {
         self.tip + 1
     }
 
+    /// The round for a batch of this chain proposed now, given the round of the chain's batch in
+    /// flight (`None`: none is): the next round, or with one in flight the round after it, which
+    /// is allowed only while the chain holds and that batch is in the round right after its tip.
+    /// `None`: wait for the batch in flight.
+    pub fn round_for_batch(&self, in_flight: Option<u64>) -> Option<u64> {
+        match in_flight {
+            None => Some(self.next_round()),
+            Some(round) if self.valid && round == self.next_round() => Some(round + 1),
+            Some(_) => None,
+        }
+    }
+
     /// The batch of `epoch` in `round` was chosen: later batches follow it.
     pub fn extend(&mut self, epoch: u64, round: u64) {
         if self.accepts(epoch) && round == self.tip + 1 {
@@ -146,6 +191,38 @@ mod tests {
         let new = chain.join(1, 1, true, 110).unwrap();
         chain.extend(old, 2);
         assert!(!chain.accepts(new));
+    }
+
+    #[test]
+    fn a_second_batch_goes_right_after_the_one_in_flight_only() {
+        let mut chain = CommitChain::new();
+        let epoch = chain.join(10, 10, true, 114).unwrap();
+        assert_eq!(chain.round_for_batch(None), Some(11));
+        assert_eq!(chain.round_for_batch(Some(11)), Some(12));
+        // The batch in 11 was chosen: the one in 12 is now the next in flight.
+        chain.extend(epoch, 11);
+        assert_eq!(chain.round_for_batch(Some(12)), Some(13));
+        // A batch in flight further ahead (of an older chain) makes the next one wait.
+        assert_eq!(chain.round_for_batch(Some(14)), None);
+        chain.break_off();
+        assert_eq!(
+            chain.round_for_batch(Some(12)),
+            None,
+            "a broken chain does not pipeline"
+        );
+    }
+
+    #[test]
+    fn a_conditional_batch_takes_effect_only_after_its_predecessor() {
+        use Resolution::*;
+        for own in [Chosen, Lost, Unknown] {
+            assert_eq!(outcome_after(None, own), own);
+            assert_eq!(outcome_after(Some(Chosen), own), own);
+            assert_eq!(outcome_after(Some(Lost), own), Lost, "void everywhere");
+        }
+        assert_eq!(outcome_after(Some(Unknown), Chosen), Unknown);
+        assert_eq!(outcome_after(Some(Unknown), Unknown), Unknown);
+        assert_eq!(outcome_after(Some(Unknown), Lost), Lost);
     }
 
     #[test]

@@ -92,14 +92,23 @@ impl LoggedStatement {
 /// The writes of transactions that committed together in one round (group commit), in the order
 /// every node replays them. They ran concurrently where they were proposed, so only writes whose
 /// result does not depend on each other's are batched (see the extension's `batching` module).
+///
+/// A batch proposed while the batch before it was still undecided names that batch's origin in
+/// `after`: it takes effect only if the round before it holds that value, and is void (replayed as
+/// nothing) everywhere otherwise.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
     pub statements: Vec<LoggedStatement>,
+    pub after: Option<String>,
 }
 
 impl Batch {
     pub fn encode(&self) -> String {
         let mut out = String::new();
+        if let Some(origin) = &self.after {
+            // A statement's encoding starts with a digit (its role's length): `a` cannot be one.
+            out.push_str(&encode_pair(&format!("a{origin}"), ""));
+        }
         for statement in &self.statements {
             out.push_str(&encode_pair(&statement.encode(), ""));
         }
@@ -108,16 +117,30 @@ impl Batch {
 
     pub fn decode(body: &str) -> Result<Self> {
         let mut statements = Vec::new();
+        let mut after = None;
         let mut rest = body;
         while !rest.is_empty() {
-            let (statement, tail) = decode_pair("batch", rest)?;
-            statements.push(LoggedStatement::decode(statement)?);
+            let (item, tail) = decode_pair("batch", rest)?;
+            match item.strip_prefix('a') {
+                Some(origin) if statements.is_empty() && after.is_none() => {
+                    after = Some(origin.to_string())
+                }
+                _ => statements.push(LoggedStatement::decode(item)?),
+            }
             rest = tail;
         }
         if statements.is_empty() {
             return Err(ModelError::MalformedEntry("batch".to_string()));
         }
-        Ok(Batch { statements })
+        Ok(Batch { statements, after })
+    }
+
+    /// Whether this batch takes effect, given the origin of the value chosen in the round before
+    /// it.
+    pub fn takes_effect_after(&self, previous_origin: Option<&str>) -> bool {
+        self.after
+            .as_deref()
+            .is_none_or(|after| previous_origin == Some(after))
     }
 }
 
@@ -163,13 +186,45 @@ mod tests {
         assert_eq!(LoggedStatement::decode(&s.encode()).unwrap(), s);
         let b = Batch {
             statements: vec![s.clone(), LoggedStatement::sql("r:2".into(), "3:x")],
+            after: None,
         };
         assert_eq!(Batch::decode(&b.encode()).unwrap(), b);
+        let conditional = Batch {
+            after: Some("batch@n1/5:a/7".into()),
+            ..b.clone()
+        };
+        assert_eq!(Batch::decode(&conditional.encode()).unwrap(), conditional);
+        assert_ne!(conditional.encode(), b.encode());
         let t = TableDefinition {
             name: "\"grüße\".\"t\"\"1\"".into(),
             columns: "a integer, b text".into(),
         };
         assert_eq!(TableDefinition::decode(&t.encode()).unwrap(), t);
+    }
+
+    #[test]
+    fn a_conditional_batch_takes_effect_only_after_the_batch_it_names() {
+        let plain = Batch {
+            statements: vec![LoggedStatement::sql("r".into(), "SELECT 1")],
+            after: None,
+        };
+        assert!(plain.takes_effect_after(None));
+        assert!(plain.takes_effect_after(Some("anything")));
+        let conditional = Batch {
+            after: Some("batch@x".into()),
+            ..plain
+        };
+        assert!(conditional.takes_effect_after(Some("batch@x")));
+        assert!(!conditional.takes_effect_after(Some("batch@y")));
+        assert!(!conditional.takes_effect_after(None));
+        // A condition alone, or twice, is no batch.
+        let only = "8:abatch@x";
+        assert!(Batch::decode(only).is_err());
+        let encoded = conditional.encode();
+        assert!(encoded.starts_with(only));
+        assert!(Batch::decode(&encoded).is_ok());
+        let twice = format!("{only}{encoded}");
+        assert!(Batch::decode(&twice).is_err());
     }
 
     #[test]

@@ -212,7 +212,9 @@ mod paxos {
     /// its commit chain, the chain's epoch, the applied round it started from and its last
     /// batch's round, whether a batch is being proposed, how many inserts are queued, and how many
     /// inserts were forwarded (see `paxos::forwarding`): received from other members as leader,
-    /// and sent to a leader, both chosen, since the node started.
+    /// and sent to a leader, both chosen, since the node started; and how many batches went while
+    /// the one before was still in flight, and how many of those were void (another value won
+    /// the round before), since the node started.
     #[pg_extern(volatile, parallel_unsafe)]
     fn group_commit(
         group_id: &str,
@@ -227,6 +229,8 @@ mod paxos {
             name!(queued, i32),
             name!(forwarded_in, i64),
             name!(forwarded_out, i64),
+            name!(pipelined_batches, i64),
+            name!(void_batches, i64),
         ),
     > {
         store::require_group(group_id).or_raise();
@@ -240,8 +244,10 @@ mod paxos {
                 s.queued as i32,
                 s.forwarded_in as i64,
                 s.forwarded_out as i64,
+                s.pipelined as i64,
+                s.void as i64,
             ),
-            None => (false, None, None, None, false, 0, 0, 0),
+            None => (false, None, None, None, false, 0, 0, 0, 0, 0),
         };
         TableIterator::once(row)
     }

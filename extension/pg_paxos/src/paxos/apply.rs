@@ -59,9 +59,16 @@ pub fn apply_entry(
             Ok(replay(&statement))
         }
         ValueKind::Batch => {
+            let batch = Batch::decode(body)?;
+            if batch.after.is_some() {
+                // Every node has the round before learned and applied by now: all decide alike.
+                let previous = store::learned(group_id, round.saturating_sub(1))?.map(|v| v.origin);
+                if !batch.takes_effect_after(previous.as_deref()) {
+                    return Ok(Ok(()));
+                }
+            }
             // Writes of this node's batch that committed here already are skipped.
             let done = store::batched_in(group_id, round)?;
-            let batch = Batch::decode(body)?;
             for (entry, statement) in batch.statements.iter().enumerate() {
                 if !done.contains(&(entry as u32)) {
                     if let Err(cause) = replay(statement) {

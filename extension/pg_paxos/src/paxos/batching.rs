@@ -8,22 +8,26 @@
 //! place in the batch, or the error. Each member then records its place (`store::mark_batched`)
 //! in its own transaction, so applying the batch later skips what took effect here already.
 //!
-//! One batch is in flight per group at a time: a batch is proposed only once the one before it is
-//! known to be chosen, so no later round of the chain can be chosen while an earlier one holds a
-//! foreign value.
+//! Up to two batches are in flight per group (see `paxos_core::commit_chain`): a second one goes
+//! in the round right after the first, naming the first's value as the one that round must hold.
+//! If another value wins the first's round, the second is void on every node, so no later round
+//! of the chain takes effect while an earlier one holds a foreign value. The second batch's members
+//! learn their outcome only once the first's is known.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use paxos_core::commit_chain::{outcome_after, Resolution, PIPELINE};
 use paxos_core::CommitChain;
 use paxos_model::entries::{Batch, LoggedStatement};
-use paxos_model::value::ValueKind;
+use paxos_model::value::{LogValue, ValueKind};
 use pgrx::pg_sys;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
 use crate::error::{PaxosError, Result};
+use crate::paxos::leadership::{self, LeaderBallot};
 use crate::paxos::replicated_log::{new_value, Record, ReplicatedLog};
 use crate::paxos::round_claims;
 
@@ -35,6 +39,11 @@ const QUEUE: usize = 64;
 /// proposes it itself (with whatever else is queued).
 const ENTRY_BYTES: usize = 1536;
 const MESSAGE_BYTES: usize = 240;
+/// A batch value's origin, kept while it is in flight for the batch after it to name; a longer
+/// one (a very long node id) only means no batch goes after it while it is in flight.
+const ORIGIN_BYTES: usize = 192;
+/// Outcomes of recent batch rounds kept for the batches after them.
+const RESOLVED: usize = 4;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum State {
@@ -95,31 +104,87 @@ impl QueuedWrite {
     }
 }
 
+/// A batch being proposed.
+#[derive(Copy, Clone)]
+struct Flight {
+    active: bool,
+    round: u64,
+    epoch: u64,
+    /// Its round was handed out by this node's leadership (phase 2 only, in round order).
+    claimed: bool,
+    origin_len: usize,
+    origin: [u8; ORIGIN_BYTES],
+}
+
+impl Flight {
+    const IDLE: Flight = Flight {
+        active: false,
+        round: 0,
+        epoch: 0,
+        claimed: false,
+        origin_len: 0,
+        origin: [0; ORIGIN_BYTES],
+    };
+
+    fn origin(&self) -> Option<String> {
+        (self.origin_len > 0)
+            .then(|| String::from_utf8_lossy(&self.origin[..self.origin_len]).into_owned())
+    }
+}
+
 #[derive(Copy, Clone)]
 struct GroupQueue {
     /// Hash of the group id (0: free).
     group: u64,
     chain: CommitChain,
-    combining: bool,
+    flights: [Flight; PIPELINE],
+    /// (round, outcome) of the batches that ended last, for the batch proposed after each.
+    resolved: [(u64, Resolution); RESOLVED],
+    next_resolved: usize,
     writes: [QueuedWrite; QUEUE],
     /// Inserts of other members this node committed in its batches as leader, and inserts of
     /// this node that a leader committed (see `paxos::forwarding`), since the queue was set up.
     forwarded_in: u64,
     forwarded_out: u64,
+    /// Batches proposed while the one before was in flight, and those of them found void.
+    pipelined: u64,
+    void: u64,
 }
 
 impl GroupQueue {
     const VACANT: GroupQueue = GroupQueue {
         group: 0,
         chain: CommitChain::new(),
-        combining: false,
+        flights: [Flight::IDLE; PIPELINE],
+        resolved: [(0, Resolution::Unknown); RESOLVED],
+        next_resolved: 0,
         writes: [QueuedWrite::FREE; QUEUE],
         forwarded_in: 0,
         forwarded_out: 0,
+        pipelined: 0,
+        void: 0,
     };
 
     fn idle(&self) -> bool {
-        !self.combining && self.writes.iter().all(|w| w.state == State::Free)
+        !self.proposing() && self.writes.iter().all(|w| w.state == State::Free)
+    }
+
+    fn proposing(&self) -> bool {
+        self.flights.iter().any(|f| f.active)
+    }
+
+    /// A batch ended: frees its place and keeps its outcome for the batch after it.
+    fn land(&mut self, slot: usize, round: u64, resolution: Resolution) {
+        self.flights[slot] = Flight::IDLE;
+        self.resolved[self.next_resolved] = (round, resolution);
+        self.next_resolved = (self.next_resolved + 1) % RESOLVED;
+    }
+
+    fn resolution_of(&self, round: u64) -> Option<Resolution> {
+        self.resolved
+            .iter()
+            .find(|(r, _)| *r == round)
+            .map(|(_, resolution)| *resolution)
     }
 
     /// Owners to wake: every one with an entry here (one of them proposes the next batch).
@@ -220,7 +285,7 @@ fn wake_process(procno: i32) {
 /// apply pending rounds first (alone) or the group cannot batch now.
 pub fn join(group: &str, applied: u64, learned: u64) -> Option<u64> {
     with_queue(group, |queue, next_ticket| {
-        let idle = !queue.combining;
+        let idle = !queue.proposing();
         let fresh = *next_ticket;
         *next_ticket += 1;
         (queue.chain.join(applied, learned, idle, fresh), Vec::new())
@@ -239,6 +304,8 @@ pub struct ChainStatus {
     pub queued: usize,
     pub forwarded_in: u64,
     pub forwarded_out: u64,
+    pub pipelined: u64,
+    pub void: u64,
 }
 
 /// The status of `group`'s chain; `None` when the group has no queue on this node.
@@ -250,7 +317,7 @@ pub fn status(group: &str) -> Option<ChainStatus> {
             epoch: queue.chain.epoch(),
             from,
             tip,
-            proposing: queue.combining,
+            proposing: queue.proposing(),
             queued: queue
                 .writes
                 .iter()
@@ -258,6 +325,8 @@ pub fn status(group: &str) -> Option<ChainStatus> {
                 .count(),
             forwarded_in: queue.forwarded_in,
             forwarded_out: queue.forwarded_out,
+            pipelined: queue.pipelined,
+            void: queue.void,
         }
     })
 }
@@ -296,14 +365,22 @@ pub struct Placement {
     pub index: u32,
 }
 
+/// A batch an owner proposes for the queue.
+struct Proposal {
+    round: u64,
+    epoch: u64,
+    bodies: Vec<Option<String>>,
+    /// The leader ballot its round was handed out under, if it was.
+    claimed: Option<LeaderBallot>,
+    origin: String,
+    /// The origin of the batch in flight in the round before, which that round must hold.
+    after: Option<String>,
+}
+
 /// What the queue tells a waiting owner.
 enum Turn {
     Done(Result<Placement>),
-    Propose {
-        round: u64,
-        epoch: u64,
-        bodies: Vec<Option<String>>,
-    },
+    Propose(Proposal),
     Wait,
 }
 
@@ -359,17 +436,13 @@ pub fn commit(
                 OWN_PLACE.with(|p| p.borrow_mut().take());
                 return outcome;
             }
-            Turn::Propose {
-                round,
-                epoch,
-                bodies,
-            } => {
+            Turn::Propose(proposal) => {
                 // `take_turn` recorded the batch as this backend's already, so that even an
                 // error raised from here on fails it instead of leaving it in flight.
                 let proposing = Proposing;
                 match open_log() {
-                    Ok(log) => propose(&log, proposing, round, epoch, bodies),
-                    Err(e) => proposing.finish(epoch, round, Err(e)),
+                    Ok(log) => propose(&log, &group, proposing, proposal),
+                    Err(e) => proposing.finish(proposal.epoch, Resolution::Unknown, Err(e)),
                 }
             }
             Turn::Wait => wait_until(deadline, Duration::from_millis(20), &group)?,
@@ -416,7 +489,26 @@ fn take_turn(
                 Vec::new(),
             )
         }
-        State::Waiting if !queue.combining => {
+        State::Waiting => {
+            let Some(slot) = queue.flights.iter().position(|f| !f.active) else {
+                return (Turn::Wait, Vec::new());
+            };
+            // With a batch in flight, the next one goes right after it, if that batch's round
+            // was handed out by the leadership (so rounds stay in order) and the chain holds.
+            let (round, after) = match queue.flights.iter().find(|f| f.active) {
+                None => (queue.chain.next_round(), None),
+                Some(f) => {
+                    let next = queue.chain.round_for_batch(Some(f.round));
+                    match (next, f.origin()) {
+                        (Some(round), Some(origin))
+                            if f.claimed && queue.chain.accepts(f.epoch) =>
+                        {
+                            (round, Some(origin))
+                        }
+                        _ => return (Turn::Wait, Vec::new()),
+                    }
+                }
+            };
             // Oldest first; entries of an epoch that ended can no longer be proposed.
             let mut order: Vec<usize> = (0..QUEUE)
                 .filter(|&i| {
@@ -426,7 +518,6 @@ fn take_turn(
                 .collect();
             order.sort_by_key(|&i| queue.writes[i].ticket);
             let mut members = Vec::new();
-            let mut bodies = Vec::new();
             let mut wake = Vec::new();
             let mut epoch = 0;
             for i in order {
@@ -434,69 +525,150 @@ fn take_turn(
                 if !queue.chain.accepts(q.epoch) {
                     q.fail(&PaxosError::Conflict {
                         group: group.to_string(),
-                        round: queue.chain.next_round(),
+                        round,
                     });
                     wake.push(q.procno);
                     continue;
                 }
-                q.state = State::Proposing;
                 epoch = q.epoch;
-                members.push((i, q.ticket));
-                bodies.push(if i == index {
-                    Some(own_body.to_string())
-                } else {
-                    Some(String::from_utf8_lossy(&q.body[..q.len]).into_owned())
-                });
+                members.push(i);
             }
             if members.is_empty() {
                 return (Turn::Wait, wake);
             }
-            queue.combining = true;
-            OWN_BATCH.with(|b| *b.borrow_mut() = Some((group.to_string(), members)));
-            let turn = Turn::Propose {
-                round: queue.chain.next_round(),
+            let claimed = leadership::claim(group, round);
+            if after.is_some() && claimed.is_none() {
+                // This node no longer leads from that round on: wait for the batch in flight.
+                return (Turn::Wait, wake);
+            }
+            let origin = new_value("batch", ValueKind::Batch, None).origin;
+            let mut flight = Flight {
+                active: true,
+                round,
+                epoch,
+                claimed: claimed.is_some(),
+                ..Flight::IDLE
+            };
+            if origin.len() <= ORIGIN_BYTES {
+                flight.origin[..origin.len()].copy_from_slice(origin.as_bytes());
+                flight.origin_len = origin.len();
+            }
+            queue.flights[slot] = flight;
+            queue.pipelined += u64::from(after.is_some());
+            let mut bodies = Vec::with_capacity(members.len());
+            let mut tickets = Vec::with_capacity(members.len());
+            for &i in &members {
+                let q = &mut queue.writes[i];
+                q.state = State::Proposing;
+                tickets.push((i, q.ticket));
+                bodies.push(Some(if i == index {
+                    own_body.to_string()
+                } else {
+                    String::from_utf8_lossy(&q.body[..q.len]).into_owned()
+                }));
+            }
+            OWN_BATCH.with(|b| {
+                *b.borrow_mut() = Some(OwnBatch {
+                    group: group.to_string(),
+                    members: tickets,
+                    slot,
+                    round,
+                })
+            });
+            let turn = Turn::Propose(Proposal {
+                round,
                 epoch,
                 bodies,
-            };
+                claimed,
+                origin,
+                after,
+            });
             (turn, wake)
         }
         _ => (Turn::Wait, Vec::new()),
     }
 }
 
-/// Proposes the batch of `members` in `round`, then hands every member its outcome.
-fn propose(
-    log: &ReplicatedLog,
-    proposing: Proposing,
-    round: u64,
-    epoch: u64,
-    bodies: Vec<Option<String>>,
-) {
-    let outcome = (|| {
+/// Proposes a batch, then hands every member its outcome: once the batch before it (if it names
+/// one) has ended too.
+fn propose(log: &ReplicatedLog, group: &str, proposing: Proposing, proposal: Proposal) {
+    let Proposal {
+        round,
+        epoch,
+        bodies,
+        claimed,
+        origin,
+        after,
+    } = proposal;
+    let conditional = after.is_some();
+    let decided = (|| {
         let statements = bodies
             .into_iter()
             .map(|b| LoggedStatement::decode(b.as_deref().unwrap_or_default()))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let value = new_value(
-            "batch",
-            ValueKind::Batch,
-            Some(Batch { statements }.encode()),
-        );
+        let value = LogValue {
+            origin,
+            kind: ValueKind::Batch,
+            body: Some(Batch { statements, after }.encode()),
+        };
         // No `prepare_to_propose`: every round up to the chain's start is applied, and the
         // rounds after it are batches, which change no membership.
         // The proposer's transaction commits right after the members are told (no network call
         // in between), so the chosen value is recorded in it.
-        let chosen = log.decide_recorded(round, Some(value.clone()), Record::InThisTransaction)?;
-        if chosen.origin == value.origin {
-            Ok(())
-        } else {
-            Err(PaxosError::Conflict {
-                group: log.id().to_string(),
-                round,
-            })
-        }
+        let chosen = match claimed {
+            Some(ballot) => {
+                log.decide_claimed(round, value.clone(), ballot, Record::InThisTransaction)?
+            }
+            None => log.decide_recorded(round, Some(value.clone()), Record::InThisTransaction)?,
+        };
+        Ok(chosen.origin == value.origin)
     })();
-    proposing.finish(epoch, round, outcome);
+    let own = match &decided {
+        Ok(true) => Resolution::Chosen,
+        Ok(false) => Resolution::Lost,
+        Err(_) => Resolution::Unknown,
+    };
+    let previous = conditional.then(|| await_resolution(group, round - 1, log.round_timeout()));
+    let resolution = outcome_after(previous, own);
+    if own == Resolution::Chosen && previous == Some(Resolution::Lost) {
+        with_queue(group, |queue, _| {
+            queue.void += 1;
+            ((), Vec::new())
+        });
+    }
+    let outcome = match (resolution, decided) {
+        (Resolution::Chosen, _) => Ok(()),
+        (_, Err(e)) => Err(e),
+        // Another value won this round, or the round before (this batch is then void).
+        (Resolution::Lost, Ok(ours)) => Err(PaxosError::Conflict {
+            group: group.to_string(),
+            round: if ours { round - 1 } else { round },
+        }),
+        (_, Ok(_)) => Err(PaxosError::BatchFailed {
+            group: group.to_string(),
+            sqlstate: PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+            cause: format!(
+                "round {round} holds its batch, which counts only if round {} holds the batch before it, and that is not known",
+                round - 1
+            ),
+        }),
+    };
+    proposing.finish(epoch, resolution, outcome);
+}
+
+/// Waits until the batch in `round` ended, at most `limit`: how it ended (`Unknown` past it).
+fn await_resolution(group: &str, round: u64, limit: Duration) -> Resolution {
+    let deadline = Instant::now() + limit;
+    loop {
+        // SAFETY: MyLatch is this backend's own latch.
+        unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
+        if let Some(resolution) = read_queue(group, |q| q.resolution_of(round)).flatten() {
+            return resolution;
+        }
+        if wait_until(deadline, Duration::from_millis(5), group).is_err() {
+            return Resolution::Unknown;
+        }
+    }
 }
 
 /// A batch being proposed by this backend (kept in `OWN_BATCH`): on drop before it finished (an
@@ -504,22 +676,37 @@ fn propose(
 /// unknown).
 struct Proposing;
 
+/// The batch this backend proposes.
+struct OwnBatch {
+    group: String,
+    /// Its members' (index, ticket).
+    members: Vec<(usize, u64)>,
+    /// Its place among the group's flights.
+    slot: usize,
+    round: u64,
+}
+
 thread_local! {
     /// This backend's place in a queue while it waits: group and (index, ticket).
     static OWN_PLACE: std::cell::RefCell<Option<(String, (usize, u64))>> =
         const { std::cell::RefCell::new(None) };
-    /// The batch this backend proposes: group and its members' (index, ticket).
-    static OWN_BATCH: std::cell::RefCell<Option<(String, Vec<(usize, u64)>)>> =
+    static OWN_BATCH: std::cell::RefCell<Option<OwnBatch>> =
         const { std::cell::RefCell::new(None) };
 }
 
 impl Proposing {
-    fn finish(self, epoch: u64, round: u64, outcome: Result<()>) {
-        let Some((group, members)) = OWN_BATCH.with(|b| b.borrow_mut().take()) else {
+    fn finish(self, epoch: u64, resolution: Resolution, outcome: Result<()>) {
+        let Some(OwnBatch {
+            group,
+            members,
+            slot,
+            round,
+        }) = OWN_BATCH.with(|b| b.borrow_mut().take())
+        else {
             return;
         };
         with_queue(&group, |queue, _| {
-            queue.combining = false;
+            queue.land(slot, round, resolution);
             let mut abandoned = false;
             for (position, &(i, ticket)) in members.iter().enumerate() {
                 let w = &mut queue.writes[i];
@@ -559,14 +746,20 @@ impl Drop for Proposing {
 
 /// Fails the batch this backend is proposing, if any: its round's outcome is unknown.
 fn fail_own_batch() {
-    let Some((group, members)) = OWN_BATCH.with(|b| b.borrow_mut().take()) else {
+    let Some(OwnBatch {
+        group,
+        members,
+        slot,
+        round,
+    }) = OWN_BATCH.with(|b| b.borrow_mut().take())
+    else {
         return;
     };
     let ended = PaxosError::Internal(
         "the transaction proposing this write's round ended before it was decided".into(),
     );
     with_queue(&group, |queue, _| {
-        queue.combining = false;
+        queue.land(slot, round, Resolution::Unknown);
         queue.chain.break_off();
         for &(i, ticket) in &members {
             let w = &mut queue.writes[i];

@@ -153,6 +153,20 @@ impl ReplicatedLog {
             .ok_or_else(|| PaxosError::Internal(format!("round {round} was not decided")))
     }
 
+    /// Decides `round`, handed out by this node's leadership under `ballot` (see
+    /// `leadership::claim`), with phase 2 only; both phases if that is refused.
+    pub fn decide_claimed(
+        &self,
+        round: u64,
+        value: LogValue,
+        ballot: LeaderBallot,
+        record: Record,
+    ) -> Result<LogValue> {
+        self.decide_many(vec![(round, Some(value))], Some(ballot), record)?
+            .pop()
+            .ok_or_else(|| PaxosError::Internal(format!("round {round} was not decided")))
+    }
+
     /// Campaigns for leadership from `round` on when this node does not lead and `round` is the
     /// first round it has not learned. Once elected it proposes, with phase 2 only, the values the
     /// campaign recovered, `value` in `round`, and no-ops in the rounds between, and returns what
