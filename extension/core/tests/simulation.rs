@@ -14,6 +14,10 @@
 //!   acceptors' durable votes (a majority voted for one ballot), not from what proposers claim, and
 //!   every value a proposer or learner reports as chosen is the chosen one;
 //! - lease reads: a leader that reads under its lease knows every value chosen so far;
+//! - chained values (group commit's pipelined batches): a value proposed while the leader's value
+//!   in the round before is in flight names it, and takes effect only if that round holds it. No
+//!   value that takes effect follows one that does not (so one look back is enough), and a leader
+//!   counts its value as appended only once it knows it takes effect;
 //! - liveness: once faults stop, every proposer appends all of its values within a bound.
 //!
 //! A failing run prints its seed; `PAXOS_SIM_SEED=<seed>` replays exactly that run, and
@@ -57,10 +61,25 @@ struct Config {
     pause_pct_per_tick: u64,
     /// Test the checker: a leader hands out a round twice under its ballot.
     reuse_leader_rounds: bool,
+    /// Leaders chain their values (see [`Chaining`]).
+    chaining: Option<Chaining>,
     /// Leaders hold leases of this many ticks and read under them (0: no leases).
     lease_ticks: u64,
     /// Test the checker: one lease rule left out.
     broken_lease: Option<BrokenLease>,
+}
+
+/// How leaders chain the values they pipeline, as group commit does with batches (see
+/// `paxos_core::commit_chain`): a value proposed in round `r` while the leader's own value of round
+/// `r - 1` is in flight names it (`<value>@<id><<named id>`), and takes effect only if round
+/// `r - 1` holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chaining {
+    /// A value is chained only behind one whose own condition is known to hold (the round two
+    /// before it holds what it names), as `CommitChain::round_for_batch` allows.
+    Sound,
+    /// Test the checker: values are chained behind any value in flight.
+    BehindAnything,
 }
 
 /// A lease rule the checker must miss (see the `the_checker_catches_leases_*` tests).
@@ -96,6 +115,7 @@ impl Config {
             pipeline: 1,
             pause_pct_per_tick: 0,
             reuse_leader_rounds: false,
+            chaining: None,
             lease_ticks: 0,
             broken_lease: None,
         }
@@ -182,6 +202,8 @@ struct InFlight {
     proposer: Proposer<Node, Value>,
     /// The client value it carries (None for a recovered value or a no-op).
     own: Option<Value>,
+    /// The value proposed (the client value, or with chaining that value tagged).
+    proposed: Value,
     deadline: u64,
     wake_at: u64,
 }
@@ -199,6 +221,11 @@ struct LeaderClient {
     cursor: u64,
     inflight: BTreeMap<u64, InFlight>,
     known: BTreeSet<u64>,
+    /// Values learned, by round (for chained values, whose effect depends on the round before).
+    learned: BTreeMap<u64, Value>,
+    /// Own chained values chosen in a round whose predecessor is not known yet: round and client
+    /// value.
+    undecided: BTreeMap<u64, Value>,
     wake_at: u64,
     proposals: u64,
     /// A lease request in flight: its ballot, when it left (own clock), who granted it.
@@ -220,6 +247,8 @@ impl LeaderClient {
             cursor: 0,
             inflight: BTreeMap::new(),
             known: BTreeSet::new(),
+            learned: BTreeMap::new(),
+            undecided: BTreeMap::new(),
             wake_at: 0,
             proposals: 0,
             lease_request: None,
@@ -235,6 +264,9 @@ impl LeaderClient {
             .values()
             .filter_map(|f| f.own.clone())
             .collect();
+        // Whether these took effect is not known after a restart: proposed again (a value may
+        // then take effect twice, which only the application could tell apart).
+        unsent.extend(self.undecided.values().cloned());
         unsent.extend(pending);
         *self = LeaderClient {
             incarnation: self.incarnation + 1,
@@ -247,7 +279,26 @@ impl LeaderClient {
     }
 
     fn busy(&self) -> bool {
-        !self.pending.is_empty() || !self.inflight.is_empty()
+        !self.pending.is_empty() || !self.inflight.is_empty() || !self.undecided.is_empty()
+    }
+}
+
+/// A chained value: the proposal id it carries and the id it names, if any.
+fn chain_tags(value: &str) -> (Option<&str>, Option<&str>) {
+    let Some((_, tags)) = value.rsplit_once('@') else {
+        return (None, None);
+    };
+    match tags.split_once('<') {
+        Some((id, after)) => (Some(id), Some(after)),
+        None => (Some(tags), None),
+    }
+}
+
+/// Whether the value in a round takes effect, given the value chosen in the round before.
+fn takes_effect(value: &str, previous: Option<&Value>) -> bool {
+    match chain_tags(value).1 {
+        None => true,
+        Some(after) => previous.is_some_and(|p| chain_tags(p).0 == Some(after)),
     }
 }
 
@@ -261,6 +312,9 @@ struct Report {
     leader_rounds: u64,
     pauses: u64,
     lease_reads: u64,
+    /// Chained values chosen, and those of them void.
+    chained: u64,
+    void: u64,
     /// An order-sensitive hash of every event, to show that a seed replays exactly.
     trace_hash: u64,
 }
@@ -424,6 +478,7 @@ impl Sim {
                 self.clients.iter().all(|c| c.pending.is_empty())
             };
             if !self.chaos() && done {
+                self.check_chains()?;
                 self.report.chosen_rounds = self.chosen.len();
                 return Ok(self.report);
             }
@@ -858,6 +913,29 @@ impl Sim {
         Ok(())
     }
 
+    /// No chained value takes effect after a chained value that does not.
+    fn check_chains(&mut self) -> Result<(), String> {
+        for (&round, value) in &self.chosen {
+            let Some(previous) = round.checked_sub(1).and_then(|r| self.chosen.get(&r)) else {
+                continue;
+            };
+            let before = round.checked_sub(2).and_then(|r| self.chosen.get(&r));
+            let chained = chain_tags(value).1.is_some();
+            if chained && takes_effect(value, Some(previous)) && !takes_effect(previous, before) {
+                return Err(format!(
+                    "chain: round {round} holds {value:?}, which takes effect, after {previous:?}, which does not"
+                ));
+            }
+            if chained {
+                self.report.chained += 1;
+                if !takes_effect(value, Some(previous)) {
+                    self.report.void += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn check_chosen(&self, round: u64, value: &Value, who: &str) -> Result<(), String> {
         match self.chosen.get(&round) {
             Some(chosen) if chosen == value => Ok(()),
@@ -1033,9 +1111,30 @@ impl Sim {
                     self.trace(20_000 + round);
                     let client = &mut self.leaders[c];
                     client.known.insert(round);
+                    client.learned.insert(round, value.clone());
                     if let Some(flight) = client.inflight.remove(&round) {
-                        if let Some(own) = flight.own.filter(|own| *own != value) {
-                            client.pending.push_front(own);
+                        match flight.own {
+                            Some(own) if flight.proposed != value => client.pending.push_front(own),
+                            Some(own) if chain_tags(&value).1.is_some() => {
+                                client.undecided.insert(round, own);
+                            }
+                            _ => {}
+                        }
+                    }
+                    // Own chained values whose round or predecessor is now known: appended if
+                    // they take effect, proposed again if void.
+                    for r in [round, round + 1] {
+                        let (Some(value), Some(previous)) = (
+                            client.learned.get(&r),
+                            r.checked_sub(1).and_then(|p| client.learned.get(&p)),
+                        ) else {
+                            continue;
+                        };
+                        let effect = takes_effect(value, Some(previous));
+                        if let Some(own) = client.undecided.remove(&r) {
+                            if !effect {
+                                client.pending.push_front(own);
+                            }
                         }
                     }
                 }
@@ -1107,6 +1206,37 @@ impl Sim {
                         None => break,
                     },
                 };
+                let value = match (&own, self.cfg.chaining) {
+                    (Some(app), Some(chaining)) => {
+                        let id = format!("c{c}.{}.p{}", client.incarnation, client.proposals + 1);
+                        let behind = round
+                            .checked_sub(1)
+                            .and_then(|r| client.inflight.get(&r))
+                            .filter(|f| f.own.is_some())
+                            .map(|f| f.proposed.clone());
+                        match behind {
+                            None => format!("{app}@{id}"),
+                            Some(previous) => {
+                                // The value in flight before this one takes effect if chosen:
+                                // it names nothing, or what it names is known to be chosen.
+                                let sure = match chain_tags(&previous).1 {
+                                    None => true,
+                                    Some(after) => round
+                                        .checked_sub(2)
+                                        .and_then(|r| client.learned.get(&r))
+                                        .is_some_and(|v| chain_tags(v).0 == Some(after)),
+                                };
+                                if chaining == Chaining::Sound && !sure {
+                                    client.pending.push_front(app.clone());
+                                    break;
+                                }
+                                let named = chain_tags(&previous).0.unwrap_or_default();
+                                format!("{app}@{id}<{named}")
+                            }
+                        }
+                    }
+                    _ => value,
+                };
                 let ballot = if self.cfg.reuse_leader_rounds {
                     Some(leadership.ballot.clone())
                 } else {
@@ -1126,6 +1256,7 @@ impl Sim {
                     base_ms: 4,
                     max_ms: 60,
                 };
+                let proposed = value.clone();
                 let mut proposer = Proposer::new(
                     round,
                     (0..self.cfg.acceptors).collect(),
@@ -1144,6 +1275,7 @@ impl Sim {
                     InFlight {
                         proposer,
                         own,
+                        proposed,
                         deadline: self.now + self.cfg.phase_timeout,
                         wake_at: 0,
                     },
@@ -1212,6 +1344,8 @@ fn check_many(cfg: Config) {
                 totals.leader_rounds += report.leader_rounds;
                 totals.pauses += report.pauses;
                 totals.lease_reads += report.lease_reads;
+                totals.chained += report.chained;
+                totals.void += report.void;
             }
             Err(failure) => panic!(
                 "seed {seed} with {} acceptors failed: {failure}\n  replay: PAXOS_SIM_SEED={seed} cargo test -p paxos-core --test simulation",
@@ -1229,6 +1363,10 @@ fn check_many(cfg: Config) {
     }
     if cfg.lease_ticks > 0 {
         assert!(totals.lease_reads > 0, "{totals:?}");
+    }
+    if cfg.chaining.is_some() {
+        // Both sides of the rule must have been exercised.
+        assert!(totals.chained > 0 && totals.void > 0, "{totals:?}");
     }
     assert!(totals.chosen_rounds >= cfg.clients * cfg.values_per_client);
     eprintln!("{} acceptors: {totals:?}", cfg.acceptors);
@@ -1324,6 +1462,42 @@ fn the_checker_catches_a_leader_reusing_a_round() {
     assert!(
         violations > 0,
         "a leader reusing rounds went unnoticed in 300 runs"
+    );
+}
+
+#[test]
+fn chained_values_take_effect_only_behind_values_that_do() {
+    check_many(Config {
+        chaining: Some(Chaining::Sound),
+        ..Config::leaders(3)
+    });
+}
+
+#[test]
+fn five_acceptors_with_chained_values_and_paused_leaders_stay_safe() {
+    check_many(Config {
+        clients: 4,
+        pause_pct_per_tick: 4,
+        chaining: Some(Chaining::Sound),
+        ..Config::leaders(5)
+    });
+}
+
+/// Chaining behind a value whose own condition is not known to hold lets a value take effect
+/// behind a void one: one look back would not be enough. The checker must see it.
+#[test]
+fn the_checker_catches_values_chained_behind_anything() {
+    let cfg = Config {
+        chaining: Some(Chaining::BehindAnything),
+        ..Config::leaders(3)
+    };
+    let violations = (0..1000)
+        .filter_map(|seed| Sim::new(cfg, seed).run().err())
+        .filter(|e| e.starts_with("chain"))
+        .count();
+    assert!(
+        violations > 0,
+        "values chained behind anything went unnoticed"
     );
 }
 
