@@ -201,6 +201,7 @@ pub async fn run(settings: &Settings) -> Summary {
     let state = converge(&cluster, nodes).await;
     anomalies.extend(state.anomalies.iter().cloned());
     let lease_reads = lease_reads(&cluster, nodes).await;
+    let (pipelined, void) = pipelined_batches(&cluster).await;
     if !settings.lease.is_zero() && lease_reads == 0 {
         anomalies.push("leases were on, but no strong read went under one".into());
     }
@@ -255,6 +256,10 @@ pub async fn run(settings: &Settings) -> Summary {
         );
     }
     let _ = writeln!(text, "final round {} on every node", state.round);
+    let _ = writeln!(
+        text,
+        "batches proposed behind one in flight: {pipelined}, of them void: {void}"
+    );
     if !settings.lease.is_zero() {
         let _ = writeln!(text, "strong reads under a leader lease: {lease_reads}");
     }
@@ -308,6 +313,23 @@ async fn writes_resume(cluster: &Cluster, members: usize) -> Option<Duration> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
+}
+
+/// Batches in the (converged) log that name the batch before them, and those of them that are void
+/// because that round holds something else.
+async fn pipelined_batches(cluster: &Cluster) -> (i64, i64) {
+    let sql = "SELECT count(*) FILTER (WHERE named), count(*) FILTER (WHERE named AND NOT holds)
+               FROM (SELECT l.value_body ~ '^[0-9]+:a' AS named,
+                            coalesce(starts_with(l.value_body,
+                                length('a' || p.value_origin) || ':a' || p.value_origin), false)
+                              AS holds
+                     FROM paxos.log l LEFT JOIN paxos.log p
+                       ON p.group_id = l.group_id AND p.round = l.round - 1
+                     WHERE l.group_id = 'g' AND l.value_kind = 'batch') AS batches";
+    match cluster.client(1).await.query_one(sql, &[]).await {
+        Ok(row) => (row.get(0), row.get(1)),
+        Err(_) => (0, 0),
+    }
 }
 
 /// Strong reads served under a leader lease, summed over the nodes.
