@@ -108,6 +108,11 @@ async fn inserts_running_at_once_share_rounds_and_every_node_gets_them() {
         )
         .await;
         assert!(rounds < 13, "13 writes took {rounds} rounds");
+        assert_eq!(
+            count(&c1, "SELECT pipelined_batches FROM paxos.group_commit('g')").await,
+            0,
+            "one batch in flight at a time by default"
+        );
         let chain = c1
             .query_one(
                 "SELECT chain_open, tip_round - from_round, proposing, queued
@@ -475,6 +480,27 @@ async fn a_second_batch_goes_while_the_first_is_in_flight() {
         let slow = slow_cluster("batch_pipeline", Duration::from_millis(300)).await;
         let cluster = &slow.cluster;
         let c1 = cluster.client(1).await;
+        for sql in [
+            "ALTER SYSTEM SET pg_paxos.batches_in_flight = 2",
+            "SELECT pg_reload_conf()",
+        ] {
+            c1.batch_execute(sql).await.unwrap();
+        }
+        wait_until(
+            "two batches allowed in flight",
+            Duration::from_secs(10),
+            || async {
+                let shown: String = cluster
+                    .client(1)
+                    .await
+                    .query_one("SHOW pg_paxos.batches_in_flight", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                shown == "2"
+            },
+        )
+        .await;
         let first = cluster.client(1).await;
         let first = tokio::spawn(async move {
             first

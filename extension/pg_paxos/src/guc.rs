@@ -15,6 +15,7 @@ pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static ALLOW_MUTABLE_FUNCTIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static BATCH_WRITES: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static FORWARD_WRITES: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static BATCHES_IN_FLIGHT: GucSetting<i32> = GucSetting::<i32>::new(1);
 pub static LEASE_DURATION_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PostgresGucEnum)]
@@ -30,6 +31,16 @@ pub fn register() {
         c"Part of every proposal number this node issues; defaults to node-<port>.",
         &NODE_ID,
         GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_paxos.batches_in_flight",
+        c"How many batches of inserts (group commit) the leader may have in flight at once.",
+        c"2: a batch goes while the one before is in flight: lower latency while rounds wait on the network, but more and smaller rounds, which costs throughput where CPU is short. The backend that proposes a batch decides.",
+        &BATCHES_IN_FLIGHT,
+        1,
+        paxos_core::commit_chain::PIPELINE as i32,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

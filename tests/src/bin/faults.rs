@@ -1,5 +1,5 @@
 //! The fault suite's command: `faults [--seed N] [--members 3] [--seconds 60] [--clients 4]
-//! [--lease-ms 0] [--forward-writes on] [--out DIR]`. Exits 1 when a run found anomalies; the evidence is kept under DIR.
+//! [--lease-ms 0] [--forward-writes on] [--batches-in-flight 2] [--out DIR]`. Exits 1 when a run found anomalies; the evidence is kept under DIR.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +18,7 @@ fn main() {
         out: PathBuf::from("/tmp/pg_paxos_faults"),
         lease: Duration::ZERO,
         forward_writes: true,
+        batches_in_flight: 2,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -44,6 +45,7 @@ fn main() {
                     }
                 }
             }
+            "--batches-in-flight" => settings.batches_in_flight = number(),
             "--out" => settings.out = PathBuf::from(value),
             other => {
                 eprintln!("unknown argument {other}");
@@ -60,14 +62,15 @@ fn main() {
     print!("{}", summary.text);
     if !summary.anomalies.is_empty() {
         println!(
-            "evidence kept in {}/seed-{}; replay the schedule with: scripts/faults.sh --seed {} --members {} --seconds {} --lease-ms {} --forward-writes {}",
+            "evidence kept in {}/seed-{}; replay the schedule with: scripts/faults.sh --seed {} --members {} --seconds {} --lease-ms {} --forward-writes {} --batches-in-flight {}",
             settings.out.display(),
             settings.seed,
             settings.seed,
             settings.members,
             settings.duration.as_secs(),
             settings.lease.as_millis(),
-            if settings.forward_writes { "on" } else { "off" }
+            if settings.forward_writes { "on" } else { "off" },
+            settings.batches_in_flight
         );
         std::process::exit(1);
     }

@@ -37,6 +37,8 @@ pub struct Settings {
     pub lease: Duration,
     /// `pg_paxos.forward_writes` on every node (on, the default).
     pub forward_writes: bool,
+    /// `pg_paxos.batches_in_flight` on every node (the suite runs 2, the default is 1).
+    pub batches_in_flight: u64,
 }
 
 /// Writes must resume within this long after a heal.
@@ -87,12 +89,17 @@ pub async fn run(settings: &Settings) -> Summary {
             "ALTER SYSTEM SET pg_paxos.forward_writes = {}",
             settings.forward_writes
         );
+        let pipeline = format!(
+            "ALTER SYSTEM SET pg_paxos.batches_in_flight = {}",
+            settings.batches_in_flight
+        );
         for setting in [
             "ALTER SYSTEM SET pg_paxos.round_timeout = '4s'",
             "ALTER SYSTEM SET pg_paxos.connect_timeout = '1s'",
             "ALTER SYSTEM SET pg_paxos.member_retry_interval = '1s'",
             &lease,
             &forward,
+            &pipeline,
             "SELECT pg_reload_conf()",
         ] {
             c.batch_execute(setting).await.expect("settings");
@@ -215,7 +222,7 @@ pub async fn run(settings: &Settings) -> Summary {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "seed {} | {} members + 1 spare | {} s of faults | {} clients | leases {} | forwarding {}",
+        "seed {} | {} members + 1 spare | {} s of faults | {} clients | leases {} | forwarding {} | batches in flight {}",
         settings.seed,
         settings.members,
         settings.duration.as_secs(),
@@ -225,7 +232,8 @@ pub async fn run(settings: &Settings) -> Summary {
         } else {
             format!("{} ms", settings.lease.as_millis())
         },
-        if settings.forward_writes { "on" } else { "off" }
+        if settings.forward_writes { "on" } else { "off" },
+        settings.batches_in_flight
     );
     let _ = writeln!(
         text,

@@ -490,7 +490,10 @@ fn take_turn(
             )
         }
         State::Waiting => {
-            let Some(slot) = queue.flights.iter().position(|f| !f.active) else {
+            let in_flight = queue.flights.iter().filter(|f| f.active).count();
+            let allowed = crate::guc::BATCHES_IN_FLIGHT.get().max(1) as usize;
+            let free = queue.flights.iter().position(|f| !f.active);
+            let Some(slot) = free.filter(|_| in_flight < allowed) else {
                 return (Turn::Wait, Vec::new());
             };
             // With a batch in flight, the next one goes right after it, if that batch's round
