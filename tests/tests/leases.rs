@@ -63,6 +63,35 @@ async fn wait_for_lease(c: &Client, at_least: f64) {
     .await;
 }
 
+/// Waits until node `c`, restarted, promises and grants again.
+async fn quiet_time_over(c: &Client) {
+    wait_until(
+        "the quiet time to end",
+        Duration::from_secs(LEASE_MS / 1000 + 10),
+        || async move {
+            let quiet: f64 = c
+                .query_one("SELECT quiet_ms FROM paxos.lease_grant('g')", &[])
+                .await
+                .unwrap()
+                .get(0);
+            quiet == 0.0
+        },
+    )
+    .await;
+}
+
+/// Node `c`'s leader ballot as text, its number and proposer, and the first round of its range.
+async fn leader_ballot(c: &Client) -> (String, i64, String, i64) {
+    let row = c
+        .query_one("SELECT ballot, from_round FROM paxos.leadership('g')", &[])
+        .await
+        .unwrap();
+    let ballot: String = row.get(0);
+    let (number, proposer) = ballot.split_once('/').expect("number/proposer");
+    let (number, proposer) = (number.parse().unwrap(), proposer.to_string());
+    (ballot, number, proposer, row.get(1))
+}
+
 /// A 3-node group whose members reach each other only through proxies, so that node 1 can be cut
 /// off from the others both ways; node 1 writes first and leads.
 struct CutCluster {
@@ -185,22 +214,11 @@ async fn a_restarted_acceptor_grants_nothing_for_one_lease() {
             .await
             .unwrap();
         wait_for_lease(&c1, 0.0).await;
-        let ballot: String = c1
-            .query_one("SELECT ballot FROM paxos.leadership('g')", &[])
-            .await
-            .unwrap()
-            .get(0);
-        let (number, proposer) = ballot.split_once('/').expect("number/proposer");
-        let number: i64 = number.parse().unwrap();
+        let (ballot, number, proposer, from) = leader_ballot(&c1).await;
 
         cluster.run(&["restart", "2"]);
         let c2 = cluster.client(2).await;
         let restarted = Instant::now();
-        let from: i64 = c1
-            .query_one("SELECT from_round FROM paxos.leadership('g')", &[])
-            .await
-            .unwrap()
-            .get(0);
         let request = "SELECT granted FROM paxos.request_lease('g', $1, $2, $3, $4)";
         let lease_ms = LEASE_MS as i64;
         let granted: bool = c2
@@ -230,22 +248,7 @@ async fn a_restarted_acceptor_grants_nothing_for_one_lease() {
             .get(0);
         assert_eq!(status, "refused");
 
-        wait_until(
-            "the quiet time to end",
-            Duration::from_secs(LEASE_MS / 1000 + 10),
-            || {
-                let c2 = &c2;
-                async move {
-                    let quiet: f64 = c2
-                        .query_one("SELECT quiet_ms FROM paxos.lease_grant('g')", &[])
-                        .await
-                        .unwrap()
-                        .get(0);
-                    quiet == 0.0
-                }
-            },
-        )
-        .await;
+        quiet_time_over(&c2).await;
         let granted: bool = c2
             .query_one(request, &[&number, &proposer, &from, &lease_ms])
             .await
@@ -287,35 +290,13 @@ async fn a_higher_promise_in_a_round_the_leader_learned_does_not_keep_the_lease_
             .await
             .unwrap();
         wait_for_lease(&c1, 0.0).await;
-        let leadership = c1
-            .query_one("SELECT ballot, from_round FROM paxos.leadership('g')", &[])
-            .await
-            .unwrap();
-        let ballot: String = leadership.get(0);
-        let from: i64 = leadership.get(1);
-        let (number, proposer) = ballot.split_once('/').expect("number/proposer");
-        let number: i64 = number.parse().unwrap();
+        let (_, number, proposer, from) = leader_ballot(&c1).await;
 
         // Node 2 forgets node 1's grant in a restart and, once quiet no more, promises a slot of
         // node 1's range to a higher ballot.
         cluster.run(&["restart", "2"]);
         let c2 = cluster.client(2).await;
-        wait_until(
-            "the quiet time to end",
-            Duration::from_secs(LEASE_MS / 1000 + 10),
-            || {
-                let c2 = &c2;
-                async move {
-                    let quiet: f64 = c2
-                        .query_one("SELECT quiet_ms FROM paxos.lease_grant('g')", &[])
-                        .await
-                        .unwrap()
-                        .get(0);
-                    quiet == 0.0
-                }
-            },
-        )
-        .await;
+        quiet_time_over(&c2).await;
         let slot = from + 1000;
         let status: String = c2
             .query_one(
