@@ -94,8 +94,8 @@ for c in ${TABLE_CLIENTS:-1 4 8 16}; do
 done
 # Two batches in flight (pg_paxos.batches_in_flight = 2) against one (the default).
 row "INSERT, 2 clients" insert_local.sql insert_rep.sql 2
-row "INSERT, 2, 2 in flight" insert_local.sql insert_rep.sql 2 "-c pg_paxos.batches_in_flight=2"
-row "INSERT, 16, 2 in flight" insert_local.sql insert_rep.sql 16 "-c pg_paxos.batches_in_flight=2"
+row "INSERT, 2, pipelined" insert_local.sql insert_rep.sql 2 "-c pg_paxos.batches_in_flight=2"
+row "INSERT, 16, pipelined" insert_local.sql insert_rep.sql 16 "-c pg_paxos.batches_in_flight=2"
 # The same without group commit: every transaction takes a round of its own, in turn.
 row "INSERT, 16, unbatched" insert_local.sql insert_rep.sql 16 "-c pg_paxos.batch_writes=off"
 row "SELECT strong, 1" select_local.sql select_rep.sql 1
