@@ -624,3 +624,89 @@ async fn a_batch_behind_a_lost_round_is_void_everywhere() {
     })
     .await;
 }
+
+/// Batched inserts draw their numbers concurrently, so the log may hold a lower number after a
+/// higher one. Replaying them must not move a sequence back: the node would later hand out a
+/// number a row has, once it writes itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_batches_never_move_a_sequence_back() {
+    bounded(async {
+        let ddl = "CREATE TABLE serials (id bigserial PRIMARY KEY, v text)";
+        let cluster =
+            Cluster::with_replicated_table("batch_seq_back", 3, "g", "serials", ddl).await;
+        let c1 = cluster.client(1).await;
+        c1.execute("INSERT INTO serials (v) VALUES ('first')", &[])
+            .await
+            .unwrap();
+        // A draws 2, then sleeps (its value is evaluated after its key); B draws 3 and commits
+        // meanwhile; then A commits: both single-statement inserts, so 3 is logged before 2.
+        let a = cluster.client(1).await;
+        let a = tokio::spawn(async move {
+            a.execute(
+                "INSERT INTO serials (v) VALUES ('a' || pg_sleep(1)::text)",
+                &[],
+            )
+            .await
+        });
+        wait_until("A sleeping after its draw", Duration::from_secs(10), || {
+            let c1 = &c1;
+            async move {
+                count(
+                    c1,
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE wait_event = 'PgSleep' AND query LIKE 'INSERT INTO serials%'",
+                )
+                .await
+                    == 1
+            }
+        })
+        .await;
+        c1.execute("INSERT INTO serials (v) VALUES ('b')", &[])
+            .await
+            .unwrap();
+        a.await.unwrap().unwrap();
+        let ids: Vec<i64> = c1
+            .query("SELECT id FROM serials ORDER BY v", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(ids, vec![2, 3, 1], "A drew 2, B drew 3");
+        let round_of = |v: &'static str| {
+            let c1 = &c1;
+            async move {
+                count(
+                    c1,
+                    &format!(
+                        "SELECT max(round) FROM paxos.log
+                         WHERE group_id = 'g' AND value_body LIKE '%''{v}''%'"
+                    ),
+                )
+                .await
+            }
+        };
+        assert!(
+            round_of("b").await < round_of("a").await,
+            "3 is logged before 2"
+        );
+
+        // Node 2 applies the log, then writes itself (taking the leadership over).
+        let c2 = cluster.client(2).await;
+        assert_eq!(count(&c2, "SELECT count(*) FROM serials").await, 3);
+        c2.batch_execute("SET pg_paxos.forward_writes = off")
+            .await
+            .unwrap();
+        let id: i64 = c2
+            .query_one(
+                "INSERT INTO serials (v) VALUES ('node 2') RETURNING id",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("node 2 drew a number a row has: {e:?}"))
+            .get(0);
+        assert_eq!(id, 4, "node 2 draws after every replayed number");
+        cluster.assert_same_rows("serials").await;
+    })
+    .await;
+}

@@ -1004,6 +1004,31 @@ pub fn restart_sequence(sequence: &str, next: i64) -> Result<()> {
     first_value::<i64>(&RESTART_SEQUENCE, &[sequence.into(), next.into()]).map(|_| ())
 }
 
+const SEQUENCE_POSITION: Sql = Sql {
+    text: "SELECT pg_catalog.pg_sequence_last_value($1::pg_catalog.regclass)",
+    args: &[TEXT],
+};
+
+/// The last value `sequence` handed out, `None` before its first.
+pub fn sequence_position(sequence: &str) -> Result<Option<i64>> {
+    first_value::<i64>(&SEQUENCE_POSITION, &[sequence.into()])
+}
+
+const KEEP_SEQUENCE_PAST: Sql = Sql {
+    text: "SELECT pg_catalog.setval(s.seqrelid, $2, true) FROM pg_catalog.pg_sequence s
+           WHERE s.seqrelid = $1::pg_catalog.regclass
+             AND CASE WHEN s.seqincrement > 0
+                      THEN coalesce(pg_catalog.pg_sequence_last_value(s.seqrelid) < $2, true)
+                      ELSE coalesce(pg_catalog.pg_sequence_last_value(s.seqrelid) > $2, true) END",
+    args: &[TEXT, INT8],
+};
+
+/// Moves `sequence` forward to having handed out `last`, if it is not that far yet (in the
+/// direction of its increment).
+pub fn keep_sequence_past(sequence: &str, last: i64) -> Result<()> {
+    execute(&KEEP_SEQUENCE_PAST, &[sequence.into(), last.into()])
+}
+
 const SEQUENCE_FACTS: Sql = Sql {
     text: "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname), \
            s.seqincrement FROM pg_catalog.pg_sequence s \

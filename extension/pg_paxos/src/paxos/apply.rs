@@ -119,18 +119,34 @@ fn replay(statement: &LoggedStatement) -> std::result::Result<(), String> {
 /// those values already, possibly through an identity column that needs no privilege). Must run
 /// inside a [`Subtransaction`]; a PostgreSQL error is returned as its message (the caller then
 /// rolls the subtransaction back).
+///
+/// A restarted sequence never ends up behind where it was: writes of one batch drew their numbers
+/// concurrently, in any order, and replaying a lower number after a higher one would leave the
+/// sequence to hand the higher one out again (to this node's next write, once it leads).
 pub fn run_as_logged(statement: &LoggedStatement) -> std::result::Result<(), StatementError> {
     crate::intercept::bypassing(|| {
+        let mut restarted = Vec::new();
         for step in &statement.steps {
             match step {
                 Step::Sql(sql) => run_sql_as(&statement.role, sql.clone())?,
                 Step::RestartSequence { sequence, next } => {
                     let (sequence, next) = (sequence.clone(), *next);
-                    catch_error(move || {
+                    let before = catch_error(move || {
+                        let before = store::sequence_position(&sequence)
+                            .map_err(|e| internal(e.to_string()))?;
                         store::restart_sequence(&sequence, next)
-                            .map_err(|e| internal(e.to_string()))
-                    })?
+                            .map_err(|e| internal(e.to_string()))?;
+                        Ok((sequence, before))
+                    })?;
+                    restarted.push(before);
                 }
+            }
+        }
+        for (sequence, before) in restarted {
+            if let Some(last) = before {
+                catch_error(move || {
+                    store::keep_sequence_past(&sequence, last).map_err(|e| internal(e.to_string()))
+                })?;
             }
         }
         Ok(())
@@ -185,9 +201,9 @@ impl std::fmt::Display for StatementError {
 
 /// Runs `f`, turning a PostgreSQL error it raises into its SQLSTATE and message. Only call inside
 /// a [`Subtransaction`], which must then be rolled back.
-fn catch_error(
-    f: impl FnOnce() -> std::result::Result<(), StatementError> + std::panic::UnwindSafe,
-) -> std::result::Result<(), StatementError> {
+fn catch_error<T>(
+    f: impl FnOnce() -> std::result::Result<T, StatementError> + std::panic::UnwindSafe,
+) -> std::result::Result<T, StatementError> {
     PgTryBuilder::new(f)
         .catch_others(|caught| {
             Err(match caught {
