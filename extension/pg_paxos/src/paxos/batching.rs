@@ -8,8 +8,9 @@
 //! place in the batch, or the error. Each member then records its place (`store::mark_batched`)
 //! in its own transaction, so applying the batch later skips what took effect here already.
 //!
-//! Up to two batches are in flight per group (see `paxos_core::commit_chain`): a second one goes
-//! in the round right after the first, naming the first's value as the one that round must hold.
+//! With `pg_paxos.batches_in_flight = 2`, two batches may be in flight per group (see
+//! `paxos_core::commit_chain`; the default is one at a time): a second one goes in the round right
+//! after the first, naming the first's value as the one that round must hold.
 //! If another value wins the first's round, the second is void on every node, so no later round
 //! of the chain takes effect while an earlier one holds a foreign value. The second batch's members
 //! learn their outcome only once the first's is known.
