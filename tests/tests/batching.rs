@@ -710,3 +710,38 @@ async fn replayed_batches_never_move_a_sequence_back() {
     })
     .await;
 }
+
+/// A leader's batched inserts leave their rounds learned but not applied (their rows and marks are
+/// committed, and reads see them without applying). After a restart the node no longer leads, and
+/// its next write must still apply those rounds first: it once proposed in the first of them
+/// again and again, failing every write with `40001`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_leader_applies_its_batches_before_writing_again() {
+    bounded(async {
+        let cluster = Cluster::with_replicated_table("batch_restart", 3, "g", "items", TABLE).await;
+        let c1 = cluster.client(1).await;
+        for id in 1..=3 {
+            c1.execute("INSERT INTO items VALUES ($1, 'batched')", &[&id])
+                .await
+                .unwrap();
+        }
+        let pending = count(
+            &c1,
+            "SELECT max(round) - (SELECT applied_round FROM paxos.groups WHERE group_id = 'g')
+             FROM paxos.log WHERE group_id = 'g'",
+        )
+        .await;
+        assert!(
+            pending >= 3,
+            "the batches are left to the next writer ({pending})"
+        );
+        cluster.run(&["restart", "1"]);
+        let c1 = cluster.client(1).await;
+        c1.execute("INSERT INTO items VALUES (4, 'after the restart')", &[])
+            .await
+            .unwrap_or_else(|e| panic!("the first write after the restart: {e:?}"));
+        assert_eq!(count(&c1, "SELECT count(*) FROM items").await, 4);
+        cluster.assert_same_rows("items").await;
+    })
+    .await;
+}

@@ -610,10 +610,12 @@ impl ReplicatedLog {
     pub fn catch_up_for_write(group_id: &str) -> Result<u64> {
         Self::catch_up(group_id, true)?;
         let applied = store::lock_applied_round(group_id)?;
-        // Batched writers that ran until the lock was granted may have added rounds of this node:
-        // apply them too, now that none runs.
+        // Rounds learned but not applied: batches that this node's writers added until the lock
+        // was granted, or batches whose rows reads found visible already (`apply_for_read` leaves
+        // those, also on a node that no longer leads, e.g. after a restart). A write runs on the
+        // applied state and proposes the round after it: apply them, now that no writer runs.
         let learned = store::highest_learned(group_id)?;
-        if learned > applied && leadership::current(group_id).is_some() {
+        if learned > applied {
             let applied = Self::open(group_id)?.apply_log(learned)?;
             apply::check_not_diverged(group_id)?;
             return Ok(applied);
