@@ -614,9 +614,16 @@ impl ReplicatedLog {
         // was granted, or batches whose rows reads found visible already (`apply_for_read` leaves
         // those, also on a node that no longer leads, e.g. after a restart). A write runs on the
         // applied state and proposes the round after it: apply them, now that no writer runs.
-        let learned = store::highest_learned(group_id)?;
-        if learned > applied {
-            let applied = Self::open(group_id)?.apply_log(learned)?;
+        let mut through = store::highest_learned(group_id)?;
+        if through > applied && leadership::current(group_id).is_none() {
+            // Without leadership, only what is learned here already: filling a gap would run both
+            // phases in rounds the leader may be deciding with phase 2.
+            if let Some(&gap) = store::unlearned_rounds(group_id, applied + 1, through)?.first() {
+                through = gap - 1;
+            }
+        }
+        if through > applied {
+            let applied = Self::open(group_id)?.apply_log(through)?;
             apply::check_not_diverged(group_id)?;
             return Ok(applied);
         }
