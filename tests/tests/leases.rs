@@ -63,6 +63,19 @@ async fn wait_for_lease(c: &Client, at_least: f64) {
     .await;
 }
 
+/// A 3-node group with `items` replicated and leases on, where node 1 wrote first and holds a
+/// lease; returns the cluster and a session on node 1.
+async fn leased_by_node_1(name: &str) -> (Cluster, Client) {
+    let cluster = Cluster::with_replicated_table(name, 3, "g", "items", TABLE).await;
+    set_lease(&cluster, LEASE_MS).await;
+    let c1 = cluster.client(1).await;
+    c1.execute("INSERT INTO items VALUES (1, 'x')", &[])
+        .await
+        .unwrap();
+    wait_for_lease(&c1, 0.0).await;
+    (cluster, c1)
+}
+
 /// Waits until node `c`, restarted, promises and grants again.
 async fn quiet_time_over(c: &Client) {
     wait_until(
@@ -207,13 +220,7 @@ async fn a_leader_reads_alone_under_its_lease_and_never_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_acceptor_grants_nothing_for_one_lease() {
     bounded(async {
-        let cluster = Cluster::with_replicated_table("lease_restart", 3, "g", "items", TABLE).await;
-        set_lease(&cluster, LEASE_MS).await;
-        let c1 = cluster.client(1).await;
-        c1.execute("INSERT INTO items VALUES (1, 'x')", &[])
-            .await
-            .unwrap();
-        wait_for_lease(&c1, 0.0).await;
+        let (cluster, c1) = leased_by_node_1("lease_restart").await;
         let (ballot, number, proposer, from) = leader_ballot(&c1).await;
 
         cluster.run(&["restart", "2"]);
@@ -283,13 +290,7 @@ async fn a_restarted_acceptor_grants_nothing_for_one_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_higher_promise_in_a_round_the_leader_learned_does_not_keep_the_lease_back() {
     bounded(async {
-        let cluster = Cluster::with_replicated_table("lease_slots", 3, "g", "items", TABLE).await;
-        set_lease(&cluster, LEASE_MS).await;
-        let c1 = cluster.client(1).await;
-        c1.execute("INSERT INTO items VALUES (1, 'x')", &[])
-            .await
-            .unwrap();
-        wait_for_lease(&c1, 0.0).await;
+        let (cluster, c1) = leased_by_node_1("lease_slots").await;
         let (_, number, proposer, from) = leader_ballot(&c1).await;
 
         // Node 2 forgets node 1's grant in a restart and, once quiet no more, promises a slot of

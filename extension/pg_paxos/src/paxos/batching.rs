@@ -499,19 +499,17 @@ fn take_turn(
             };
             // With a batch in flight, the next one goes right after it, if that batch's round
             // was handed out by the leadership (so rounds stay in order) and the chain holds.
-            let (round, after) = match queue.flights.iter().find(|f| f.active) {
-                None => (queue.chain.next_round(), None),
-                Some(f) => {
-                    let next = queue.chain.round_for_batch(Some(f.round));
-                    match (next, f.origin()) {
-                        (Some(round), Some(origin))
-                            if f.claimed && queue.chain.accepts(f.epoch) =>
-                        {
-                            (round, Some(origin))
-                        }
-                        _ => return (Turn::Wait, Vec::new()),
-                    }
-                }
+            let ahead = queue.flights.iter().find(|f| f.active);
+            let Some(round) = queue.chain.round_for_batch(ahead.map(|f| f.round)) else {
+                return (Turn::Wait, Vec::new());
+            };
+            let after = match ahead {
+                None => None,
+                Some(f) if f.claimed && queue.chain.accepts(f.epoch) => match f.origin() {
+                    Some(origin) => Some(origin),
+                    None => return (Turn::Wait, Vec::new()),
+                },
+                Some(_) => return (Turn::Wait, Vec::new()),
             };
             // Oldest first; entries of an epoch that ended can no longer be proposed.
             let mut order: Vec<usize> = (0..QUEUE)

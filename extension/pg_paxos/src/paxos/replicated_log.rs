@@ -147,10 +147,7 @@ impl ReplicatedLog {
                 return Ok(chosen);
             }
         }
-        let mut chosen = self.decide_many(vec![(round, proposal)], None, record)?;
-        chosen
-            .pop()
-            .ok_or_else(|| PaxosError::Internal(format!("round {round} was not decided")))
+        self.decide_one(round, proposal, None, record)
     }
 
     /// Decides `round`, handed out by this node's leadership under `ballot` (see
@@ -162,7 +159,18 @@ impl ReplicatedLog {
         ballot: LeaderBallot,
         record: Record,
     ) -> Result<LogValue> {
-        self.decide_many(vec![(round, Some(value))], Some(ballot), record)?
+        self.decide_one(round, Some(value), Some(ballot), record)
+    }
+
+    /// [`ReplicatedLog::decide_many`] for one round.
+    fn decide_one(
+        &self,
+        round: u64,
+        proposal: Option<LogValue>,
+        claimed: Option<LeaderBallot>,
+        record: Record,
+    ) -> Result<LogValue> {
+        self.decide_many(vec![(round, proposal)], claimed, record)?
             .pop()
             .ok_or_else(|| PaxosError::Internal(format!("round {round} was not decided")))
     }
