@@ -255,7 +255,7 @@ pub enum Forwarded {
 /// backend knows (asking the members if it does not), unless this node leads or forwarding is
 /// paused.
 pub fn leader_now(group: &str) -> Result<Option<String>> {
-    let state = store::read_state(group)?;
+    let state = store::read_state_without_votes(group)?;
     apply::refuse_diverged(group, state.diverged.clone())?;
     if leadership::holds(group, state.range_promise.as_ref()) {
         return Ok(None);

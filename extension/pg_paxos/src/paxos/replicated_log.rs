@@ -660,7 +660,9 @@ impl ReplicatedLog {
         // A first look without the lock (unless the chain runs, the common case), so that a
         // transaction that must apply rounds first does not take the lock shared and then need
         // it alone.
-        if !batching::chain_runs(group_id) && covered(&store::read_state(group_id)?)?.is_none() {
+        if !batching::chain_runs(group_id)
+            && covered(&store::read_state_without_votes(group_id)?)?.is_none()
+        {
             return Ok(None);
         }
         // Again under the lock: only now can no transaction outside the chain move the state.
