@@ -264,6 +264,88 @@ async fn transactions_commit_roll_back_and_conflict() {
     .await;
 }
 
+/// Write skew between a SERIALIZABLE transaction that writes `write` on `node` and one that
+/// wrote a table of that node only: PostgreSQL fails the first at COMMIT, and its entry must not
+/// reach the log (no node may replay a write its client was told failed).
+async fn serializable_write_skew(cluster: &Cluster, node: usize, write: &str) {
+    let statements = "SELECT count(*) FROM paxos.log WHERE value_kind = 'statement'";
+    let logged_before = pg_paxos_tests::count(&cluster.client(1).await, statements).await;
+    // A reads kv and writes notes; B reads notes and writes kv. Once A commits, B is the pivot
+    // of a dangerous structure.
+    let a = cluster.client(node).await;
+    let b = cluster.client(node).await;
+    // The node applies every round first: a read that applies rounds holds the applied round.
+    a.batch_execute("SELECT * FROM kv").await.unwrap();
+    a.batch_execute(
+        "BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT * FROM kv; INSERT INTO notes VALUES (1)",
+    )
+    .await
+    .unwrap();
+    b.batch_execute(&format!(
+        "BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT * FROM notes; {write}"
+    ))
+    .await
+    .unwrap();
+    a.batch_execute("COMMIT").await.unwrap();
+    let err = b.batch_execute("COMMIT").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "40001", "{err:?}");
+    assert_eq!(
+        pg_paxos_tests::count(&cluster.client(1).await, statements).await,
+        logged_before,
+        "the failed transaction left no entry in the log"
+    );
+}
+
+/// A SERIALIZABLE transaction that PostgreSQL fails at COMMIT is not logged, whether it writes
+/// alone (an update) or sends its insert to the leader (node 2). The reads of the extension's
+/// own tables before proposing meet the doomed transaction and fail it first; PostgreSQL's own
+/// check comes only after the pre-commit callbacks, when the entry would be chosen already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serializable_write_that_fails_at_commit_is_not_logged() {
+    bounded(async {
+        let cluster = replicated_cluster("serializable").await;
+        for n in cluster.nodes() {
+            cluster
+                .client(n)
+                .await
+                .batch_execute("CREATE TABLE notes (n int)")
+                .await
+                .unwrap();
+        }
+        let c1 = cluster.client(1).await;
+        c1.batch_execute("INSERT INTO kv VALUES (1, 'a')")
+            .await
+            .unwrap();
+        serializable_write_skew(&cluster, 1, "UPDATE kv SET v = 'b' WHERE k = 1").await;
+        serializable_write_skew(&cluster, 2, "INSERT INTO kv VALUES (2, 'x')").await;
+        for n in cluster.nodes() {
+            let c = cluster.client(n).await;
+            c.execute(
+                "SELECT paxos_apply_log('check', 'g', paxos_max_group_round('g'))",
+                &[],
+            )
+            .await
+            .unwrap();
+            assert_eq!(kv(&c).await, vec![(1, "a".to_string())], "node {n}");
+        }
+
+        // The retry, alone, commits under SERIALIZABLE and lands everywhere.
+        c1.batch_execute(
+            "BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT * FROM notes; UPDATE kv SET v = 'b' WHERE k = 1; COMMIT",
+        )
+        .await
+        .unwrap();
+        for n in cluster.nodes() {
+            assert_eq!(
+                kv(&cluster.client(n).await).await,
+                vec![(1, "b".to_string())],
+                "node {n}"
+            );
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_defined_volatile_functions_are_refused_unless_allowed() {
     bounded(async {
