@@ -443,7 +443,7 @@ pub fn commit(
                 let proposing = Proposing;
                 match open_log() {
                     Ok(log) => propose(&log, &group, proposing, proposal),
-                    Err(e) => proposing.finish(proposal.epoch, Resolution::Unknown, Err(e)),
+                    Err(e) => proposing.finish(proposal.epoch, Resolution::Unknown, false, Err(e)),
                 }
             }
             Turn::Wait => wait_until(deadline, Duration::from_millis(20), &group)?,
@@ -632,12 +632,8 @@ fn propose(log: &ReplicatedLog, group: &str, proposing: Proposing, proposal: Pro
     };
     let previous = conditional.then(|| await_resolution(group, round - 1, log.round_timeout()));
     let resolution = outcome_after(previous, own);
-    if own == Resolution::Chosen && previous == Some(Resolution::Lost) {
-        with_queue(group, |queue, _| {
-            queue.void += 1;
-            ((), Vec::new())
-        });
-    }
+    // Chosen in its round behind a batch that lost its own: replayed as nothing everywhere.
+    let void = own == Resolution::Chosen && previous == Some(Resolution::Lost);
     let outcome = match (resolution, decided) {
         (Resolution::Chosen, _) => Ok(()),
         (_, Err(e)) => Err(e),
@@ -655,7 +651,7 @@ fn propose(log: &ReplicatedLog, group: &str, proposing: Proposing, proposal: Pro
             ),
         }),
     };
-    proposing.finish(epoch, resolution, outcome);
+    proposing.finish(epoch, resolution, void, outcome);
 }
 
 /// Waits until the batch in `round` ended, at most `limit`: how it ended (`Unknown` past it).
@@ -697,7 +693,9 @@ thread_local! {
 }
 
 impl Proposing {
-    fn finish(self, epoch: u64, resolution: Resolution, outcome: Result<()>) {
+    /// Lands the batch's `resolution` and hands its members their `outcome`; `void` counts a
+    /// batch chosen in a round that does not count (`paxos.group_commit`'s `void_batches`).
+    fn finish(self, epoch: u64, resolution: Resolution, void: bool, outcome: Result<()>) {
         let Some(OwnBatch {
             group,
             members,
@@ -709,6 +707,7 @@ impl Proposing {
         };
         with_queue(&group, |queue, _| {
             queue.land(slot, round, resolution);
+            queue.void += u64::from(void);
             let mut abandoned = false;
             for (position, &(i, ticket)) in members.iter().enumerate() {
                 let w = &mut queue.writes[i];
