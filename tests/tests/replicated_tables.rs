@@ -1,6 +1,7 @@
 //! Replicated tables on real local clusters: registration through the log, statements replayed in
 //! order on every node, failing statements, replay as the issuing role with a pinned search_path,
-//! and a node that stops loudly when an entry fails there.
+//! a node that stops loudly when an entry fails there, and one that only fails the statement when
+//! its own resources ran out.
 
 use pg_paxos_tests::{bounded, count, sqlstate, wait_until, Cluster};
 use std::time::Duration;
@@ -252,6 +253,75 @@ async fn replay_runs_as_the_issuing_role_and_a_failing_node_stops_loudly() {
         c3.batch_execute("GRANT INSERT ON coordinates TO app; SELECT paxos.resume_group('mokka')")
             .await
             .unwrap();
+        assert_tables_agree(&cluster).await;
+    })
+    .await;
+}
+
+/// A failure of the node's own while it applies an entry (here a resource limit; in the fault
+/// suite a full disk) fails the statement that was applying, not the node: no divergence is
+/// recorded, and once the resource is back the same entry applies. Only the entry's own failures
+/// (see the test above) stop the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_apply_an_entry_for_now_does_not_stop() {
+    bounded(async {
+        let cluster = cluster_with_table("tables_resources").await;
+        let c1 = cluster.client(1).await;
+        append_statement(&c1, "INSERT INTO public.coordinates VALUES (1, 0)")
+            .await
+            .unwrap();
+        // Its replay sorts 300,000 rows: more than 64 kB of temporary files.
+        let heavy = "UPDATE public.coordinates SET y = (SELECT max(g) FROM (SELECT g FROM \
+                     generate_series(1, 300000) g ORDER BY g DESC OFFSET 1) s) WHERE x = 1";
+        let round = append_statement(&c1, heavy).await.unwrap();
+
+        let c2 = cluster.client(2).await;
+        c2.batch_execute("SET work_mem = '64kB'; SET temp_file_limit = '64kB'")
+            .await
+            .unwrap();
+        let err = c2
+            .query("SELECT paxos_apply_log('r', 'mokka', $1)", &[&round])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "53400", "{err:?}");
+        let db = err.as_db_error().unwrap();
+        assert!(
+            db.message()
+                .contains(&format!("cannot apply round {round}")),
+            "{db:?}"
+        );
+        assert!(db.hint().is_some());
+        // A strong read fails the same way, and says why.
+        let err = c2
+            .query("SELECT count(*) FROM coordinates", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "53400", "{err:?}");
+        let diverged = count(
+            &c1,
+            "SELECT count(*) FROM paxos_status('mokka') WHERE diverged_round IS NOT NULL",
+        )
+        .await;
+        assert_eq!(diverged, 0, "no member is marked diverged");
+
+        c2.batch_execute("RESET work_mem; RESET temp_file_limit")
+            .await
+            .unwrap();
+        let applied: i64 = c2
+            .query_one("SELECT paxos_apply_log('r', 'mokka', $1)", &[&round])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            applied, round,
+            "the same entry applies once the limit is gone"
+        );
+        let y: i32 = c2
+            .query_one("SELECT y FROM coordinates WHERE x = 1", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(y, 299_999);
         assert_tables_agree(&cluster).await;
     })
     .await;

@@ -85,6 +85,14 @@ pub enum PaxosError {
         round: u64,
         cause: String,
     },
+    /// A logged entry could not be applied on this node for a reason of this node's own (a full
+    /// disk, a resource limit, a cancel): the statement applying it fails; the entry stays
+    /// unapplied and the next statement tries again. Not divergence.
+    CannotApplyNow {
+        group: String,
+        round: u64,
+        error: crate::paxos::apply::StatementError,
+    },
     Remote {
         member: String,
         message: String,
@@ -133,6 +141,14 @@ pub fn sqlstate_from_code(code: &str) -> PgSqlErrorCode {
     PgSqlErrorCode::from(packed)
 }
 
+/// The five-character SQLSTATE of an error code (the inverse of [`sqlstate_from_code`]).
+pub fn code_of_sqlstate(sqlstate: PgSqlErrorCode) -> String {
+    let packed = sqlstate as isize;
+    (0..5)
+        .map(|i| char::from(((packed >> (6 * i)) & 0x3F) as u8 + b'0'))
+        .collect()
+}
+
 pub type Result<T> = std::result::Result<T, PaxosError>;
 
 impl From<ModelError> for PaxosError {
@@ -174,7 +190,7 @@ impl PaxosError {
             PaxosError::HalfJoined { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             PaxosError::Remote { .. } => ERRCODE_CONNECTION_EXCEPTION,
             PaxosError::Internal(_) => ERRCODE_INTERNAL_ERROR,
-            PaxosError::StatementFailed(e) => e.code,
+            PaxosError::StatementFailed(e) | PaxosError::CannotApplyNow { error: e, .. } => e.code,
             PaxosError::BatchFailed { sqlstate, .. }
             | PaxosError::ForwardRefused { sqlstate, .. } => *sqlstate,
             PaxosError::ForwardNotTaken { .. } => ERRCODE_T_R_SERIALIZATION_FAILURE,
@@ -234,6 +250,9 @@ impl PaxosError {
             }
             PaxosError::TableMismatch { .. } => {
                 "Create the table with the same columns (names and types, in order) on every member first."
+            }
+            PaxosError::CannotApplyNow { .. } => {
+                "The entry is chosen and this node applies it with the next statement; free the resource (disk space, a limit such as temp_file_limit) if the error repeats."
             }
             PaxosError::Diverged { .. } => {
                 "See \"Repairing a diverged node\" in the README: fix the cause, or copy the tables from a healthy member, then call paxos.resume_group()."
@@ -330,6 +349,11 @@ impl fmt::Display for PaxosError {
             PaxosError::Diverged { group, round, cause } => write!(
                 f,
                 "this node stopped applying paxos group {group:?} at round {round}, which failed here: {cause}"
+            ),
+            PaxosError::CannotApplyNow { group, round, error } => write!(
+                f,
+                "this node cannot apply round {round} of paxos group {group:?} for now: {}",
+                error.message
             ),
             PaxosError::Remote { member, message } => write!(f, "member {member} failed: {message}"),
             PaxosError::BatchFailed { group, cause, .. } => write!(

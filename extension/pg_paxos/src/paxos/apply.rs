@@ -3,8 +3,11 @@
 //! replayed statement can neither gain privileges nor be redirected to objects planted in a schema
 //! its users can write to. A table registration checks the local table before registering it.
 //!
-//! An entry that fails here (it succeeded where it was proposed) is never skipped: it is reported
-//! as a failure and the caller stops applying the group on this node.
+//! An entry that fails here (it succeeded where it was proposed) is never skipped. When the cause
+//! is the entry's (a missing privilege, a constraint this node's rows break), it is reported as a
+//! failure and the caller stops applying the group on this node. When the cause is this node's
+//! own trouble of the moment (a full disk, a resource limit, a cancel, an I/O error), the
+//! statement that was applying fails with that error instead, and the next one tries again.
 
 use std::ffi::CString;
 
@@ -46,7 +49,9 @@ pub fn effects_visible(group_id: &str, applied: u64, top: u64) -> Result<bool> {
     Ok(true)
 }
 
-/// Applies one entry. `Ok(Err(reason))` means the entry failed on this node.
+/// Applies one entry. `Ok(Err(reason))` means the entry failed on this node; an error of this
+/// node's own (see [`StatementError::is_this_nodes`]) comes back as `Err`, for the caller's
+/// statement to fail with.
 pub fn apply_entry(
     group_id: &str,
     round: u64,
@@ -56,7 +61,7 @@ pub fn apply_entry(
     match value.kind {
         ValueKind::Statement => {
             let statement = LoggedStatement::decode(body)?;
-            Ok(replay(&statement))
+            Ok(replay(group_id, round, &statement)?)
         }
         ValueKind::Batch => {
             let batch = Batch::decode(body)?;
@@ -71,7 +76,7 @@ pub fn apply_entry(
             let done = store::batched_in(group_id, round)?;
             for (entry, statement) in batch.statements.iter().enumerate() {
                 if !done.contains(&(entry as u32)) {
-                    if let Err(cause) = replay(statement) {
+                    if let Err(cause) = replay(group_id, round, statement)? {
                         return Ok(Err(format!("write {} of the batch: {cause}", entry + 1)));
                     }
                 }
@@ -99,17 +104,29 @@ pub fn apply_entry(
 }
 
 /// Runs a logged statement as its role with a pinned search_path, inside a subtransaction so that
-/// its failure can be reported instead of aborting the caller.
-fn replay(statement: &LoggedStatement) -> std::result::Result<(), String> {
+/// its failure can be reported instead of aborting the caller. `Ok(Err(message))` is the entry's
+/// failure here; a failure of this node's own is returned as `Err`.
+fn replay(
+    group_id: &str,
+    round: u64,
+    statement: &LoggedStatement,
+) -> Result<std::result::Result<(), String>> {
     let sub = Subtransaction::begin();
     match run_as_logged(statement) {
         Ok(()) => {
             sub.commit();
-            Ok(())
+            Ok(Ok(()))
         }
         Err(e) => {
             sub.rollback();
-            Err(e.message)
+            if e.is_this_nodes() {
+                return Err(PaxosError::CannotApplyNow {
+                    group: group_id.to_string(),
+                    round,
+                    error: e,
+                });
+            }
+            Ok(Err(e.message))
         }
     }
 }
@@ -191,6 +208,17 @@ fn run_sql_as(role: &str, sql: String) -> std::result::Result<(), StatementError
 pub struct StatementError {
     pub code: PgSqlErrorCode,
     pub message: String,
+}
+
+impl StatementError {
+    /// True when the failure is this node's trouble of the moment rather than the statement's:
+    /// insufficient resources (class 53: disk, memory, configured limits), an operator
+    /// intervention (57: cancel, shutdown), a system error (58: I/O) or an internal error (XX).
+    /// Every other node may well apply the same statement, so it must not count as divergence.
+    pub fn is_this_nodes(&self) -> bool {
+        let sqlstate = crate::error::code_of_sqlstate(self.code);
+        matches!(&sqlstate[..2], "53" | "57" | "58" | "XX")
+    }
 }
 
 impl std::fmt::Display for StatementError {
