@@ -73,6 +73,9 @@ struct Conn {
     client: Client,
     /// `None` while the statement's preparation is under way.
     prepared: Mutex<HashMap<&'static str, Option<Statement>>>,
+    /// The preparation tasks: each holds the connection, so they are stopped when it leaves the
+    /// pool, to let its socket close at once.
+    preparing: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// A preparation that gets no answer in this long is given up (and tried again on a later call).
@@ -201,6 +204,7 @@ impl Net {
             .drain()
             .map(|(_, c)| c)
             .collect();
+        conns.iter().for_each(|c| c.stop_preparing());
         let tokens: Vec<_> = conns.iter().map(|c| c.client.cancel_token()).collect();
         self.rt.block_on(async {
             let cancels = futures::future::join_all(tokens.iter().map(|t| t.cancel_query(NoTls)));
@@ -254,7 +258,7 @@ impl Conn {
     fn prepare_beside(self: &Arc<Self>, sql: &'static str, types: Vec<Type>) {
         self.prepared().insert(sql, None);
         let conn = Arc::clone(self);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let prepared =
                 tokio::time::timeout(PREPARE_BUDGET, conn.client.prepare_typed(sql, &types)).await;
             let mut known = conn.prepared();
@@ -263,6 +267,26 @@ impl Conn {
                 _ => known.remove(sql),
             };
         });
+        let mut preparing = self.preparing.lock().unwrap_or_else(|e| e.into_inner());
+        preparing.retain(|t| !t.is_finished());
+        preparing.push(task.abort_handle());
+    }
+
+    /// Stops the preparations under way, which hold this connection: called when it leaves the
+    /// pool.
+    fn stop_preparing(&self) {
+        let preparing =
+            std::mem::take(&mut *self.preparing.lock().unwrap_or_else(|e| e.into_inner()));
+        preparing.iter().for_each(|t| t.abort());
+    }
+}
+
+impl Shared {
+    /// Takes the connection to `key` out of the pool, stopping what still holds it.
+    fn retire(&mut self, key: &str) {
+        if let Some(conn) = self.conns.remove(key) {
+            conn.stop_preparing();
+        }
     }
 }
 
@@ -294,7 +318,7 @@ impl Link {
         shared
             .down_until
             .insert(self.key.clone(), Instant::now() + self.retry_interval);
-        shared.conns.remove(&self.key);
+        shared.retire(&self.key);
         if !was_down {
             let msg = format!(
                 "member {} is unreachable ({why}); it is skipped for {} ms at a time while a majority answers without it",
@@ -343,6 +367,7 @@ impl Link {
             if !conn.client.is_closed() {
                 return Ok((conn, true));
             }
+            self.shared.borrow_mut().retire(&self.key);
         }
         let connect = self.config.connect(NoTls);
         let (client, connection) = match tokio::time::timeout(self.connect_timeout, connect).await {
@@ -363,6 +388,7 @@ impl Link {
         let conn = Arc::new(Conn {
             client,
             prepared: Mutex::new(HashMap::new()),
+            preparing: Mutex::new(Vec::new()),
         });
         self.shared
             .borrow_mut()
@@ -463,7 +489,7 @@ impl Link {
                             message: db.message().to_string(),
                         });
                     }
-                    self.shared.borrow_mut().conns.remove(&self.key);
+                    self.shared.borrow_mut().retire(&self.key);
                     if was_pooled && resend {
                         continue;
                     }
