@@ -4,7 +4,8 @@
 //! the leader has fails them with the leader's error; BEGIN ... COMMIT of inserts only is offered
 //! to the leader at COMMIT, while transactions that write more (an update, a function's writes)
 //! or read the table first write alone as before; a leader that is gone fails one insert with
-//! `08007`, and the next one takes the leadership over.
+//! `08007`, and the next one takes the leadership over; a leader in trouble of its own (a full
+//! disk) fails one insert with its error, and the member then writes alone for a while.
 
 use std::time::Duration;
 
@@ -383,6 +384,70 @@ async fn a_leader_that_is_gone_fails_one_insert_and_the_next_one_takes_over() {
         // The failed insert never reached a leader: rows 0, 1 and the one that went through.
         cluster.start(1);
         every_node_has(&cluster, 3).await;
+    })
+    .await;
+}
+
+/// A leader that fails a forwarded insert for a reason of its own (here a trigger raising
+/// `53100`, as a full disk does) fails that insert with its error; the member then writes alone
+/// instead of sending every insert to a leader in trouble. The leader, once it applies the log,
+/// meets the same trouble there: it fails the statement applying it but does not stop (no
+/// divergence), and applies the entries once the trouble is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_in_trouble_fails_one_insert_and_the_member_writes_alone() {
+    bounded(async {
+        let (cluster, ballot) = led_by_node_1("fwd_trouble").await;
+        let (c1, c2) = (cluster.client(1).await, cluster.client(2).await);
+        c1.batch_execute(
+            "SET pg_paxos.enabled = off;
+             CREATE FUNCTION public.disk_full() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN RAISE EXCEPTION 'no space left' USING ERRCODE = 'disk_full'; END $$;
+             CREATE TRIGGER disk_full BEFORE INSERT ON items
+               FOR EACH ROW EXECUTE FUNCTION public.disk_full();
+             RESET pg_paxos.enabled",
+        )
+        .await
+        .unwrap();
+        let err = c2
+            .execute("INSERT INTO items VALUES (1, 'member')", &[])
+            .await
+            .expect_err("the leader cannot insert");
+        assert_eq!(sqlstate(&err), "53100", "{err:?}");
+        assert!(message(&err).contains("leader"), "{}", message(&err));
+        assert_eq!(leader_ballot(&c1).await, Some(ballot), "nothing moved yet");
+
+        // The next insert of this backend is not sent there: it writes alone, taking the
+        // leadership over.
+        c2.execute("INSERT INTO items VALUES (2, 'member')", &[])
+            .await
+            .expect("node 2 writes alone");
+        assert!(leader_ballot(&c2).await.is_some(), "node 2 leads now");
+
+        // Node 1 cannot apply that insert while its trigger fails: its strong read fails with
+        // the trigger's error, and no member is marked diverged.
+        let err = c1
+            .query("SELECT count(*) FROM items", &[])
+            .await
+            .expect_err("node 1 cannot apply the insert");
+        assert_eq!(sqlstate(&err), "53100", "{err:?}");
+        assert!(
+            message(&err).contains("cannot apply round"),
+            "{}",
+            message(&err)
+        );
+        let diverged = count(
+            &c2,
+            "SELECT count(*) FROM paxos_status('g') WHERE diverged_round IS NOT NULL",
+        )
+        .await;
+        assert_eq!(diverged, 0);
+
+        c1.batch_execute(
+            "SET pg_paxos.enabled = off; DROP TRIGGER disk_full ON items; RESET pg_paxos.enabled",
+        )
+        .await
+        .unwrap();
+        every_node_has(&cluster, 2).await;
     })
     .await;
 }

@@ -149,6 +149,13 @@ pub fn code_of_sqlstate(sqlstate: PgSqlErrorCode) -> String {
         .collect()
 }
 
+/// True for an SQLSTATE that tells of the node's trouble of the moment rather than of the
+/// statement: insufficient resources (class 53: disk, memory, configured limits), an operator
+/// intervention (57: cancel, shutdown), a system error (58: I/O) or an internal error (XX).
+pub fn is_nodes_own_trouble(sqlstate: &str) -> bool {
+    matches!(sqlstate.get(..2), Some("53" | "57" | "58" | "XX"))
+}
+
 pub type Result<T> = std::result::Result<T, PaxosError>;
 
 impl From<ModelError> for PaxosError {

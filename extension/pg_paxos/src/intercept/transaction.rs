@@ -495,8 +495,13 @@ pub fn write_forwarded(
     statement: &LoggedStatement,
 ) -> Result<ForwardOutcome> {
     internally(|| {
-        // `join_batch` answers `None` at once, taking no lock, on a node that does not lead.
-        let Some(epoch) = ReplicatedLog::join_batch(group)? else {
+        // `join_batch` answers `None` at once, taking no lock, on a node that does not lead. A
+        // node that left the group may still hold its leadership in shared memory a while.
+        let joined = match ReplicatedLog::join_batch(group) {
+            Err(PaxosError::UnknownGroup { .. }) => return Ok(ForwardOutcome::NotLeading),
+            joined => joined?,
+        };
+        let Some(epoch) = joined else {
             if leadership::current(group).is_none() {
                 return Ok(ForwardOutcome::NotLeading);
             }

@@ -211,13 +211,11 @@ pub struct StatementError {
 }
 
 impl StatementError {
-    /// True when the failure is this node's trouble of the moment rather than the statement's:
-    /// insufficient resources (class 53: disk, memory, configured limits), an operator
-    /// intervention (57: cancel, shutdown), a system error (58: I/O) or an internal error (XX).
-    /// Every other node may well apply the same statement, so it must not count as divergence.
+    /// True when the failure is this node's trouble of the moment rather than the statement's
+    /// (see [`crate::error::is_nodes_own_trouble`]): every other node may well apply the same
+    /// statement, so it must not count as divergence.
     pub fn is_this_nodes(&self) -> bool {
-        let sqlstate = crate::error::code_of_sqlstate(self.code);
-        matches!(&sqlstate[..2], "53" | "57" | "58" | "XX")
+        crate::error::is_nodes_own_trouble(&crate::error::code_of_sqlstate(self.code))
     }
 }
 

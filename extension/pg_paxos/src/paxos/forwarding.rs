@@ -37,7 +37,7 @@ use paxos_core::Ballot;
 use paxos_model::entries::LoggedStatement;
 use tokio_postgres::Row;
 
-use crate::error::{sqlstate_from_code, PaxosError, Result};
+use crate::error::{is_nodes_own_trouble, sqlstate_from_code, PaxosError, Result};
 use crate::guc;
 use crate::net::pool::{net, Link, LinkError, Param};
 use crate::net::rpc;
@@ -309,12 +309,17 @@ pub fn forward(
                 return Ok(not_taken("it does not lead the group now"));
             }
             Err(LinkError::Sql { code, message }) => {
+                // The leader's own trouble (a full disk, say) may last a while: write alone
+                // meanwhile instead of failing every insert there.
+                if is_nodes_own_trouble(&code) {
+                    pause(group);
+                }
                 return Err(PaxosError::ForwardRefused {
                     group: group.to_string(),
                     leader: link.label.clone(),
                     sqlstate: sqlstate_from_code(&code),
                     message,
-                })
+                });
             }
             Err(e) => {
                 pause(group);

@@ -783,7 +783,16 @@ impl ReplicatedLog {
             let value = store::learned(self.id(), round)?.ok_or_else(|| {
                 PaxosError::Internal(format!("round {round} is not in the log after learning it"))
             })?;
-            if let Err(cause) = apply::apply_entry(self.id(), round, &value)? {
+            let applied_here = match apply::apply_entry(self.id(), round, &value) {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    // The rounds before it did apply: keep the applied round true to them, should
+                    // the caller commit anyway.
+                    store::set_applied_round(self.id(), round - 1)?;
+                    return Err(e);
+                }
+            };
+            if let Err(cause) = applied_here {
                 store::set_applied_round(self.id(), round - 1)?;
                 store::set_divergence(self.id(), Some((round, &cause)))?;
                 pgrx::warning!(
