@@ -451,3 +451,42 @@ async fn a_leader_in_trouble_fails_one_insert_and_the_member_writes_alone() {
     })
     .await;
 }
+
+/// A leader that leaves the group may keep its leadership in shared memory for a while. An insert
+/// a member still sends there is answered "not leading" (`40001`, nothing written; it once failed
+/// with `42704`, "group does not exist"), and the member's retry writes alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_left_the_group_sends_inserts_back() {
+    bounded(async {
+        let (cluster, _) = led_by_node_1("fwd_left").await;
+        let (c1, c2) = (cluster.client(1).await, cluster.client(2).await);
+        // Node 2's backend knows node 1 as the leader.
+        c2.execute("INSERT INTO items VALUES (1, 'member')", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            count(&c1, "SELECT forwarded_in FROM paxos.group_commit('g')").await,
+            1
+        );
+        c1.execute("SELECT paxos_leave_group('g')", &[])
+            .await
+            .unwrap();
+        // The insert sent there is not taken: a definite failure, to retry.
+        let err = c2
+            .execute("INSERT INTO items VALUES (2, 'member')", &[])
+            .await
+            .expect_err("node 1 does not lead any more");
+        assert_eq!(sqlstate(&err), "40001", "{err:?}");
+        assert!(message(&err).contains("does not lead"), "{}", message(&err));
+        // The retry writes alone.
+        c2.execute("INSERT INTO items VALUES (2, 'member')", &[])
+            .await
+            .expect("node 2 writes alone");
+        assert!(leader_ballot(&c2).await.is_some(), "node 2 leads now");
+        let c3 = cluster.client(3).await;
+        for c in [&c2, &c3] {
+            assert_eq!(count(c, "SELECT count(*) FROM items").await, 3);
+        }
+    })
+    .await;
+}
