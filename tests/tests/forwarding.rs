@@ -5,7 +5,8 @@
 //! to the leader at COMMIT, while transactions that write more (an update, a function's writes)
 //! or read the table first write alone as before; a leader that is gone fails one insert with
 //! `08007`, and the next one takes the leadership over; a leader in trouble of its own (a full
-//! disk) fails one insert with its error, and the member then writes alone for a while.
+//! disk) fails one insert with its error, and the member then writes alone for a while; a chosen
+//! insert its member cannot apply the log for yet still succeeds.
 
 use std::time::Duration;
 
@@ -487,6 +488,48 @@ async fn a_leader_that_left_the_group_sends_inserts_back() {
         for c in [&c2, &c3] {
             assert_eq!(count(c, "SELECT count(*) FROM items").await, 3);
         }
+    })
+    .await;
+}
+
+/// A member's forwarded insert that must apply the log through its batch (it ran on a state
+/// behind an update) and cannot, for a reason of the member's own (here a limit on temporary
+/// files that the update's replay exceeds), still succeeds: its entry is chosen. The member
+/// applies the log later, once it can, and every node ends with the same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chosen_insert_succeeds_when_its_member_cannot_apply_the_log_yet() {
+    bounded(async {
+        let (cluster, _) = led_by_node_1("fwd_cannot_apply").await;
+        let (c1, c2) = (cluster.client(1).await, cluster.client(2).await);
+        c2.execute("INSERT INTO items VALUES (1, 'old')", &[])
+            .await
+            .unwrap();
+        // Its replay sorts 300,000 rows: more than 64 kB of temporary files.
+        c1.execute(
+            "UPDATE items SET v = (SELECT max(g)::text FROM (SELECT g FROM \
+             generate_series(1, 300000) g ORDER BY g DESC OFFSET 1) s)",
+            &[],
+        )
+        .await
+        .unwrap();
+        c2.batch_execute("SET work_mem = '64kB'; SET temp_file_limit = '64kB'")
+            .await
+            .unwrap();
+        c2.execute("INSERT INTO items VALUES (2, 'new')", &[])
+            .await
+            .expect("the insert is chosen, so it succeeds");
+        // Its rows come from the log, which node 2 cannot apply yet.
+        assert_eq!(local_count(&c2, "id = 2").await, 0);
+        assert_eq!(local_count(&c2, "v = '299999'").await, 0);
+        c2.batch_execute("RESET work_mem; RESET temp_file_limit")
+            .await
+            .unwrap();
+        every_node_has(&cluster, 3).await;
+        assert_eq!(
+            count(&c2, "SELECT count(*) FROM items WHERE id = 2 AND v = 'new'").await,
+            1
+        );
+        assert_eq!(local_count(&c2, "v = '299999'").await, 2);
     })
     .await;
 }

@@ -457,7 +457,8 @@ struct Written<'a> {
 /// The leader committed this transaction's entry at `placement`. With `keep`, the rows written
 /// here are that entry's: they commit with its batch mark. Otherwise rounds that do not commute
 /// with them came first: the rows it wrote are discarded (not those it applied from the log) and
-/// the log is applied through the batch, so they come back in log order. Either way the commit
+/// the log is applied through the batch, so they come back in log order (or, when this node
+/// cannot apply it now, later, with a warning). Either way the commit
 /// need not wait for its flush (the entry is durable already in the votes of a majority, as in
 /// `propose_pending`).
 fn took_effect_through_leader(
@@ -478,8 +479,22 @@ fn took_effect_through_leader(
         // read applies the rows instead.
         if store::try_lock_writers_exclusive(group)? {
             refresh_snapshot();
-            ReplicatedLog::open(group)?.apply_log(placement.round)?;
-            apply::check_not_diverged(group)?;
+            let applied = ReplicatedLog::open(group)?
+                .apply_log(placement.round)
+                .and_then(|_| apply::check_not_diverged(group));
+            match applied {
+                Ok(()) => {}
+                // The write is chosen: what keeps this node from applying the log now is this
+                // node's matter. An error would tell the client that its write failed (and invite
+                // it to write the row again); a divergence found on the way is recorded.
+                Err(e @ (PaxosError::CannotApplyNow { .. } | PaxosError::Diverged { .. })) => {
+                    pgrx::warning!(
+                        "pg_paxos: this write was chosen in round {} of paxos group {group:?}, but {e}",
+                        placement.round
+                    );
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
     commit_without_flush_unless_local_writes()
