@@ -2,7 +2,8 @@
 //! a lease serves strong reads with no round trip, even cut off from every other member; once its
 //! lease ran out, another node takes over and writes, and the old leader never reads stale rows;
 //! a restarted acceptor grants nothing for one lease; a slot promised higher keeps a grant back
-//! only while the leader has not learned its round; a membership change retires the lease.
+//! only while the leader has not learned its round; a membership change retires the lease; a
+//! strong read on the leader, with or without a lease, does not wait for its rounds in flight.
 
 use std::time::{Duration, Instant};
 
@@ -360,6 +361,76 @@ async fn a_membership_change_retires_the_lease() {
         wait_for_lease(&c1, 0.0).await;
         let c4 = cluster.client(4).await;
         assert_eq!(count(&c4, "SELECT count(*) FROM items").await, 1);
+        cluster.assert_same_rows("items").await;
+    })
+    .await;
+}
+
+/// Holds back every vote of node `n` (its acceptor's inserts wait for this lock) until the
+/// returned session commits. Reads of the acceptor's state go on.
+async fn hold_votes(cluster: &Cluster, n: usize) -> Client {
+    let c = cluster.client(n).await;
+    c.batch_execute("BEGIN; LOCK TABLE paxos.acceptor_slots IN SHARE MODE")
+        .await
+        .unwrap();
+    c
+}
+
+/// Starts an insert of row `id` on node 1 while nodes 2 and 3 hold their votes back, so that its
+/// round stays in flight, and checks that a strong read on node 1 answers at once, without it;
+/// then lets the votes through and checks that the insert went through.
+async fn read_beside_a_round_in_flight(cluster: &Cluster, c1: &Client, id: i32) {
+    let before = count(c1, "SELECT count(*) FROM items").await;
+    let next_round = "SELECT next_round FROM paxos.leadership('g')";
+    let handed_out = count(c1, next_round).await;
+    let holders = [hold_votes(cluster, 2).await, hold_votes(cluster, 3).await];
+    let writer = cluster.client(1).await;
+    let insert = tokio::spawn(async move {
+        writer
+            .execute("INSERT INTO items VALUES ($1, 'in flight')", &[&id])
+            .await
+    });
+    wait_until(
+        "the insert's round handed out",
+        Duration::from_secs(10),
+        || async { count(c1, next_round).await > handed_out },
+    )
+    .await;
+    let started = Instant::now();
+    assert_eq!(count(c1, "SELECT count(*) FROM items").await, before);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the read waited {took:?} for a round whose writer had no answer yet"
+    );
+    assert!(!insert.is_finished(), "the insert waits for a vote");
+    for holder in &holders {
+        holder.batch_execute("COMMIT").await.unwrap();
+    }
+    insert
+        .await
+        .unwrap()
+        .expect("the insert goes through once the votes are let through");
+    assert_eq!(count(c1, "SELECT count(*) FROM items").await, before + 1);
+}
+
+/// A strong read on the leader does not wait for the leader's own rounds in flight: their
+/// writers have had no answer, so the read may come before them. With the read index the majority
+/// confirms that nobody promised above the leader's ballot; under a lease there is no round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strong_read_on_the_leader_does_not_wait_for_its_rounds_in_flight() {
+    bounded(async {
+        let cluster =
+            Cluster::with_replicated_table("lease_in_flight", 3, "g", "items", TABLE).await;
+        let c1 = cluster.client(1).await;
+        c1.execute("INSERT INTO items VALUES (1, 'x')", &[])
+            .await
+            .unwrap();
+        read_beside_a_round_in_flight(&cluster, &c1, 2).await;
+
+        set_lease(&cluster, LEASE_MS).await;
+        wait_for_lease(&c1, LEASE_MS as f64 * 0.6).await;
+        read_beside_a_round_in_flight(&cluster, &c1, 3).await;
         cluster.assert_same_rows("items").await;
     })
     .await;

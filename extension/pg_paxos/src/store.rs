@@ -782,6 +782,29 @@ pub fn highest_known_round(group_id: &str, accepted_only: bool) -> Result<u64> {
     Ok(to_round(first_value::<i64>(&HIGHEST_KNOWN, &args)?))
 }
 
+const PROMISES_ABOVE: Sql = Sql {
+    text: "SELECT promised_num, promised_by FROM paxos.range_promises WHERE group_id = $1
+           UNION ALL
+           SELECT promised_num, promised_by FROM paxos.acceptor_slots
+            WHERE group_id = $1 AND round > $2 AND promised_num IS NOT NULL",
+    args: &[TEXT, INT8],
+};
+
+/// The highest ballot this acceptor promised, for its range or for any round after `above`
+/// (`None`: no promise). Rounds after a leader's applied round are few: those in flight.
+pub fn highest_promise_above(group_id: &str, above: u64) -> Result<Option<Ballot>> {
+    let args = [group_id.into(), round_arg(above)];
+    query(&PROMISES_ABOVE, &args, |table| {
+        let mut highest: Option<Ballot> = None;
+        for row in table {
+            if let Some(promise) = ballot(row.get::<i64>(1)?, row.get::<String>(2)?) {
+                highest = highest.max(Some(promise));
+            }
+        }
+        Ok(highest)
+    })
+}
+
 const PROMISED_NUMBER: Sql = Sql {
     text: "SELECT promised_num FROM paxos.acceptor_slots WHERE group_id = $1 AND round = $2",
     args: &[TEXT, INT8],

@@ -197,6 +197,34 @@ mod paxos {
         store::highest_known_round(group_id, accepted_only).or_raise() as i64
     }
 
+    /// A leader's read index: this node's highest voted (or learned) round, and the highest
+    /// ballot it promised for its range or for a round after `above_round` (the leader's applied
+    /// round), so that the leader can tell whether anybody may have been choosing values over it.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn request_read_index(
+        group_id: &str,
+        above_round: i64,
+    ) -> TableIterator<
+        'static,
+        (
+            name!(highest_round, i64),
+            name!(promised_num, Option<i64>),
+            name!(promised_by, Option<String>),
+        ),
+    > {
+        (|| {
+            let highest = store::highest_known_round(group_id, true)?;
+            let promise = store::highest_promise_above(group_id, round(above_round)?)?;
+            Ok::<_, PaxosError>((
+                highest as i64,
+                promise.as_ref().map(|b| b.number as i64),
+                promise.map(|b| b.proposer),
+            ))
+        })()
+        .map(TableIterator::once)
+        .or_raise()
+    }
+
     /// A leader's lease request for `duration_ms`, for its range from `from_round` on (see
     /// `paxos::lease`), from a leader that learned every round through `learned_through`: whether
     /// it was granted, and this node's highest voted round.

@@ -16,6 +16,8 @@ const PREPARE_RANGE: &str =
      FROM paxos.request_prepare_range($1, $2, $3, $4)";
 const LEARN: &str = "SELECT paxos.request_learn($1, $2, $3, $4, $5)";
 pub const HIGHEST_ROUND: &str = "SELECT paxos.request_highest_round($1, $2)";
+pub const READ_INDEX: &str =
+    "SELECT highest_round, promised_num, promised_by FROM paxos.request_read_index($1, $2)";
 pub const REQUEST_LEASE: &str =
     "SELECT granted, highest_accepted_round FROM paxos.request_lease($1, $2, $3, $4, $5, $6)";
 pub const STATUS: &str =

@@ -6,11 +6,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use paxos_core::backoff::BackoffPolicy;
-use paxos_core::{Campaign, Leadership, Proposer, Request};
+use paxos_core::{Ballot, Campaign, Leadership, Proposer, Request};
 
 use crate::error::{PaxosError, Result};
 use crate::guc;
-use crate::net::pool::{net, Link, Net, Param};
+use crate::net::pool::{net, Link, LinkError, Net, Param};
 use crate::net::rpc;
 use crate::paxos::apply;
 use crate::paxos::batching;
@@ -522,16 +522,37 @@ impl ReplicatedLog {
         own_highest: u64,
         accepted_only: bool,
     ) -> Result<u64> {
+        self.read_index_from(learned, own_highest, accepted_only, None)
+            .map(|(highest, _)| highest)
+    }
+
+    /// [`ReplicatedLog::max_group_round_from`]; with `leader` (this node's leader ballot), each
+    /// member also tells the highest ballot it promised for its range or for a round after this
+    /// node's applied round. The flag is true when none of the majority promised above `leader`.
+    fn read_index_from(
+        &self,
+        learned: u64,
+        own_highest: u64,
+        accepted_only: bool,
+        leader: Option<&Ballot>,
+    ) -> Result<(u64, bool)> {
         let quorum = self.quorum_after(learned)?;
+        let applied = self.group.applied_round;
+        let above =
+            |promise: Option<Ballot>| leader.is_some_and(|b| promise.is_some_and(|p| p > *b));
         // This node answers for itself without a round trip.
         let own = quorum
             .members
             .iter()
             .position(|m| *m == self.group.self_conninfo);
         let mut highest = learned;
+        let mut unchallenged = leader.is_some();
         let mut ok = BTreeSet::new();
         if let Some(i) = own {
             highest = highest.max(own_highest);
+            if leader.is_some() && above(store::highest_promise_above(self.id(), applied)?) {
+                unchallenged = false;
+            }
             ok.insert(i);
         }
         let others: Vec<usize> = (0..quorum.members.len())
@@ -545,10 +566,22 @@ impl ReplicatedLog {
                     .map(|&i| quorum.members[i].clone())
                     .collect::<Vec<_>>(),
             )?;
-            let params = vec![
-                Param::Text(Some(self.id().to_string())),
-                Param::Bool(accepted_only),
-            ];
+            let (sql, params) = match leader {
+                Some(_) => (
+                    rpc::READ_INDEX,
+                    vec![
+                        Param::Text(Some(self.id().to_string())),
+                        Param::Int(applied as i64),
+                    ],
+                ),
+                None => (
+                    rpc::HIGHEST_ROUND,
+                    vec![
+                        Param::Text(Some(self.id().to_string())),
+                        Param::Bool(accepted_only),
+                    ],
+                ),
+            };
             let with_own = |answered: &BTreeSet<usize>| {
                 let mut all = ok.clone();
                 all.extend(answered.iter().map(|&j| others[j]));
@@ -556,7 +589,7 @@ impl ReplicatedLog {
             };
             let answers = self.net.block_on(round::gather(
                 &links,
-                rpc::HIGHEST_ROUND,
+                sql,
                 params,
                 true,
                 &with_own,
@@ -564,14 +597,13 @@ impl ReplicatedLog {
             ));
             self.net.emit_warnings();
             for (j, answer) in answers {
-                match answer.and_then(|rows| {
-                    rows.first()
-                        .map(|r| r.try_get::<_, Option<i64>>(0).map_err(rpc::protocol))
-                        .transpose()
-                }) {
-                    Ok(round) => {
+                match answer.and_then(|rows| read_index_answer(&rows, leader.is_some())) {
+                    Ok((round, promise)) => {
                         ok.insert(others[j]);
-                        highest = highest.max(round.flatten().unwrap_or(0).max(0) as u64);
+                        highest = highest.max(round);
+                        if above(promise) {
+                            unchallenged = false;
+                        }
                     }
                     Err(e) => last_error = Some(format!("{}: {}", links[j].label, e.message())),
                 }
@@ -580,7 +612,7 @@ impl ReplicatedLog {
         if !quorum.enough(&ok) {
             return Err(quorum.no_majority(self.id(), "read the highest round", &ok, last_error));
         }
-        Ok(highest)
+        Ok((highest, unchallenged))
     }
 
     /// Every member of every membership that may be choosing rounds after `learned`: a majority of
@@ -714,8 +746,52 @@ impl ReplicatedLog {
             Some(round) => round,
             None => store::highest_known_round(self.id(), true)?,
         };
-        let top = self.max_group_round_from(learned, accepted, true)?;
+        let leader = leadership::current(self.id()).map(|(held, _, _)| leadership::ballot(held));
+        let (top, unchallenged) = self.read_index_from(learned, accepted, true, leader.as_ref())?;
+        if unchallenged {
+            return self.apply_for_read_as_leader(top);
+        }
         self.apply_for_read(top)
+    }
+
+    /// For a read on the leader, once a majority confirmed that none of them promised a ballot
+    /// above its own (for its range or any round after its applied round), or under a running
+    /// lease: applies the log through `top`, except for the rounds this leadership handed out
+    /// that are still in flight and what follows them.
+    ///
+    /// Why that is enough: a write whose client got its answer before this read began is either
+    /// this node's own (a batched insert, a member's insert run here, or a write alone, which
+    /// commit here before they answer, and a write alone applies every round before its own
+    /// first), so the read sees it; or a value chosen by another proposer. That one needed a
+    /// majority promise above this leader's ballot before it was chosen, which every majority
+    /// meets at one member, and promises only grow: the read would have been told (a lease is
+    /// granted only where no such promise was made, and keeps any from being made). So every round
+    /// after the first one in flight holds this leader's value, and none of them was answered
+    /// before an earlier round was decided, except batched inserts, which commute and are visible
+    /// here through their own commits. The read does not wait for the rounds in flight (it once
+    /// waited up to a batch's round trip).
+    pub(super) fn apply_for_read_as_leader(&self, top: u64) -> Result<bool> {
+        let Some((_, from, next_free)) = leadership::current(self.id()) else {
+            return self.apply_for_read(top);
+        };
+        let applied = self.group.applied_round;
+        if top <= applied {
+            return Ok(false);
+        }
+        if top >= next_free {
+            // A vote beyond the rounds this leadership handed out: not one of its own.
+            return self.apply_for_read(top);
+        }
+        let through = match store::unlearned_rounds(self.id(), applied + 1, top)?.first() {
+            Some(&gap) if gap >= from => gap - 1,
+            // A gap before this leadership's range: learn it as any reader does.
+            Some(_) => return self.apply_for_read(top),
+            None => top,
+        };
+        if through <= applied || apply::effects_visible(self.id(), applied, through)? {
+            return Ok(false);
+        }
+        self.apply_through(through)
     }
 
     /// For a read: applies the log through `top`, unless what those rounds wrote is visible here
@@ -808,6 +884,31 @@ impl ReplicatedLog {
         }
         Ok(applied.max(max_round))
     }
+}
+
+/// A member's answer to a read index: its highest voted round and, asked with the leader's ballot
+/// (`with_promise`), the highest ballot it promised above the leader's applied round.
+fn read_index_answer(
+    rows: &[tokio_postgres::Row],
+    with_promise: bool,
+) -> std::result::Result<(u64, Option<Ballot>), LinkError> {
+    let Some(row) = rows.first() else {
+        return Ok((0, None));
+    };
+    let round = row
+        .try_get::<_, Option<i64>>(0)
+        .map_err(rpc::protocol)?
+        .unwrap_or(0)
+        .max(0) as u64;
+    if !with_promise {
+        return Ok((round, None));
+    }
+    let number: Option<i64> = row.try_get(1).map_err(rpc::protocol)?;
+    let proposer: Option<String> = row.try_get(2).map_err(rpc::protocol)?;
+    let promise = number
+        .zip(proposer)
+        .map(|(n, p)| Ballot::new(n.max(0) as u64, p));
+    Ok((round, promise))
 }
 
 /// The members a read index or a lease asks, by connection string, and which of them form each

@@ -1,10 +1,10 @@
 //! Strong reads on a leader that holds a lease (see `paxos_core::lease` and `paxos::lease`).
 //!
-//! While the lease runs, no other node can get a value chosen in the leader's range, so once the
-//! leader has learned every round it handed out (and the rounds before its range), its own log is
-//! complete up to now: it applies what it learned and reads, with no round trip. Without a running
-//! lease (or with rounds of its own still in flight) it falls back to the read index. Renewing the
-//! lease is a read index too: every acceptor answers with its highest voted round.
+//! While the lease runs, no other node can get a value chosen in the leader's range, so the leader's
+//! own log is complete up to now, but for its own rounds still in flight, whose writers have not
+//! been answered yet: it applies what it learned before the first of those and reads, with no
+//! round trip. Without a running lease it falls back to the read index. Renewing the lease is a
+//! read index too: every acceptor answers with its highest voted round.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -109,15 +109,16 @@ impl ReplicatedLog {
         } else {
             store::highest_learned(self.id())?
         };
-        if learned < claimed_through {
-            // A round of this leader is in flight. Waiting for every round it handed out would
-            // also wait for rounds not yet accepted anywhere (which cannot have been chosen
-            // before this read): the read index asks which ones may have been, and the read
-            // then waits for those only (see `await_own_rounds`).
-            return self.apply_through_read_index(learned, accepted);
-        }
-        // Fills any gap below `learned` too (a round before the range nobody recorded here).
-        let applied = self.apply_for_read(learned)?;
+        let applied = if learned < claimed_through {
+            // A round of this leader is in flight. Under the lease no other node got a value
+            // chosen in its range, so, as after a read index that no higher promise challenged,
+            // the read applies through the round before the first one in flight, without waiting
+            // (see `apply_for_read_as_leader`).
+            self.apply_for_read_as_leader(claimed_through)?
+        } else {
+            // Fills any gap below `learned` too (a round before the range nobody recorded here).
+            self.apply_for_read(learned)?
+        };
         if leadership::lease_still_covers(self.id(), ballot, generation, lease::now()) {
             return Ok(applied);
         }
