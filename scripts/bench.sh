@@ -4,7 +4,9 @@
 #   1. the replicated log: paxos_append at 1, 4 and 8 clients;
 #   2. replicated tables: single-row INSERT at 1, 4, 8 and 16 clients (and at 16 with group commit
 #      off); single-row SELECT under the strong and the optimistic consistency model, and strong
-#      with leader leases on (pg_paxos.lease_duration = 2s; off by default);
+#      with leader leases on (pg_paxos.lease_duration = 2s; off by default); strong SELECT on the
+#      leader while 8 clients insert there ("busy"; plain: beside 8 clients inserting into the plain
+#      table), with and without a lease;
 #   3. inserts from every member at once (4 clients on each node), sent to the leader
 #      (pg_paxos.forward_writes, the default) and not (each node's write takes the leadership over).
 #
@@ -89,6 +91,27 @@ row() {
     "$(awk -v a="$rtps" -v p="$ptps" 'BEGIN {printf "%.3f", a / p}')" \
     "$(awk -v a="$rp50" -v p="$pp50" 'BEGIN {printf "%.1fx", a / p}')"
 }
+# beside NAME READ_SCRIPT WRITE_SCRIPT [PGOPTIONS] -> like run, for one reading client while 8
+# clients run WRITE_SCRIPT on the same node
+beside() {
+  local name=$1 read_script=$2 write_script=$3 options=${4:-}
+  (cd "$work" && env -u RUST_BACKTRACE PGOPTIONS="$options" "$PGBENCH" -n -h 127.0.0.1 -p $((PG_PAXOS_BASE_PORT + 1)) \
+    -U postgres -c 8 -j 8 -T $((SECONDS_PER_RUN + 2)) --max-tries=1000 -f "$write_script" postgres \
+    > "$work/$name-writers.out" 2>&1) &
+  local writers=$!
+  sleep 1
+  run "$name" "$read_script" 1 "$options"
+  wait "$writers"
+}
+row_busy() {
+  local label=$1
+  read -r ptps pp50 pp99 _ _ < <(beside "pb-$label" "$work/select_local.sql" "$work/insert_local.sql")
+  read -r rtps rp50 rp99 rerr rretry < <(beside "rb-$label" "$work/select_rep.sql" "$work/insert_rep.sql")
+  printf '%-22s | %-6s %-7s %-7s | %-6s %-7s %-7s %-6s %-7s | %s  %s\n' "$label" "$ptps" "$pp50" "$pp99" \
+    "$rtps" "$rp50" "$rp99" "$rerr" "$rretry" \
+    "$(awk -v a="$rtps" -v p="$ptps" 'BEGIN {printf "%.3f", a / p}')" \
+    "$(awk -v a="$rp50" -v p="$pp50" 'BEGIN {printf "%.1fx", a / p}')"
+}
 for c in ${TABLE_CLIENTS:-1 4 8 16}; do
   row "INSERT, $c clients" insert_local.sql insert_rep.sql "$c"
 done
@@ -100,6 +123,7 @@ row "INSERT, 16, pipelined" insert_local.sql insert_rep.sql 16 "-c pg_paxos.batc
 row "INSERT, 16, unbatched" insert_local.sql insert_rep.sql 16 "-c pg_paxos.batch_writes=off"
 row "SELECT strong, 1" select_local.sql select_rep.sql 1
 row "SELECT optimistic, 1" select_local.sql select_rep.sql 1 "-c pg_paxos.consistency_model=optimistic"
+row_busy "SELECT strong, busy"
 
 # Leader leases: node 1 leads (it wrote above) and reads locally once a majority granted a lease.
 for n in 1 2 3; do
@@ -114,6 +138,7 @@ for _ in $(seq 100); do
 done
 [[ -n $left ]] || { echo "bench: node 1 got no lease within 10 s" >&2; exit 1; }
 row "SELECT strong, lease" select_local.sql select_rep.sql 1
+row_busy "SELECT lease, busy"
 reads=$(scripts/cluster psql 1 -At -c "SELECT lease_reads FROM paxos.leadership('bench')")
 echo "strong reads under the lease on node 1: $reads"
 rounds=$(scripts/cluster psql 2 -At -c "SELECT paxos_apply_log('bench', 'bench', paxos_max_group_round('bench'))")

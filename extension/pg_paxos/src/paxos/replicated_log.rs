@@ -746,7 +746,11 @@ impl ReplicatedLog {
             Some(round) => round,
             None => store::highest_known_round(self.id(), true)?,
         };
-        let leader = leadership::current(self.id()).map(|(held, _, _)| leadership::ballot(held));
+        // Only with a round of its own handed out past what it learned does the leader need the
+        // members' promises (see `apply_for_read_as_leader`); an idle read asks the cheaper way.
+        let leader = leadership::current(self.id())
+            .filter(|&(_, _, next_free)| next_free > learned + 1)
+            .map(|(held, _, _)| leadership::ballot(held));
         let (top, unchallenged) = self.read_index_from(learned, accepted, true, leader.as_ref())?;
         if unchallenged {
             return self.apply_for_read_as_leader(top);
