@@ -109,28 +109,53 @@ pub fn protocol(e: tokio_postgres::Error) -> LinkError {
     LinkError::Remote(format!("unexpected reply: {e}"))
 }
 
+/// The ballot in columns `first` (number) and `first + 1` (proposer) of a reply row, if any.
+fn ballot_at(row: &Row, first: usize) -> Result<Option<Ballot>, LinkError> {
+    let number: Option<i64> = row.try_get(first).map_err(protocol)?;
+    let proposer: Option<String> = row.try_get(first + 1).map_err(protocol)?;
+    Ok(number
+        .zip(proposer)
+        .map(|(n, p)| Ballot::new(n.max(0) as u64, p)))
+}
+
+/// A member's answer to [`HIGHEST_ROUND`] (`with_promise` false) or [`READ_INDEX`]: its highest
+/// voted round and, for the latter, the highest ballot it promised above the leader's applied
+/// round.
+pub fn decode_read_index(
+    rows: &[Row],
+    with_promise: bool,
+) -> Result<(u64, Option<Ballot>), LinkError> {
+    let Some(row) = rows.first() else {
+        return Ok((0, None));
+    };
+    let round = row
+        .try_get::<_, Option<i64>>(0)
+        .map_err(protocol)?
+        .unwrap_or(0)
+        .max(0) as u64;
+    let promise = if with_promise {
+        ballot_at(row, 1)?
+    } else {
+        None
+    };
+    Ok((round, promise))
+}
+
 fn decode_range(rows: &[Row], from: u64, ballot: &Ballot) -> Result<Reply<LogValue>, LinkError> {
     let first = rows
         .first()
         .ok_or_else(|| LinkError::Remote("empty reply".into()))?;
     let status: String = first.try_get(0).map_err(protocol)?;
-    let ballot_in = |row: &Row| -> Result<Option<Ballot>, LinkError> {
-        let num: Option<i64> = row.try_get(2).map_err(protocol)?;
-        let proposer: Option<String> = row.try_get(3).map_err(protocol)?;
-        Ok(num
-            .zip(proposer)
-            .map(|(n, p)| Ballot::new(n.max(0) as u64, p)))
-    };
     let outcome = match status.as_str() {
         "refused" => RangeOutcome::Refused {
-            promised: ballot_in(first)?
+            promised: ballot_at(first, 2)?
                 .ok_or_else(|| LinkError::Remote("a refusal without its promise".into()))?,
         },
         "granted" => {
             let mut votes = Vec::new();
             for row in &rows[1..] {
                 let round: Option<i64> = row.try_get(1).map_err(protocol)?;
-                let vote = ballot_in(row)?.zip(value_from_row(row, 4)?);
+                let vote = ballot_at(row, 2)?.zip(value_from_row(row, 4)?);
                 match (round, vote) {
                     (Some(round), Some((ballot, value))) => {
                         votes.push((round.max(0) as u64, Accepted { ballot, value }))
@@ -159,12 +184,7 @@ fn decode(
         .first()
         .ok_or_else(|| LinkError::Remote("empty reply".into()))?;
     let status: String = row.try_get(0).map_err(protocol)?;
-    let num: Option<i64> = row.try_get(1).map_err(protocol)?;
-    let proposer: Option<String> = row.try_get(2).map_err(protocol)?;
-    let other_ballot = match (num, proposer) {
-        (Some(n), Some(p)) => Some(Ballot::new(n.max(0) as u64, p)),
-        _ => None,
-    };
+    let other_ballot = ballot_at(row, 1)?;
     let value = value_from_row(row, 3)?;
     let missing = || LinkError::Remote(format!("reply {status:?} lacks its fields"));
     let ballot = ballot.clone();

@@ -10,7 +10,7 @@ use paxos_core::{Ballot, Campaign, Leadership, Proposer, Request};
 
 use crate::error::{PaxosError, Result};
 use crate::guc;
-use crate::net::pool::{net, Link, LinkError, Net, Param};
+use crate::net::pool::{net, Link, Net, Param};
 use crate::net::rpc;
 use crate::paxos::apply;
 use crate::paxos::batching;
@@ -597,7 +597,7 @@ impl ReplicatedLog {
             ));
             self.net.emit_warnings();
             for (j, answer) in answers {
-                match answer.and_then(|rows| read_index_answer(&rows, leader.is_some())) {
+                match answer.and_then(|rows| rpc::decode_read_index(&rows, leader.is_some())) {
                     Ok((round, promise)) => {
                         ok.insert(others[j]);
                         highest = highest.max(round);
@@ -863,17 +863,13 @@ impl ReplicatedLog {
             let value = store::learned(self.id(), round)?.ok_or_else(|| {
                 PaxosError::Internal(format!("round {round} is not in the log after learning it"))
             })?;
-            let applied_here = match apply::apply_entry(self.id(), round, &value) {
-                Ok(outcome) => outcome,
-                Err(e) => {
-                    // The rounds before it did apply: keep the applied round true to them, should
-                    // the caller commit anyway.
-                    store::set_applied_round(self.id(), round - 1)?;
-                    return Err(e);
-                }
-            };
-            if let Err(cause) = applied_here {
+            let outcome = apply::apply_entry(self.id(), round, &value);
+            if !matches!(outcome, Ok(Ok(()))) {
+                // The rounds before it did apply: keep the applied round true to them, also when
+                // the caller commits after an error of this node's own.
                 store::set_applied_round(self.id(), round - 1)?;
+            }
+            if let Err(cause) = outcome? {
                 store::set_divergence(self.id(), Some((round, &cause)))?;
                 pgrx::warning!(
                     "pg_paxos: this node stopped applying paxos group {:?} at round {round}: {cause}",
@@ -888,31 +884,6 @@ impl ReplicatedLog {
         }
         Ok(applied.max(max_round))
     }
-}
-
-/// A member's answer to a read index: its highest voted round and, asked with the leader's ballot
-/// (`with_promise`), the highest ballot it promised above the leader's applied round.
-fn read_index_answer(
-    rows: &[tokio_postgres::Row],
-    with_promise: bool,
-) -> std::result::Result<(u64, Option<Ballot>), LinkError> {
-    let Some(row) = rows.first() else {
-        return Ok((0, None));
-    };
-    let round = row
-        .try_get::<_, Option<i64>>(0)
-        .map_err(rpc::protocol)?
-        .unwrap_or(0)
-        .max(0) as u64;
-    if !with_promise {
-        return Ok((round, None));
-    }
-    let number: Option<i64> = row.try_get(1).map_err(rpc::protocol)?;
-    let proposer: Option<String> = row.try_get(2).map_err(rpc::protocol)?;
-    let promise = number
-        .zip(proposer)
-        .map(|(n, p)| Ballot::new(n.max(0) as u64, p));
-    Ok((round, promise))
 }
 
 /// The members a read index or a lease asks, by connection string, and which of them form each
