@@ -435,3 +435,86 @@ async fn a_strong_read_on_the_leader_does_not_wait_for_its_rounds_in_flight() {
     })
     .await;
 }
+
+/// The value of row 1 as a strong read on `c` sees it.
+async fn value_of_row_1(c: &Client) -> String {
+    c.query_one("SELECT v FROM items WHERE id = 1", &[])
+        .await
+        .expect("strong read of row 1")
+        .get(0)
+}
+
+/// Updates row 1 to `value` on node 1 and keeps the update from recording its chosen round there
+/// (`paxos.log` held in share mode), after its learn messages went to the other members; once node
+/// 2 read the new value, a strong read on node 1 must see it too, however long it waits.
+async fn read_after_another_node_read_a_round_in_flight(
+    cluster: &Cluster,
+    c1: &Client,
+    value: &str,
+) {
+    let holder = cluster.client(1).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE paxos.log IN SHARE MODE")
+        .await
+        .unwrap();
+    let writer = cluster.client(1).await;
+    let new_value = value.to_string();
+    let update = tokio::spawn(async move {
+        writer
+            .execute("UPDATE items SET v = $1 WHERE id = 1", &[&new_value])
+            .await
+    });
+    let c2 = cluster.client(2).await;
+    wait_until(
+        "node 2 reads the update, learned from node 1",
+        Duration::from_secs(20),
+        || async { value_of_row_1(&c2).await == value },
+    )
+    .await;
+    assert!(
+        !update.is_finished(),
+        "the update cannot record its round yet"
+    );
+    let reader = cluster.client(1).await;
+    let mut read = tokio::spawn(async move { value_of_row_1(&reader).await });
+    // A read that skipped the round answers at once; one that waits for it answers once the
+    // update records it. Either way it must see what node 2 saw before it began.
+    let early = tokio::time::timeout(Duration::from_secs(2), &mut read).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    let seen = match early {
+        Ok(seen) => seen.unwrap(),
+        Err(_) => read.await.unwrap(),
+    };
+    assert_eq!(
+        seen, value,
+        "a strong read on the leader missed a write another node had read before it began"
+    );
+    update
+        .await
+        .unwrap()
+        .expect("the update commits once its round can be recorded");
+    assert_eq!(value_of_row_1(c1).await, value);
+}
+
+/// A round of the leader is chosen, and its learn messages are out, before the leader records it
+/// in its own log. Another node may read that round's value meanwhile: a strong read on the
+/// leader that begins later must not skip the round as if it were still in flight (by read index
+/// or under a lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strong_read_on_the_leader_sees_its_round_that_another_node_read() {
+    bounded(async {
+        let cluster =
+            Cluster::with_replicated_table("lease_read_learned", 3, "g", "items", TABLE).await;
+        let c1 = cluster.client(1).await;
+        c1.execute("INSERT INTO items VALUES (1, 'x')", &[])
+            .await
+            .unwrap();
+        read_after_another_node_read_a_round_in_flight(&cluster, &c1, "read index").await;
+
+        set_lease(&cluster, LEASE_MS).await;
+        wait_for_lease(&c1, LEASE_MS as f64 * 0.6).await;
+        read_after_another_node_read_a_round_in_flight(&cluster, &c1, "lease").await;
+        cluster.assert_same_rows("items").await;
+    })
+    .await;
+}

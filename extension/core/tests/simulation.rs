@@ -13,7 +13,11 @@
 //! - safety: never two different values chosen for one round, where "chosen" is computed from the
 //!   acceptors' durable votes (a majority voted for one ballot), not from what proposers claim, and
 //!   every value a proposer or learner reports as chosen is the chosen one;
-//! - lease reads: a leader that reads under its lease knows every value chosen so far;
+//! - lease reads: a leader that reads under its lease knows every value chosen so far, except its
+//!   own values in rounds from its first round in flight on, which it may read past unless they
+//!   are exposed (it found a value chosen there and sent learn messages before recording it, a
+//!   few ticks later, or its campaign recovered a vote there); nobody else may know that first
+//!   round, with every round before it, when it reads;
 //! - chained values (group commit's pipelined batches): a value proposed while the leader's value
 //!   in the round before is in flight names it, and takes effect only if that round holds it. No
 //!   value that takes effect follows one that does not (so one look back is enough), and a leader
@@ -67,6 +71,9 @@ struct Config {
     lease_ticks: u64,
     /// Test the checker: one lease rule left out.
     broken_lease: Option<BrokenLease>,
+    /// A leader records a value it found chosen up to this many ticks later, as a writer's
+    /// transaction commits after its round is chosen (0: at once).
+    recording_ticks: u64,
 }
 
 /// How leaders chain the values they pipeline, as group commit does with batches (see
@@ -94,6 +101,12 @@ enum BrokenLease {
     /// Acceptors grant leases over slots that promised a higher ballot in rounds the leader does
     /// not know to be chosen.
     IgnoresHigherSlotPromises,
+    /// The leader reads past a round of its own that it found chosen, and sent learn messages
+    /// for, before it recorded it.
+    IgnoresExposure,
+    /// A campaign's recovered votes do not count as exposed: the leader reads past a recovered
+    /// round that may be chosen and known elsewhere.
+    RecoveredNotExposed,
 }
 
 impl Config {
@@ -118,6 +131,7 @@ impl Config {
             chaining: None,
             lease_ticks: 0,
             broken_lease: None,
+            recording_ticks: 8,
         }
     }
 
@@ -221,6 +235,13 @@ struct LeaderClient {
     cursor: u64,
     inflight: BTreeMap<u64, InFlight>,
     known: BTreeSet<u64>,
+    /// Rounds this leader found chosen, and sent learn messages for, that it has not recorded
+    /// yet (as a writer's transaction commits after its round is chosen): value and the tick at
+    /// which it is recorded.
+    recording: BTreeMap<u64, (Value, u64)>,
+    /// Rounds through this one may be known as chosen by others before this leader records
+    /// them: it sent learn messages for them, or its campaign recovered votes there.
+    exposed: Option<u64>,
     /// Values learned, by round (for chained values, whose effect depends on the round before).
     learned: BTreeMap<u64, Value>,
     /// Own chained values chosen in a round whose predecessor is not known yet: round and client
@@ -247,6 +268,8 @@ impl LeaderClient {
             cursor: 0,
             inflight: BTreeMap::new(),
             known: BTreeSet::new(),
+            recording: BTreeMap::new(),
+            exposed: None,
             learned: BTreeMap::new(),
             undecided: BTreeMap::new(),
             wake_at: 0,
@@ -279,7 +302,10 @@ impl LeaderClient {
     }
 
     fn busy(&self) -> bool {
-        !self.pending.is_empty() || !self.inflight.is_empty() || !self.undecided.is_empty()
+        !self.pending.is_empty()
+            || !self.inflight.is_empty()
+            || !self.undecided.is_empty()
+            || !self.recording.is_empty()
     }
 }
 
@@ -312,6 +338,8 @@ struct Report {
     leader_rounds: u64,
     pauses: u64,
     lease_reads: u64,
+    /// Lease reads that read past a round of the leader's own in flight.
+    reads_past_rounds_in_flight: u64,
     /// Chained values chosen, and those of them void.
     chained: u64,
     void: u64,
@@ -820,9 +848,13 @@ impl Sim {
         }
     }
 
-    /// A leader reads under its lease when it can: the lease covers its leadership, and it knows
-    /// every round up to the last one it handed out (and has no recovered votes left to propose).
-    /// Such a read must see every value chosen so far.
+    /// A leader reads under its lease when it can: the lease covers its leadership and it has no
+    /// recovered votes left to propose. It reads what it knows before its first unknown round, the
+    /// cut; a cut below the last round it handed out is one of its own rounds in flight, which
+    /// it may read past (as `apply_for_read_as_leader` in the extension) unless the round may be
+    /// known elsewhere already (exposed). Such a read must see every value chosen so far, except
+    /// for values of this leader in rounds from the cut on, and nobody may know the cut's round
+    /// (with every round before it) yet: a member could have served it.
     fn lease_read(&mut self, c: usize) -> Result<(), String> {
         let me = self.client_node(c);
         let now = self.clock(me);
@@ -830,19 +862,57 @@ impl Sim {
         let (Some(leadership), Some(lease)) = (&client.leadership, &client.lease) else {
             return Ok(());
         };
-        if !lease.covers(&leadership.ballot, now)
-            || !client.recovered.is_empty()
-            || (0..leadership.next_free()).any(|r| !client.known.contains(&r))
-        {
+        if !lease.covers(&leadership.ballot, now) || !client.recovered.is_empty() {
             return Ok(());
         }
-        if let Some(missed) = self.chosen.keys().find(|r| !client.known.contains(r)) {
+        let cut = client.first_unknown();
+        if cut < leadership.next_free() {
+            let exposed = client.exposed.is_some_and(|e| cut <= e)
+                && self.cfg.broken_lease != Some(BrokenLease::IgnoresExposure);
+            if cut < leadership.from || exposed {
+                return Ok(());
+            }
+        }
+        let own = |round: u64| {
+            client
+                .inflight
+                .get(&round)
+                .map(|f| &f.proposed)
+                .or_else(|| client.recording.get(&round).map(|(v, _)| v))
+        };
+        if let Some((missed, value)) = self.chosen.range(cut..).find(|(r, v)| own(**r) != Some(*v))
+        {
             return Err(format!(
-                "lease read: leader c{c} read at tick {} under {} without round {missed}, chosen as {:?}",
-                self.now, leadership.ballot, self.chosen[missed]
+                "lease read: leader c{c} read at tick {} under {} without round {missed}, chosen as {value:?}",
+                self.now, leadership.ballot
             ));
         }
+        if self.chosen.contains_key(&cut) {
+            let knows_through_cut =
+                |learned: &BTreeMap<u64, Value>| (0..=cut).all(|r| learned.contains_key(&r));
+            if let Some(a) = self
+                .acceptors
+                .iter()
+                .position(|a| knows_through_cut(&a.learned))
+            {
+                return Err(format!(
+                    "lease read: leader c{c} read at tick {} under {} without round {cut}, which acceptor {a} learned with every round before it",
+                    self.now, leadership.ballot
+                ));
+            }
+            if let Some(x) =
+                (0..self.leaders.len()).find(|&x| x != c && self.leaders[x].first_unknown() > cut)
+            {
+                return Err(format!(
+                    "lease read: leader c{c} read at tick {} under {} without round {cut}, which leader c{x} knows with every round before it",
+                    self.now, leadership.ballot
+                ));
+            }
+        }
         self.report.lease_reads += 1;
+        if cut < leadership.next_free() {
+            self.report.reads_past_rounds_in_flight += 1;
+        }
         self.trace(45_000 + c as u64);
         Ok(())
     }
@@ -1066,6 +1136,12 @@ impl Sim {
                     let client = &mut self.leaders[c];
                     client.campaign = None;
                     client.leadership = Some(Leadership::new(ballot, from));
+                    // A recovered vote may be a chosen value that others know already.
+                    if let Some(&highest) = recovered.keys().next_back() {
+                        if self.cfg.broken_lease != Some(BrokenLease::RecoveredNotExposed) {
+                            client.exposed = client.exposed.max(Some(highest));
+                        }
+                    }
                     client.recovered = recovered;
                     client.cursor = from;
                 }
@@ -1109,9 +1185,15 @@ impl Sim {
                 Action::Chosen { round, value } => {
                     self.check_chosen(round, &value, "leader")?;
                     self.trace(20_000 + round);
+                    // The learn messages left with this action: others may know the value before
+                    // this leader records it, some ticks later.
+                    let at = match self.cfg.recording_ticks {
+                        0 => self.now,
+                        ticks => self.now + self.rng.below(ticks + 1),
+                    };
                     let client = &mut self.leaders[c];
-                    client.known.insert(round);
-                    client.learned.insert(round, value.clone());
+                    client.exposed = client.exposed.max(Some(round));
+                    client.recording.insert(round, (value.clone(), at));
                     if let Some(flight) = client.inflight.remove(&round) {
                         match flight.own {
                             Some(own) if flight.proposed != value => client.pending.push_front(own),
@@ -1121,26 +1203,48 @@ impl Sim {
                             _ => {}
                         }
                     }
-                    // Own chained values whose round or predecessor is now known: appended if
-                    // they take effect, proposed again if void.
-                    for r in [round, round + 1] {
-                        let (Some(value), Some(previous)) = (
-                            client.learned.get(&r),
-                            r.checked_sub(1).and_then(|p| client.learned.get(&p)),
-                        ) else {
-                            continue;
-                        };
-                        let effect = takes_effect(value, Some(previous));
-                        if let Some(own) = client.undecided.remove(&r) {
-                            if !effect {
-                                client.pending.push_front(own);
-                            }
-                        }
+                    if at == self.now {
+                        self.record_chosen(c);
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Records the chosen values of leader `c` that are due: from now on it knows them.
+    fn record_chosen(&mut self, c: usize) {
+        let now = self.now;
+        let client = &mut self.leaders[c];
+        let due: Vec<u64> = client
+            .recording
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(r, _)| *r)
+            .collect();
+        for round in due {
+            let Some((value, _)) = client.recording.remove(&round) else {
+                continue;
+            };
+            client.known.insert(round);
+            client.learned.insert(round, value);
+            // Own chained values whose round or predecessor is now known: appended if they take
+            // effect, proposed again if void.
+            for r in [round, round + 1] {
+                let (Some(value), Some(previous)) = (
+                    client.learned.get(&r),
+                    r.checked_sub(1).and_then(|p| client.learned.get(&p)),
+                ) else {
+                    continue;
+                };
+                let effect = takes_effect(value, Some(previous));
+                if let Some(own) = client.undecided.remove(&r) {
+                    if !effect {
+                        client.pending.push_front(own);
+                    }
+                }
+            }
+        }
     }
 
     fn drive_leaders(&mut self) -> Result<(), String> {
@@ -1150,6 +1254,7 @@ impl Sim {
             if !client.up || client.paused {
                 continue;
             }
+            self.record_chosen(c);
             if self.cfg.lease_ticks > 0 {
                 self.renew_lease(c);
                 if self.rng.chance(30) {
@@ -1344,6 +1449,7 @@ fn check_many(cfg: Config) {
                 totals.leader_rounds += report.leader_rounds;
                 totals.pauses += report.pauses;
                 totals.lease_reads += report.lease_reads;
+                totals.reads_past_rounds_in_flight += report.reads_past_rounds_in_flight;
                 totals.chained += report.chained;
                 totals.void += report.void;
             }
@@ -1363,6 +1469,9 @@ fn check_many(cfg: Config) {
     }
     if cfg.lease_ticks > 0 {
         assert!(totals.lease_reads > 0, "{totals:?}");
+        if cfg.recording_ticks > 0 {
+            assert!(totals.reads_past_rounds_in_flight > 0, "{totals:?}");
+        }
     }
     if cfg.chaining.is_some() {
         // Both sides of the rule must have been exercised.
@@ -1526,7 +1635,15 @@ fn lease_violations(broken: BrokenLease, seeds: u64) -> usize {
 }
 
 fn lease_violations_among(broken: BrokenLease, seeds: u64, clients: usize) -> usize {
+    // Only a read past an exposed round needs the window between choosing and recording.
+    let recording_ticks = match broken {
+        BrokenLease::IgnoresExposure | BrokenLease::RecoveredNotExposed => {
+            Config::new(3).recording_ticks
+        }
+        _ => 0,
+    };
     let cfg = Config {
+        recording_ticks,
         clients,
         lease_ticks: 300,
         crash_pct_per_tick: 6,
@@ -1553,6 +1670,20 @@ fn the_checker_catches_leases_without_drift_allowance() {
 #[test]
 fn the_checker_catches_acceptors_that_forget_grants_in_a_restart() {
     assert!(lease_violations(BrokenLease::NoQuietAfterRestart, 1000) > 0);
+}
+
+/// A leader that reads past a round it found chosen, before recording it, misses what a member
+/// learned from its learn messages.
+#[test]
+fn the_checker_catches_reads_past_exposed_rounds() {
+    assert!(lease_violations(BrokenLease::IgnoresExposure, 1000) > 0);
+}
+
+/// A recovered vote may be a value chosen, and learned by members, before the campaign: reading
+/// past it misses what a member may have served.
+#[test]
+fn the_checker_catches_reads_past_recovered_rounds() {
+    assert!(lease_violations(BrokenLease::RecoveredNotExposed, 1000) > 0);
 }
 
 /// A slot promise from a leader that fell back to both phases in a round beyond what the lease

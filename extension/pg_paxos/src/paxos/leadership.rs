@@ -46,6 +46,9 @@ struct Slot {
     renewing_until: u64,
     /// Strong reads served under a lease since this slot was taken (for status).
     lease_reads: u64,
+    /// Rounds through this one may be known as chosen outside this node's log (see
+    /// [`expose_through`]).
+    exposed_through: u64,
 }
 
 impl Slot {
@@ -60,6 +63,7 @@ impl Slot {
             lease_generation: 0,
             renewing_until: 0,
             lease_reads: 0,
+            exposed_through: 0,
         }
     }
 }
@@ -260,6 +264,22 @@ pub fn relinquish(group: &str, ballot: LeaderBallot, seen: u64) {
             slot.held = None;
         }
     });
+}
+
+/// Rounds of `group` through `round` may be known as chosen outside this node's log before this
+/// node records them: a backend found a value chosen there and its learn messages may have left
+/// (call before they do), or a campaign recovered votes there (call before the leadership is
+/// held). A strong read on the leader never treats such a round as one still in flight (see
+/// `ReplicatedLog::apply_for_read_as_leader`). Only ever raised.
+pub fn expose_through(group: &str, round: u64) {
+    with_slot(group, |slot, _| {
+        slot.exposed_through = slot.exposed_through.max(round);
+    });
+}
+
+/// See [`expose_through`]; without shared memory, every round.
+pub fn exposed_through(group: &str) -> u64 {
+    with_slot(group, |slot, _| slot.exposed_through).unwrap_or(u64::MAX)
 }
 
 /// What a strong read on this node may do with the lease of `group` (see [`lease_check`]).

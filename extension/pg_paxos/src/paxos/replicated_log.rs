@@ -229,6 +229,10 @@ impl ReplicatedLog {
         if let Some((beyond, _)) = recovered.range(window_end + 1..).next_back() {
             led.reserve_through(*beyond);
         }
+        // A recovered vote may be a chosen value that members read already.
+        if let Some((highest, _)) = recovered.iter().next_back() {
+            leadership::expose_through(self.id(), *highest);
+        }
         campaigning.end(Some(led), lb.number);
         let chosen = self.decide_many(proposals, Some(lb), record)?;
         Ok(chosen.into_iter().next())
@@ -769,11 +773,16 @@ impl ReplicatedLog {
     /// first), so the read sees it; or a value chosen by another proposer. That one needed a
     /// majority promise above this leader's ballot before it was chosen, which every majority
     /// meets at one member, and promises only grow: the read would have been told (a lease is
-    /// granted only where no such promise was made, and keeps any from being made). So every round
-    /// after the first one in flight holds this leader's value, and none of them was answered
-    /// before an earlier round was decided, except batched inserts, which commute and are visible
-    /// here through their own commits. The read does not wait for the rounds in flight (it once
-    /// waited up to a batch's round trip).
+    /// granted only where no such promise was made, and keeps any from being made). Nor may
+    /// the read miss what another node read: members apply in log order and learn this
+    /// leadership's rounds from its learn messages (or by a phase 1 above it, which the read
+    /// would have been told of), and a round whose learn messages may have left, or whose value
+    /// the campaign recovered, is exposed (see `leadership::expose_through`): the read waits for
+    /// it to be recorded here. So the first round still unlearned, when it is not exposed, was
+    /// known to nobody when the read began, and every later round is this leader's own, none
+    /// answered before an earlier round was decided, except batched inserts, which commute and
+    /// are visible here through their own commits. The read does not wait for rounds in flight
+    /// (it once waited up to a batch's round trip).
     pub(super) fn apply_for_read_as_leader(&self, top: u64) -> Result<bool> {
         let Some((_, from, next_free)) = leadership::current(self.id()) else {
             return self.apply_for_read(top);
@@ -786,9 +795,13 @@ impl ReplicatedLog {
             // A vote beyond the rounds this leadership handed out: not one of its own.
             return self.apply_for_read(top);
         }
+        // Read after the read began: rounds exposed later were known to nobody before it.
+        let exposed = leadership::exposed_through(self.id());
+        self.await_learned(from.max(applied + 1), exposed.min(top))?;
         let through = match store::unlearned_rounds(self.id(), applied + 1, top)?.first() {
-            Some(&gap) if gap >= from => gap - 1,
-            // A gap before this leadership's range: learn it as any reader does.
+            Some(&gap) if gap >= from && gap > exposed => gap - 1,
+            // A gap before this leadership's range, or a round that others may know already and
+            // that is not recorded here yet: learn it as any reader does.
             Some(_) => return self.apply_for_read(top),
             None => top,
         };
@@ -819,7 +832,12 @@ impl ReplicatedLog {
             return Ok(());
         };
         let first = from.max(self.group.applied_round + 1);
-        let last = top.min(next_free.saturating_sub(1));
+        self.await_learned(first, top.min(next_free.saturating_sub(1)))
+    }
+
+    /// Waits until every round from `first` through `last` is learned here, for at most one phase
+    /// timeout.
+    fn await_learned(&self, first: u64, last: u64) -> Result<()> {
         if first > last {
             return Ok(());
         }

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::net::pool::{Link, LinkError};
 use crate::net::rpc;
+use crate::paxos::leadership;
 use paxos_model::value::LogValue;
 
 #[derive(Clone, Copy, Debug)]
@@ -165,6 +166,11 @@ async fn drive_unbounded(
             }
         }
         if let Some(value) = chosen {
+            if !learns.is_empty() {
+                // Once a member learns the value it may serve it: before, tell this node's
+                // strong reads not to take the round for one still in flight.
+                leadership::expose_through(group, proposer.round());
+            }
             send_learns(group, links, learns).await;
             return Ok(Decided {
                 value,
