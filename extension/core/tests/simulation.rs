@@ -18,6 +18,9 @@
 //!   are exposed (it found a value chosen there and sent learn messages before recording it, a
 //!   few ticks later, or its campaign recovered a vote there); nobody else may know that first
 //!   round, with every round before it, when it reads;
+//! - reads by read index (the majority's highest vote, and whether any of it promised above the
+//!   leader's ballot): the same rule, against every value chosen and every round known elsewhere
+//!   when the read began;
 //! - chained values (group commit's pipelined batches): a value proposed while the leader's value
 //!   in the round before is in flight names it, and takes effect only if that round holds it. No
 //!   value that takes effect follows one that does not (so one look back is enough), and a leader
@@ -74,6 +77,10 @@ struct Config {
     /// A leader records a value it found chosen up to this many ticks later, as a writer's
     /// transaction commits after its round is chosen (0: at once).
     recording_ticks: u64,
+    /// Leaders serve strong reads by read index (see [`ReadIndex`]).
+    read_index: bool,
+    /// Test the checker: a read index ignores promises above the leader's ballot.
+    read_index_ignores_promises: bool,
 }
 
 /// How leaders chain the values they pipeline, as group commit does with batches (see
@@ -132,6 +139,8 @@ impl Config {
             lease_ticks: 0,
             broken_lease: None,
             recording_ticks: 8,
+            read_index: false,
+            read_index_ignores_promises: false,
         }
     }
 
@@ -159,6 +168,17 @@ enum Msg {
         ballot: Ballot,
         granted: bool,
     },
+    /// A read index of leader ballot `ballot`: each acceptor tells its highest voted round and
+    /// the highest ballot it promised for its range or any round after `above`.
+    ReadIndexRequest {
+        id: u64,
+        above: u64,
+    },
+    ReadIndexReply {
+        id: u64,
+        voted: Option<u64>,
+        promised: Option<Ballot>,
+    },
 }
 
 impl Msg {
@@ -178,6 +198,19 @@ impl Msg {
             Msg::LeaseReply { ballot, granted } => Msg::LeaseReply {
                 ballot: ballot.clone(),
                 granted: *granted,
+            },
+            Msg::ReadIndexRequest { id, above } => Msg::ReadIndexRequest {
+                id: *id,
+                above: *above,
+            },
+            Msg::ReadIndexReply {
+                id,
+                voted,
+                promised,
+            } => Msg::ReadIndexReply {
+                id: *id,
+                voted: *voted,
+                promised: promised.clone(),
             },
         }
     }
@@ -209,6 +242,23 @@ struct Client {
     deadline: u64,
     wake_at: u64,
     up: bool,
+}
+
+/// A strong read on a leader by read index, as in the extension: a majority tells its highest
+/// voted round (the read's top) and whether it promised above the leader's ballot. Unchallenged,
+/// the leader reads what it knows before its first unknown round, when that is one of its own
+/// rounds in flight and not exposed (see [`LeaderClient::exposed`]); otherwise the extension learns
+/// the rounds first, which the model leaves out (the read is dropped).
+struct ReadIndex {
+    id: u64,
+    ballot: Ballot,
+    answered: BTreeSet<Node>,
+    top: Option<u64>,
+    challenged: bool,
+    /// The values chosen when the read began, and the first round some other node did not know
+    /// then (every round before it was known to one node: a member could have served it).
+    chosen_at_start: BTreeMap<u64, Value>,
+    observed_below: u64,
 }
 
 /// A proposal of a leader client in one round.
@@ -251,6 +301,8 @@ struct LeaderClient {
     proposals: u64,
     /// A lease request in flight: its ballot, when it left (own clock), who granted it.
     lease_request: Option<(Ballot, u64, BTreeSet<Node>)>,
+    /// A strong read by read index in flight.
+    read: Option<ReadIndex>,
     lease: Option<LeaderLease<Ballot>>,
 }
 
@@ -275,6 +327,7 @@ impl LeaderClient {
             wake_at: 0,
             proposals: 0,
             lease_request: None,
+            read: None,
             lease: None,
         }
     }
@@ -338,6 +391,10 @@ struct Report {
     leader_rounds: u64,
     pauses: u64,
     lease_reads: u64,
+    /// Reads by read index that were served, and those unchallenged that read past a round of
+    /// the leader's own in flight.
+    read_index_reads: u64,
+    read_index_past_rounds_in_flight: u64,
     /// Lease reads that read past a round of the leader's own in flight.
     reads_past_rounds_in_flight: u64,
     /// Chained values chosen, and those of them void.
@@ -639,6 +696,14 @@ impl Sim {
                 Msg::LeaseReply { ballot, granted } => {
                     self.lease_reply(envelope.to, envelope.from, ballot, granted)
                 }
+                Msg::ReadIndexRequest { id, above } => {
+                    self.answer_read_index(envelope.to, envelope.from, id, above)
+                }
+                Msg::ReadIndexReply {
+                    id,
+                    voted,
+                    promised,
+                } => self.read_index_reply(envelope.to, envelope.from, id, voted, promised)?,
             }
         }
         Ok(())
@@ -914,6 +979,161 @@ impl Sim {
             self.report.reads_past_rounds_in_flight += 1;
         }
         self.trace(45_000 + c as u64);
+        Ok(())
+    }
+
+    /// The first round that some node other than leader `c` does not know: every round before it
+    /// is known to one acceptor (from learn messages) or another leader.
+    fn observed_below(&self, c: usize) -> u64 {
+        let acceptors = self
+            .acceptors
+            .iter()
+            .map(|a| (0..).find(|r| !a.learned.contains_key(r)).unwrap_or(0));
+        let leaders = (0..self.leaders.len())
+            .filter(|&x| x != c)
+            .map(|x| self.leaders[x].first_unknown());
+        acceptors.chain(leaders).max().unwrap_or(0)
+    }
+
+    /// Starts a strong read by read index on leader `c`, if it leads and has none in flight.
+    fn start_read_index(&mut self, c: usize) {
+        let me = self.client_node(c);
+        let observed_below = self.observed_below(c);
+        let chosen_at_start = self.chosen.clone();
+        let id = self.rng.next_u64();
+        let client = &mut self.leaders[c];
+        let Some(leadership) = &client.leadership else {
+            return;
+        };
+        if client.read.is_some() {
+            return;
+        }
+        let above = client.first_unknown().saturating_sub(1);
+        client.read = Some(ReadIndex {
+            id,
+            ballot: leadership.ballot.clone(),
+            answered: BTreeSet::new(),
+            top: None,
+            challenged: false,
+            chosen_at_start,
+            observed_below,
+        });
+        for a in 0..self.cfg.acceptors {
+            self.send(me, a, Msg::ReadIndexRequest { id, above });
+        }
+    }
+
+    /// An acceptor's answer to a read index: its highest voted round and the highest ballot it
+    /// promised for its range or a round after `above` (as `paxos.request_read_index`).
+    fn answer_read_index(&mut self, me: Node, from: Node, id: u64, above: u64) {
+        let node = &self.acceptors[me];
+        let voted = node
+            .slots
+            .iter()
+            .filter(|(_, s)| s.accepted.is_some())
+            .map(|(r, _)| *r)
+            .next_back();
+        let slot_promises = node
+            .slots
+            .range(above + 1..)
+            .filter_map(|(_, s)| s.promised.clone());
+        let promised = slot_promises
+            .chain(node.range.as_ref().map(|r| r.ballot.clone()))
+            .max();
+        self.send(
+            me,
+            from,
+            Msg::ReadIndexReply {
+                id,
+                voted,
+                promised,
+            },
+        );
+    }
+
+    /// A member answered leader `me`'s read index; once a majority did, the read is served (or
+    /// dropped where the extension would learn rounds first) and checked: it must see every value
+    /// chosen before it began, except for values of this leader in rounds from the first one it
+    /// reads past, and nobody may have known that round, with every round before it, when the
+    /// read began.
+    fn read_index_reply(
+        &mut self,
+        me: Node,
+        from: Node,
+        id: u64,
+        voted: Option<u64>,
+        promised: Option<Ballot>,
+    ) -> Result<(), String> {
+        let c = me - self.cfg.acceptors;
+        let majority = self.cfg.acceptors / 2 + 1;
+        let ignore_promises = self.cfg.read_index_ignores_promises;
+        let client = &mut self.leaders[c];
+        let Some(read) = client.read.as_mut().filter(|r| r.id == id) else {
+            return Ok(());
+        };
+        read.answered.insert(from);
+        read.top = read.top.max(voted);
+        if !ignore_promises && promised.is_some_and(|p| p > read.ballot) {
+            read.challenged = true;
+        }
+        if read.answered.len() < majority {
+            return Ok(());
+        }
+        let Some(read) = client.read.take() else {
+            return Ok(());
+        };
+        let Some(leadership) = client
+            .leadership
+            .as_ref()
+            .filter(|l| l.ballot == read.ballot)
+        else {
+            return Ok(());
+        };
+        let cut = client.first_unknown();
+        let top = read.top.unwrap_or(0);
+        let through = if read.top.is_none_or(|t| t < cut) {
+            read.top
+        } else {
+            // The read would pass a round it does not know: only one of its own in flight.
+            let exposed = client.exposed.is_some_and(|e| cut <= e);
+            if read.challenged || top >= leadership.next_free() || cut < leadership.from || exposed
+            {
+                return Ok(());
+            }
+            cut.checked_sub(1)
+        };
+        let own = |round: u64| {
+            client
+                .inflight
+                .get(&round)
+                .map(|f| &f.proposed)
+                .or_else(|| client.recording.get(&round).map(|(v, _)| v))
+        };
+        let read_through = |r: u64| through.is_some_and(|t| r <= t);
+        if let Some((missed, value)) = read
+            .chosen_at_start
+            .iter()
+            .find(|(r, v)| !read_through(**r) && own(**r) != Some(*v))
+        {
+            return Err(format!(
+                "read index: leader c{c} read at tick {} under {} through {through:?} without round {missed}, chosen as {value:?} before the read began",
+                self.now, read.ballot
+            ));
+        }
+        if !read_through(cut)
+            && read.chosen_at_start.contains_key(&cut)
+            && read.observed_below > cut
+        {
+            return Err(format!(
+                "read index: leader c{c} read at tick {} under {} without round {cut}, which another node knew with every round before it when the read began",
+                self.now, read.ballot
+            ));
+        }
+        self.report.read_index_reads += 1;
+        if through.is_some_and(|t| t < top) {
+            self.report.read_index_past_rounds_in_flight += 1;
+        }
+        self.trace(47_000 + c as u64);
         Ok(())
     }
 
@@ -1255,6 +1475,9 @@ impl Sim {
                 continue;
             }
             self.record_chosen(c);
+            if self.cfg.read_index && self.rng.chance(20) {
+                self.start_read_index(c);
+            }
             if self.cfg.lease_ticks > 0 {
                 self.renew_lease(c);
                 if self.rng.chance(30) {
@@ -1449,6 +1672,8 @@ fn check_many(cfg: Config) {
                 totals.leader_rounds += report.leader_rounds;
                 totals.pauses += report.pauses;
                 totals.lease_reads += report.lease_reads;
+                totals.read_index_reads += report.read_index_reads;
+                totals.read_index_past_rounds_in_flight += report.read_index_past_rounds_in_flight;
                 totals.reads_past_rounds_in_flight += report.reads_past_rounds_in_flight;
                 totals.chained += report.chained;
                 totals.void += report.void;
@@ -1466,6 +1691,9 @@ fn check_many(cfg: Config) {
             totals.elections > 0 && totals.leader_rounds > 0 && totals.pauses > 0,
             "{totals:?}"
         );
+    }
+    if cfg.read_index {
+        assert!(totals.read_index_past_rounds_in_flight > 0, "{totals:?}");
     }
     if cfg.lease_ticks > 0 {
         assert!(totals.lease_reads > 0, "{totals:?}");
@@ -1684,6 +1912,43 @@ fn the_checker_catches_reads_past_exposed_rounds() {
 #[test]
 fn the_checker_catches_reads_past_recovered_rounds() {
     assert!(lease_violations(BrokenLease::RecoveredNotExposed, 1000) > 0);
+}
+
+#[test]
+fn leaders_reading_by_read_index_see_everything_chosen_before() {
+    check_many(Config {
+        read_index: true,
+        ..Config::leaders(3)
+    });
+}
+
+#[test]
+fn five_acceptors_reading_by_read_index_with_paused_leaders_stay_safe() {
+    check_many(Config {
+        clients: 4,
+        pause_pct_per_tick: 4,
+        read_index: true,
+        ..Config::leaders(5)
+    });
+}
+
+/// A read index that does not ask for promises above the leader's ballot reads past rounds a newer
+/// leader chose.
+#[test]
+fn the_checker_catches_a_read_index_that_ignores_higher_promises() {
+    let cfg = Config {
+        read_index: true,
+        read_index_ignores_promises: true,
+        ..Config::leaders(3)
+    };
+    let violations = (0..1000)
+        .filter_map(|seed| Sim::new(cfg, seed).run().err())
+        .filter(|e| e.starts_with("read index"))
+        .count();
+    assert!(
+        violations > 0,
+        "a read index ignoring promises went unnoticed"
+    );
 }
 
 /// A slot promise from a leader that fell back to both phases in a round beyond what the lease
