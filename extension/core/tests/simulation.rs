@@ -350,6 +350,20 @@ impl LeaderClient {
         };
     }
 
+    /// The value this leader proposed in `round`, while in flight or found chosen and not
+    /// recorded yet.
+    fn own_value(&self, round: u64) -> Option<&Value> {
+        self.inflight
+            .get(&round)
+            .map(|f| &f.proposed)
+            .or_else(|| self.recording.get(&round).map(|(v, _)| v))
+    }
+
+    /// True when others may know the value of `round` before this leader records it.
+    fn exposes(&self, round: u64) -> bool {
+        self.exposed.is_some_and(|e| round <= e)
+    }
+
     fn first_unknown(&self) -> u64 {
         (0..).find(|r| !self.known.contains(r)).unwrap_or(0)
     }
@@ -932,47 +946,27 @@ impl Sim {
         }
         let cut = client.first_unknown();
         if cut < leadership.next_free() {
-            let exposed = client.exposed.is_some_and(|e| cut <= e)
-                && self.cfg.broken_lease != Some(BrokenLease::IgnoresExposure);
+            let exposed =
+                client.exposes(cut) && self.cfg.broken_lease != Some(BrokenLease::IgnoresExposure);
             if cut < leadership.from || exposed {
                 return Ok(());
             }
         }
-        let own = |round: u64| {
-            client
-                .inflight
-                .get(&round)
-                .map(|f| &f.proposed)
-                .or_else(|| client.recording.get(&round).map(|(v, _)| v))
-        };
-        if let Some((missed, value)) = self.chosen.range(cut..).find(|(r, v)| own(**r) != Some(*v))
+        if let Some((missed, value)) = self
+            .chosen
+            .range(cut..)
+            .find(|(r, v)| client.own_value(**r) != Some(*v))
         {
             return Err(format!(
                 "lease read: leader c{c} read at tick {} under {} without round {missed}, chosen as {value:?}",
                 self.now, leadership.ballot
             ));
         }
-        if self.chosen.contains_key(&cut) {
-            let knows_through_cut =
-                |learned: &BTreeMap<u64, Value>| (0..=cut).all(|r| learned.contains_key(&r));
-            if let Some(a) = self
-                .acceptors
-                .iter()
-                .position(|a| knows_through_cut(&a.learned))
-            {
-                return Err(format!(
-                    "lease read: leader c{c} read at tick {} under {} without round {cut}, which acceptor {a} learned with every round before it",
-                    self.now, leadership.ballot
-                ));
-            }
-            if let Some(x) =
-                (0..self.leaders.len()).find(|&x| x != c && self.leaders[x].first_unknown() > cut)
-            {
-                return Err(format!(
-                    "lease read: leader c{c} read at tick {} under {} without round {cut}, which leader c{x} knows with every round before it",
-                    self.now, leadership.ballot
-                ));
-            }
+        if self.chosen.contains_key(&cut) && self.observed_below(c) > cut {
+            return Err(format!(
+                "lease read: leader c{c} read at tick {} under {} without round {cut}, which another node knows with every round before it",
+                self.now, leadership.ballot
+            ));
         }
         self.report.lease_reads += 1;
         if cut < leadership.next_free() {
@@ -1095,25 +1089,20 @@ impl Sim {
             read.top
         } else {
             // The read would pass a round it does not know: only one of its own in flight.
-            let exposed = client.exposed.is_some_and(|e| cut <= e);
-            if read.challenged || top >= leadership.next_free() || cut < leadership.from || exposed
+            if read.challenged
+                || top >= leadership.next_free()
+                || cut < leadership.from
+                || client.exposes(cut)
             {
                 return Ok(());
             }
             cut.checked_sub(1)
         };
-        let own = |round: u64| {
-            client
-                .inflight
-                .get(&round)
-                .map(|f| &f.proposed)
-                .or_else(|| client.recording.get(&round).map(|(v, _)| v))
-        };
         let read_through = |r: u64| through.is_some_and(|t| r <= t);
         if let Some((missed, value)) = read
             .chosen_at_start
             .iter()
-            .find(|(r, v)| !read_through(**r) && own(**r) != Some(*v))
+            .find(|(r, v)| !read_through(**r) && client.own_value(**r) != Some(*v))
         {
             return Err(format!(
                 "read index: leader c{c} read at tick {} under {} through {through:?} without round {missed}, chosen as {value:?} before the read began",
