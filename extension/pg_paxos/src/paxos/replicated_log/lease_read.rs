@@ -3,8 +3,9 @@
 //! While the lease runs, no other node can get a value chosen in the leader's range, so the leader's
 //! own log is complete up to now, but for its own rounds still in flight, whose writers have not
 //! been answered yet: it applies what it learned before the first of those and reads, with no
-//! round trip (unless that round is exposed: see `apply_for_read_as_leader`). Without a running lease it falls back to the read index. Renewing the lease is a
-//! read index too: every acceptor answers with its highest voted round.
+//! round trip (unless that round is exposed: see `apply_for_read_as_leader`). Without a running
+//! lease it falls back to the read index. Renewing the lease is a read index too: every acceptor
+//! answers with its highest voted round.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
