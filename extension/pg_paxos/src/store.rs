@@ -92,10 +92,14 @@ pub struct Group {
     pub id: String,
     pub self_conninfo: String,
     pub applied_round: u64,
+    /// The version of the group's row as read (its `xmin`): a new one whenever the applied round
+    /// moves or the group is created again (`None` for a group not read from the table).
+    pub version: Option<u64>,
 }
 
 const GROUP: Sql = Sql {
-    text: "SELECT self_conninfo, applied_round FROM paxos.groups WHERE group_id = $1",
+    text: "SELECT self_conninfo, applied_round, xmin::pg_catalog.text::pg_catalog.int8
+           FROM paxos.groups WHERE group_id = $1",
     args: &[TEXT],
 };
 
@@ -107,6 +111,7 @@ pub fn group(group_id: &str) -> Result<Option<Group>> {
                 id: group_id.to_string(),
                 self_conninfo: row.get::<String>(1)?.unwrap_or_default(),
                 applied_round: to_round(row.get::<i64>(2)?),
+                version: row.get::<i64>(3)?.map(|v| v as u64),
             });
         }
         Ok(out)
@@ -151,7 +156,7 @@ macro_rules! read_state_sql {
             "SELECT g.self_conninfo, g.applied_round, g.diverged_round, g.diverged_error,
                     (SELECT max(round) FROM paxos.log WHERE group_id = $1), ",
             $votes,
-            ", r.promised_num, r.promised_by
+            ", r.promised_num, r.promised_by, g.xmin::pg_catalog.text::pg_catalog.int8
              FROM paxos.groups g LEFT JOIN paxos.range_promises r USING (group_id)
              WHERE g.group_id = $1",
             $lock
@@ -234,6 +239,7 @@ fn read_state_with(sql: &Sql, args: &[DatumWithOid], group_id: &str) -> Result<R
                     id: group_id.to_string(),
                     self_conninfo: row.get::<String>(1)?.unwrap_or_default(),
                     applied_round: to_round(row.get::<i64>(2)?),
+                    version: row.get::<i64>(9)?.map(|v| v as u64),
                 },
                 diverged,
                 highest_learned: to_round(row.get::<i64>(5)?),

@@ -9,6 +9,7 @@
 //! own trouble of the moment (a full disk, a resource limit, a cancel, an I/O error), the
 //! statement that was applying fails with that error instead, and the next one tries again.
 
+use std::cell::RefCell;
 use std::ffi::CString;
 
 use paxos_model::entries::{Batch, LoggedStatement, Step, TableDefinition};
@@ -18,18 +19,92 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
 use crate::error::{PaxosError, Result};
-use crate::store;
+use crate::store::{self, Group};
 
-/// True when every round after `applied` through `top` is learned here and changes no table, or
-/// is a batch whose every write took effect here already (its rows and mark committed): a read
-/// then sees all of them without applying, so it needs no lock and does not wait for the writers
-/// of this node's commit chain. Only asked for short stretches (`LOOKAHEAD` rounds).
-pub fn effects_visible(group_id: &str, applied: u64, top: u64) -> Result<bool> {
-    const LOOKAHEAD: u64 = 64;
-    if top <= applied || top - applied > LOOKAHEAD {
-        return Ok(top <= applied);
+/// What this backend found visible of a group (see [`known_visible`]).
+struct Visible {
+    group: String,
+    /// The version of the group's row it was found on (see `store::Group::version`).
+    version: u64,
+    /// Every round through this one was visible.
+    through: u64,
+    /// A transaction id above every transaction whose rows and marks that relied on.
+    below_xid: pg_sys::TransactionId,
+}
+
+thread_local! {
+    static VISIBLE: RefCell<Vec<Visible>> = const { RefCell::new(Vec::new()) };
+}
+
+/// True when this backend found every round of `group` after its applied round through `top`
+/// visible before, on the same version of the group's row, and the current snapshot sees every
+/// transaction that finding relied on: a read needs nothing else (not even a look at the log).
+/// What was visible stays so while the row version stands: rows and marks committed stay, and
+/// marks go only when the applied round moves, which makes a new version, as does a group
+/// created again. The snapshot test keeps an older snapshot (an imported one) from using it.
+pub fn known_visible(group: &Group, top: u64) -> bool {
+    if top <= group.applied_round {
+        return true;
     }
-    let rounds = store::log_with_marks(group_id, applied + 1, top)?;
+    let Some(version) = group.version else {
+        return false;
+    };
+    // SAFETY: reads the active snapshot of this backend, checked to be set first.
+    let snapshot_xmin = unsafe {
+        if !pg_sys::ActiveSnapshotSet() {
+            return false;
+        }
+        (*pg_sys::GetActiveSnapshot()).xmin
+    };
+    VISIBLE.with(|v| {
+        v.borrow().iter().any(|seen| {
+            seen.group == group.id
+                && seen.version == version
+                && top <= seen.through
+                // SAFETY: compares two transaction ids, no state involved.
+                && unsafe { pg_sys::TransactionIdFollowsOrEquals(snapshot_xmin, seen.below_xid) }
+        })
+    })
+}
+
+/// Remembers that every round of `group` after its applied round through `top` is visible, as the
+/// statements just run found it.
+fn remember_visible(group: &Group, top: u64) {
+    let Some(version) = group.version else {
+        return;
+    };
+    // Read after those statements: above every transaction whose rows they saw.
+    // SAFETY: reads the next transaction id from shared memory under its own lock.
+    let next = unsafe { pg_sys::ReadNextFullTransactionId() };
+    let below_xid = pg_sys::TransactionId::from_inner((next.value & 0xFFFF_FFFF) as u32);
+    VISIBLE.with(|v| {
+        let mut v = v.borrow_mut();
+        v.retain(|seen| seen.group != group.id);
+        v.push(Visible {
+            group: group.id.clone(),
+            version,
+            through: top,
+            below_xid,
+        });
+    });
+}
+
+/// True when every round after `group`'s applied round through `top` is learned here and changes
+/// no table, or is a batch whose every write took effect here already (its rows and mark
+/// committed): a read then sees all of them without applying, so it needs no lock and does not
+/// wait for the writers of this node's commit chain. Only asked for short stretches (`LOOKAHEAD`
+/// rounds); remembered for the next read (see [`known_visible`]).
+pub fn effects_visible(group: &Group, top: u64) -> Result<bool> {
+    const LOOKAHEAD: u64 = 64;
+    let applied = group.applied_round;
+    if known_visible(group, top) {
+        return Ok(true);
+    }
+    // Past here `top` is above the applied round.
+    if top - applied > LOOKAHEAD {
+        return Ok(false);
+    }
+    let rounds = store::log_with_marks(&group.id, applied + 1, top)?;
     if rounds.len() as u64 != top - applied {
         return Ok(false);
     }
@@ -46,6 +121,7 @@ pub fn effects_visible(group_id: &str, applied: u64, top: u64) -> Result<bool> {
             return Ok(false);
         }
     }
+    remember_visible(group, top);
     Ok(true)
 }
 

@@ -62,6 +62,7 @@ fn detached(group_id: &str, self_conninfo: &str) -> Result<ReplicatedLog> {
         id: group_id.to_string(),
         self_conninfo: self_conninfo.to_string(),
         applied_round: 0,
+        version: None,
     })
 }
 

@@ -788,7 +788,7 @@ impl ReplicatedLog {
             return self.apply_for_read(top);
         };
         let applied = self.group.applied_round;
-        if top <= applied {
+        if apply::known_visible(&self.group, top) {
             return Ok(false);
         }
         if top >= next_free {
@@ -805,7 +805,7 @@ impl ReplicatedLog {
             Some(_) => return self.apply_for_read(top),
             None => top,
         };
-        if through <= applied || apply::effects_visible(self.id(), applied, through)? {
+        if through <= applied || apply::effects_visible(&self.group, through)? {
             return Ok(false);
         }
         self.apply_through(through)
@@ -814,8 +814,11 @@ impl ReplicatedLog {
     /// For a read: applies the log through `top`, unless what those rounds wrote is visible here
     /// already (see `apply::effects_visible`): then the read waits for no writer of this node.
     fn apply_for_read(&self, top: u64) -> Result<bool> {
+        if apply::known_visible(&self.group, top) {
+            return Ok(false);
+        }
         self.await_own_rounds(top)?;
-        if apply::effects_visible(self.id(), self.group.applied_round, top)? {
+        if apply::effects_visible(&self.group, top)? {
             return Ok(false);
         }
         self.apply_through(top)
