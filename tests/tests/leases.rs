@@ -162,8 +162,7 @@ async fn a_leader_reads_alone_under_its_lease_and_never_after_it() {
         c1.query("SELECT * FROM items", &[]).await.unwrap();
         assert_eq!(lease_left(&c1).await, None, "leases are off by default");
 
-        set_lease(cluster, LEASE_MS).await;
-        wait_for_lease(&c1, LEASE_MS as f64 * 0.6).await;
+        lease_well_ahead(cluster, &c1).await;
 
         // Cut off from both followers, node 1 still reads, at once, with no round trip.
         cut.cut_node_1();
@@ -376,6 +375,23 @@ async fn hold_votes(cluster: &Cluster, n: usize) -> Client {
     c
 }
 
+/// A 3-node group with `items` replicated, leases off, where node 1 wrote row 1 (`x`) and so
+/// leads; returns the cluster and a session on node 1.
+async fn led_by_node_1(name: &str) -> (Cluster, Client) {
+    let cluster = Cluster::with_replicated_table(name, 3, "g", "items", TABLE).await;
+    let c1 = cluster.client(1).await;
+    c1.execute("INSERT INTO items VALUES (1, 'x')", &[])
+        .await
+        .unwrap();
+    (cluster, c1)
+}
+
+/// Turns leases on and waits until node 1 (session `c1`) holds one with more than half of it left.
+async fn lease_well_ahead(cluster: &Cluster, c1: &Client) {
+    set_lease(cluster, LEASE_MS).await;
+    wait_for_lease(c1, LEASE_MS as f64 * 0.6).await;
+}
+
 /// Starts an insert of row `id` on node 1 while nodes 2 and 3 hold their votes back, so that its
 /// round stays in flight, and checks that a strong read on node 1 answers at once, without it;
 /// then lets the votes through and checks that the insert went through.
@@ -420,16 +436,10 @@ async fn read_beside_a_round_in_flight(cluster: &Cluster, c1: &Client, id: i32) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strong_read_on_the_leader_does_not_wait_for_its_rounds_in_flight() {
     bounded(async {
-        let cluster =
-            Cluster::with_replicated_table("lease_in_flight", 3, "g", "items", TABLE).await;
-        let c1 = cluster.client(1).await;
-        c1.execute("INSERT INTO items VALUES (1, 'x')", &[])
-            .await
-            .unwrap();
+        let (cluster, c1) = led_by_node_1("lease_in_flight").await;
         read_beside_a_round_in_flight(&cluster, &c1, 2).await;
 
-        set_lease(&cluster, LEASE_MS).await;
-        wait_for_lease(&c1, LEASE_MS as f64 * 0.6).await;
+        lease_well_ahead(&cluster, &c1).await;
         read_beside_a_round_in_flight(&cluster, &c1, 3).await;
         cluster.assert_same_rows("items").await;
     })
@@ -503,16 +513,10 @@ async fn read_after_another_node_read_a_round_in_flight(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strong_read_on_the_leader_sees_its_round_that_another_node_read() {
     bounded(async {
-        let cluster =
-            Cluster::with_replicated_table("lease_read_learned", 3, "g", "items", TABLE).await;
-        let c1 = cluster.client(1).await;
-        c1.execute("INSERT INTO items VALUES (1, 'x')", &[])
-            .await
-            .unwrap();
+        let (cluster, c1) = led_by_node_1("lease_read_learned").await;
         read_after_another_node_read_a_round_in_flight(&cluster, &c1, "read index").await;
 
-        set_lease(&cluster, LEASE_MS).await;
-        wait_for_lease(&c1, LEASE_MS as f64 * 0.6).await;
+        lease_well_ahead(&cluster, &c1).await;
         read_after_another_node_read_a_round_in_flight(&cluster, &c1, "lease").await;
         cluster.assert_same_rows("items").await;
     })

@@ -387,6 +387,28 @@ fn chain_tags(value: &str) -> (Option<&str>, Option<&str>) {
     }
 }
 
+/// What a strong read on `leader` that reads its log through `through` (`None`: nothing) misses
+/// of `chosen`, if anything it must not: a value past `through` that is not this leader's own in
+/// a round in flight or being recorded, or the first round past `through` chosen while another
+/// node knew it with every round before it (`observed_below`, see `Sim::observed_below`).
+fn missed_by_read(
+    leader: &LeaderClient,
+    through: Option<u64>,
+    chosen: &BTreeMap<u64, Value>,
+    observed_below: u64,
+) -> Option<String> {
+    let first_unread = through.map_or(0, |t| t + 1);
+    if let Some((missed, value)) = chosen
+        .range(first_unread..)
+        .find(|(r, v)| leader.own_value(**r) != Some(*v))
+    {
+        return Some(format!("without round {missed}, chosen as {value:?}"));
+    }
+    (chosen.contains_key(&first_unread) && observed_below > first_unread).then(|| {
+        format!("without round {first_unread}, which another node knew with every round before it")
+    })
+}
+
 /// Whether the value in a round takes effect, given the value chosen in the round before.
 fn takes_effect(value: &str, previous: Option<&Value>) -> bool {
     match chain_tags(value).1 {
@@ -952,19 +974,14 @@ impl Sim {
                 return Ok(());
             }
         }
-        if let Some((missed, value)) = self
-            .chosen
-            .range(cut..)
-            .find(|(r, v)| client.own_value(**r) != Some(*v))
-        {
+        if let Some(missed) = missed_by_read(
+            client,
+            cut.checked_sub(1),
+            &self.chosen,
+            self.observed_below(c),
+        ) {
             return Err(format!(
-                "lease read: leader c{c} read at tick {} under {} without round {missed}, chosen as {value:?}",
-                self.now, leadership.ballot
-            ));
-        }
-        if self.chosen.contains_key(&cut) && self.observed_below(c) > cut {
-            return Err(format!(
-                "lease read: leader c{c} read at tick {} under {} without round {cut}, which another node knows with every round before it",
+                "lease read: leader c{c} read at tick {} under {} {missed}",
                 self.now, leadership.ballot
             ));
         }
@@ -1098,23 +1115,11 @@ impl Sim {
             }
             cut.checked_sub(1)
         };
-        let read_through = |r: u64| through.is_some_and(|t| r <= t);
-        if let Some((missed, value)) = read
-            .chosen_at_start
-            .iter()
-            .find(|(r, v)| !read_through(**r) && client.own_value(**r) != Some(*v))
+        if let Some(missed) =
+            missed_by_read(client, through, &read.chosen_at_start, read.observed_below)
         {
             return Err(format!(
-                "read index: leader c{c} read at tick {} under {} through {through:?} without round {missed}, chosen as {value:?} before the read began",
-                self.now, read.ballot
-            ));
-        }
-        if !read_through(cut)
-            && read.chosen_at_start.contains_key(&cut)
-            && read.observed_below > cut
-        {
-            return Err(format!(
-                "read index: leader c{c} read at tick {} under {} without round {cut}, which another node knew with every round before it when the read began",
+                "read index: leader c{c} read at tick {} under {} through {through:?} {missed} (when the read began)",
                 self.now, read.ballot
             ));
         }

@@ -805,7 +805,7 @@ impl ReplicatedLog {
             Some(_) => return self.apply_for_read(top),
             None => top,
         };
-        if through <= applied || apply::effects_visible(&self.group, through)? {
+        if apply::effects_visible(&self.group, through)? {
             return Ok(false);
         }
         self.apply_through(through)
