@@ -745,3 +745,55 @@ async fn a_restarted_leader_applies_its_batches_before_writing_again() {
     })
     .await;
 }
+
+/// Whether node `c`'s commit chain for group `g` is open, and its last batch's round.
+async fn chain(c: &Client) -> (bool, Option<i64>) {
+    let row = c
+        .query_one(
+            "SELECT chain_open, tip_round FROM paxos.group_commit('g')",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_the_leader_appends_past_the_chain_breaks_it_and_later_inserts_apply_it_first() {
+    bounded(async {
+        let cluster = Cluster::with_replicated_table("batch_break", 3, "g", "items", TABLE).await;
+        let c1 = cluster.client(1).await;
+        for id in 1..=3 {
+            c1.execute("INSERT INTO items VALUES ($1, 'batched')", &[&id])
+                .await
+                .unwrap();
+        }
+        let (open, tip) = chain(&c1).await;
+        assert!(open, "single inserts on the leader run in its commit chain");
+        // A value of the log's own API takes the round after the chain's tip: the chain's next
+        // batch could no longer be chosen there, so writers must not join it unread.
+        let appended: i64 = c1
+            .query_one("SELECT paxos_append('test', 'g', 'not a batch')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(Some(appended), tip.map(|t| t + 1));
+        let (open, _) = chain(&c1).await;
+        assert!(!open, "a round learned past the tip breaks the chain");
+        for id in 4..=6 {
+            c1.execute("INSERT INTO items VALUES ($1, 'after')", &[&id])
+                .await
+                .unwrap();
+        }
+        let (open, tip) = chain(&c1).await;
+        assert!(open, "a new chain starts from the applied state");
+        assert!(tip > Some(appended), "tip {tip:?}, appended {appended}");
+        for n in cluster.nodes() {
+            let c = cluster.client(n).await;
+            // A strong read: every node applies the log first.
+            assert_eq!(count(&c, "SELECT count(*) FROM items").await, 6, "node {n}");
+        }
+        cluster.assert_same_rows("items").await;
+    })
+    .await;
+}

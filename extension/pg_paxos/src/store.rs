@@ -290,6 +290,7 @@ const DELETE_GROUP: Sql = Sql {
 };
 
 pub fn delete_group(group_id: &str) -> Result<()> {
+    crate::paxos::batching::break_chain(group_id);
     execute(&DELETE_GROUP, &[group_id.into()])
 }
 
@@ -327,6 +328,23 @@ fn lock_writers_shared(group_id: &str) -> Result<()> {
         &LOCK_WRITERS_SHARED,
         &[WRITER_LOCK_SPACE.into(), group_lock_key(group_id).into()],
     )
+}
+
+/// Takes the writer lock of `group_id` shared, as [`lock_writers_shared`] does, if that needs no
+/// wait (nobody holds it alone or queues for it); false otherwise. No statement: a direct call.
+pub fn try_lock_writers_shared(group_id: &str) -> bool {
+    // SAFETY: the built-in function behind pg_try_advisory_xact_lock_shared(int4, int4), called
+    // with its two arguments inside a transaction; it returns a non-null boolean.
+    unsafe {
+        pgrx::direct_function_call::<bool>(
+            pg_sys::pg_try_advisory_xact_lock_shared_int4,
+            &[
+                WRITER_LOCK_SPACE.into_datum(),
+                group_lock_key(group_id).into_datum(),
+            ],
+        )
+    }
+    .unwrap_or(false)
 }
 
 /// Takes the writer lock of `group_id` alone if nobody else holds it (the caller may hold it
@@ -457,6 +475,7 @@ pub fn record_learned(group_id: &str, round: u64, value: &LogValue) -> Result<()
         // memberships before it.
         crate::paxos::leadership::membership_changed();
     }
+    crate::paxos::batching::round_learned(group_id, round);
     let args = [
         group_id.into(),
         round_arg(round),
@@ -703,6 +722,8 @@ const WRITE_RANGE_PROMISE: Sql = Sql {
 };
 
 pub fn write_range_promise(group_id: &str, range: &RangePromise) -> Result<()> {
+    // This node's leadership may be over: writers must check before they join.
+    crate::paxos::batching::break_chain(group_id);
     let args = [
         group_id.into(),
         round_arg(range.from),
@@ -930,6 +951,10 @@ const MARK_DIVERGED: Sql = Sql {
 
 /// Records (or with `None`, clears) that applying `round` failed here.
 pub fn set_divergence(group_id: &str, divergence: Option<(u64, &str)>) -> Result<()> {
+    if divergence.is_some() {
+        // Writers must read the divergence before they join (see `batching::joins_running_chain`).
+        crate::paxos::batching::break_chain(group_id);
+    }
     let args = [
         group_id.into(),
         divergence

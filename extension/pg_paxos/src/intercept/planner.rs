@@ -178,8 +178,7 @@ unsafe fn inserts_one_row(query: *mut pg_sys::Query) -> bool {
 }
 
 fn capture_functions() -> Result<CaptureFunctions> {
-    // SAFETY: a syscache lookup inside a transaction.
-    let extension = unsafe { pg_sys::get_extension_oid(c"pg_paxos".as_ptr(), true) };
+    let extension = super::extension_oid();
     if let Some((cached_for, functions)) = FUNCTIONS.get() {
         if cached_for == extension {
             return Ok(functions);

@@ -351,12 +351,55 @@ pub fn chain_runs(group: &str) -> bool {
 }
 
 /// A write of the chain was chosen but did not take effect here (its transaction failed after
-/// the round was won): later batches must wait until the node applied it.
+/// the round was won), or the node's state moved outside the chain (see [`joins_running_chain`]):
+/// later writers read the node's state before they join.
 pub fn break_chain(group: &str) {
-    with_queue(group, |queue, _| {
-        queue.chain.break_off();
-        ((), Vec::new())
-    });
+    with_existing_queue(group, |queue| queue.chain.break_off());
+}
+
+/// The epoch of `group`'s chain while it is open: a writer joins it without reading the node's
+/// state (it holds the writer lock shared already). That state can only stop allowing the join
+/// through events that break the chain first: a round learned here past the chain's tip that is
+/// none of its batches ([`round_learned`]), a divergence, a new range promise of this node's
+/// acceptor, or the group's removal (see `store`). A round learned elsewhere and not yet here only
+/// dooms the next batch: its round is taken, so it is not chosen, and its writers fail.
+pub fn joins_running_chain(group: &str) -> Option<u64> {
+    read_queue(group, |queue| {
+        queue.chain.is_open().then(|| queue.chain.epoch())
+    })
+    .flatten()
+}
+
+/// Round `round` of `group` is about to be recorded as learned here (before its row can commit):
+/// past the chain's tip, and none of its batches in flight, it holds a value the chain's writers
+/// would not see, so the chain breaks.
+pub fn round_learned(group: &str, round: u64) {
+    let outside = |queue: &GroupQueue| {
+        queue.chain.is_open()
+            && round > queue.chain.span().1
+            && !queue.flights.iter().any(|f| f.active && f.round == round)
+    };
+    if read_queue(group, outside).unwrap_or(false) {
+        with_existing_queue(group, |queue| {
+            if outside(queue) {
+                queue.chain.break_off();
+            }
+        });
+    }
+}
+
+/// Runs `f` on the queue of `group` under the table's exclusive lock, if the group has one.
+fn with_existing_queue(group: &str, f: impl FnOnce(&mut GroupQueue)) {
+    if !READY.load(Ordering::Relaxed) {
+        return;
+    }
+    let key = round_claims::group_key(group);
+    let mut table = TABLE.exclusive();
+    let index = round_claims::probe(GROUPS, key, |s| table.groups[s].group);
+    let queue = &mut table.groups[index];
+    if queue.group == key {
+        f(queue);
+    }
 }
 
 /// Where a batched write was chosen: its round and its place in the batch.

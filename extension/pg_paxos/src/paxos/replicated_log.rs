@@ -682,6 +682,12 @@ impl ReplicatedLog {
         if leadership::current(group_id).is_none() {
             return Ok(None);
         }
+        // The common case under load: the chain runs and holds, and the lock is free to share.
+        if batching::chain_runs(group_id) && store::try_lock_writers_shared(group_id) {
+            if let Some(epoch) = batching::joins_running_chain(group_id) {
+                return Ok(Some(epoch));
+            }
+        }
         let covered = |state: &store::ReadState| -> Result<Option<u64>> {
             apply::refuse_diverged(group_id, state.diverged.clone())?;
             if !leadership::holds(group_id, state.range_promise.as_ref()) {
