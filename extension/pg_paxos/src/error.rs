@@ -54,6 +54,18 @@ pub enum PaxosError {
         message: String,
         hint: &'static str,
     },
+    /// A round at or before the group's compaction point here: its value and votes are gone.
+    Compacted {
+        group: String,
+        round: u64,
+        through: u64,
+    },
+    /// Compaction needs an answer from every member (each must have applied what goes).
+    CompactionIncomplete {
+        group: String,
+        member: String,
+        cause: String,
+    },
     /// A table to replicate is missing on a member, or differs there.
     TableMismatch {
         member: String,
@@ -177,7 +189,9 @@ impl PaxosError {
             PaxosError::Model(ModelError::InvalidName { .. }) => ERRCODE_INVALID_NAME,
             PaxosError::Model(ModelError::NameTooLong { .. }) => ERRCODE_NAME_TOO_LONG,
             PaxosError::Model(ModelError::BadConnectionString { .. })
-            | PaxosError::InvalidArgument { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+            | PaxosError::InvalidArgument { .. }
+            | PaxosError::Compacted { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+            PaxosError::CompactionIncomplete { .. } => ERRCODE_CONNECTION_FAILURE,
             PaxosError::Model(ModelError::UnknownValueKind(_) | ModelError::MalformedEntry(_))
             | PaxosError::Diverged { .. } => ERRCODE_DATA_CORRUPTED,
             PaxosError::TableMismatch { missing: true, .. } => ERRCODE_UNDEFINED_TABLE,
@@ -233,6 +247,12 @@ impl PaxosError {
                 "Run paxos_join_group() again on this node: it is idempotent and finishes the join."
             }
             PaxosError::InvalidArgument { hint, .. } => hint,
+            PaxosError::Compacted { .. } => {
+                "paxos_compact_log() removed the values of the rounds every member had applied; only later rounds can be read."
+            }
+            PaxosError::CompactionIncomplete { .. } => {
+                "Every member must answer: start the missing member or remove it with paxos_remove_host(), then compact again. Members that answered may have compacted already, which is safe."
+            }
             PaxosError::Remote { .. } => {
                 "Check that the member runs and has the pg_paxos extension in that database."
             }
@@ -290,6 +310,22 @@ impl fmt::Display for PaxosError {
             PaxosError::DuplicateGroup { group } => {
                 write!(f, "paxos group {group:?} already exists on this node")
             }
+            PaxosError::Compacted {
+                group,
+                round,
+                through,
+            } => write!(
+                f,
+                "round {round} of paxos group {group:?} was compacted (rounds through {through} are gone on this node)"
+            ),
+            PaxosError::CompactionIncomplete {
+                group,
+                member,
+                cause,
+            } => write!(
+                f,
+                "could not compact the log of paxos group {group:?}: member {member} did not answer ({cause})"
+            ),
             PaxosError::NoMajority {
                 group,
                 action,

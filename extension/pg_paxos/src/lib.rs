@@ -44,7 +44,9 @@ CREATE TABLE paxos.groups (
     applied_round bigint NOT NULL DEFAULT 0,
     -- Set when an entry failed here: the group is not applied until it is repaired.
     diverged_round bigint,
-    diverged_error text
+    diverged_error text,
+    -- Rounds through this one were compacted here: their values and votes are gone.
+    compacted_through bigint NOT NULL DEFAULT 0
 );
 
 -- Tables whose writes go through the log of a group, registered when their entry is applied.
@@ -126,6 +128,7 @@ REVOKE EXECUTE ON FUNCTION paxos_leave_group(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION paxos_add_host(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION paxos_remove_host(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION paxos_replicate_table(text, regclass) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION paxos_compact_log(text) FROM PUBLIC;
 "#,
     name = "privileges",
     finalize

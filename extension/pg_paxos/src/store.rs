@@ -688,6 +688,80 @@ pub fn lock_acceptor(group_id: &str, range_prepare: bool) -> Result<()> {
     execute(sql, &[ACCEPTOR_LOCK_SPACE.into(), key.into()])
 }
 
+const ACCEPTOR_STATE: Sql = Sql {
+    text: "SELECT r.from_round, r.promised_num, r.promised_by,
+                  (SELECT g.compacted_through FROM paxos.groups g WHERE g.group_id = $1)
+           FROM (VALUES (1)) AS one
+           LEFT JOIN paxos.range_promises r ON r.group_id = $1",
+    args: &[TEXT],
+};
+
+/// What this node's acceptor rules need besides a slot: its range promise, and the round through
+/// which the group was compacted here (0: never; also for a group this node left).
+pub fn acceptor_state(group_id: &str) -> Result<(Option<RangePromise>, u64)> {
+    query(&ACCEPTOR_STATE, &[group_id.into()], |table| {
+        let mut out = (None, 0);
+        for row in table {
+            let ballot = ballot(row.get::<i64>(2)?, row.get::<String>(3)?);
+            out.0 = ballot
+                .zip(row.get::<i64>(1)?)
+                .map(|(ballot, from)| RangePromise {
+                    from: from.max(0) as u64,
+                    ballot,
+                });
+            out.1 = to_round(row.get::<i64>(4)?);
+        }
+        Ok(out)
+    })
+}
+
+const COMPACTED_THROUGH: Sql = Sql {
+    text: "SELECT compacted_through FROM paxos.groups WHERE group_id = $1",
+    args: &[TEXT],
+};
+
+/// The round through which `group_id` was compacted here (0: never).
+pub fn compacted_through(group_id: &str) -> Result<u64> {
+    Ok(to_round(first_value::<i64>(
+        &COMPACTED_THROUGH,
+        &[group_id.into()],
+    )?))
+}
+
+const COMPACT_LOG: Sql = Sql {
+    text: "DELETE FROM paxos.log WHERE group_id = $1 AND round > 0 AND round < $2
+             AND value_kind NOT IN ('add_host', 'remove_host')",
+    args: &[TEXT, INT8],
+};
+const COMPACT_SLOTS: Sql = Sql {
+    text: "DELETE FROM paxos.acceptor_slots WHERE group_id = $1 AND round < $2",
+    args: &[TEXT, INT8],
+};
+const MARK_COMPACTED: Sql = Sql {
+    text: "UPDATE paxos.groups SET compacted_through = greatest(compacted_through, $2)
+           WHERE group_id = $1 RETURNING compacted_through",
+    args: &[TEXT, INT8],
+};
+
+/// Marks `group_id` compacted through `through` here, for a node that copied a compacted log.
+pub fn mark_compacted(group_id: &str, through: u64) -> Result<()> {
+    first_value::<i64>(&MARK_COMPACTED, &[group_id.into(), round_arg(through)]).map(|_| ())
+}
+
+/// Removes what this node keeps of the rounds before `below`: their values (except membership
+/// changes, which later memberships are computed from, and the founder's round 0) and their
+/// acceptor slots (records of batched writes go when their rounds are applied); marks the group
+/// compacted through `below - 1`.
+/// Returns the round it is compacted through now. The caller holds the applied round and the
+/// acceptor lock alone, and checked that `below` is applied here.
+pub fn compact(group_id: &str, below: u64) -> Result<u64> {
+    let args = [group_id.into(), round_arg(below)];
+    execute(&COMPACT_LOG, &args)?;
+    execute(&COMPACT_SLOTS, &args)?;
+    let mark = [group_id.into(), round_arg(below.saturating_sub(1))];
+    Ok(to_round(first_value::<i64>(&MARK_COMPACTED, &mark)?))
+}
+
 const RANGE_PROMISE: Sql = Sql {
     text: "SELECT from_round, promised_num, promised_by FROM paxos.range_promises
            WHERE group_id = $1",

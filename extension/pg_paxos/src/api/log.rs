@@ -4,6 +4,7 @@ use pgrx::prelude::*;
 
 use crate::error::{OrRaise, PaxosError, Result};
 use crate::paxos::replicated_log::{new_value, ReplicatedLog};
+use crate::store;
 use paxos_model::value::ValueKind;
 
 fn round_arg(name: &'static str, round: i64) -> Result<u64> {
@@ -31,6 +32,7 @@ fn paxos(
         let log = ReplicatedLog::open(current_group_id)?;
         let proposal = proposed_value
             .map(|v| new_value(current_proposer_id, ValueKind::Value, Some(v.to_string())));
+        refuse_compacted(current_group_id, round)?;
         log.prepare_to_propose(round)?;
         let chosen = log.decide(round, proposal.clone())?;
         let changed = proposal.is_some_and(|p| p.origin != chosen.origin);
@@ -99,4 +101,26 @@ fn paxos_apply_and_append(
         Ok(round)
     })()
     .or_raise() as i64
+}
+
+/// A round compacted here whose value is gone (membership changes keep theirs) cannot be answered.
+fn refuse_compacted(group_id: &str, round: u64) -> Result<()> {
+    let through = store::compacted_through(group_id)?;
+    if round <= through && store::learned(group_id, round)?.is_none() {
+        return Err(PaxosError::Compacted {
+            group: group_id.to_string(),
+            round,
+            through,
+        });
+    }
+    Ok(())
+}
+
+/// Compacts the group's log on every member: each applies the log through this node's highest
+/// learned round, then all drop the values and votes of the rounds before the lowest applied
+/// round among them (membership changes stay). Returns the round the group is
+/// compacted through here; `paxos()` refuses rounds through it. Every member must answer.
+#[pg_extern(volatile, parallel_unsafe)]
+fn paxos_compact_log(current_group_id: &str) -> i64 {
+    crate::paxos::compaction::compact_log(current_group_id).or_raise() as i64
 }

@@ -68,6 +68,14 @@ mod paxos {
             .or_raise() as i64
     }
 
+    /// Drops what this node keeps of the rounds before `below_round`, which it applied (a member
+    /// running `paxos_compact_log()`); returns the round it is compacted through.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn request_compact(current_group_id: &str, below_round: i64) -> i64 {
+        crate::paxos::compaction::compact_here(current_group_id, below_round.max(0) as u64)
+            .or_raise() as i64
+    }
+
     /// Lets a repaired node apply its group again (see the README on diverged nodes).
     #[pg_extern(volatile, parallel_unsafe)]
     fn resume_group(current_group_id: &str, applied_round: default!(Option<i64>, "NULL")) -> bool {

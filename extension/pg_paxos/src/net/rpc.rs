@@ -27,6 +27,7 @@ pub const STATUS: &str =
 pub const IDENTITY: &str = "SELECT paxos.node_identity()";
 pub const TABLE_COLUMNS: &str = "SELECT paxos.table_columns($1)";
 pub const APPLY_THROUGH: &str = "SELECT paxos.request_apply($1, $2)";
+pub const COMPACT: &str = "SELECT paxos.request_compact($1, $2)";
 pub const TABLES_SNAPSHOT: &str = "SELECT applied_round, table_name, columns, rows
                                    FROM paxos.request_tables_snapshot($1, $2)";
 pub const ADMIT: &str = "SELECT paxos.admit_member($1, $2)";

@@ -34,13 +34,18 @@ impl ReplyRow {
 /// Applies `rule` to the slot of `round` (its promise raised by a range promise that covers it)
 /// under a row lock and persists its result. A concurrent first request for the same round may win
 /// the insert; the rule then runs again on its row. The caller holds the acceptor lock shared
-/// (see `store::lock_acceptor`).
+/// (see `store::lock_acceptor`), so a compaction is either seen here or waits for this request.
+///
+/// A compacted round is refused: its slot is gone, and a fresh one would let a proposer (a node
+/// restored from an old backup, a `paxos()` call) get another value chosen in a round whose value
+/// every member applied.
 fn with_slot<R>(
     group_id: &str,
     round: u64,
     rule: impl Fn(&SlotState<LogValue>) -> (Option<SlotState<LogValue>>, R),
 ) -> Result<R> {
-    let range = store::range_promise(group_id)?;
+    let (range, compacted) = store::acceptor_state(group_id)?;
+    refuse_compacted(group_id, round, compacted)?;
     for _ in 0..2 {
         let existing = store::lock_slot(group_id, round)?;
         let slot = existing
@@ -124,9 +129,21 @@ pub enum RangeReply {
     Refused(Ballot),
 }
 
+fn refuse_compacted(group_id: &str, round: u64, compacted: u64) -> Result<()> {
+    if round <= compacted {
+        return Err(PaxosError::Compacted {
+            group: group_id.to_string(),
+            round,
+            through: compacted,
+        });
+    }
+    Ok(())
+}
+
 /// Phase 1b for every round from `from` on (a leader's campaign).
 pub fn prepare_range(group_id: &str, from: u64, ballot: Ballot) -> Result<RangeReply> {
     store::lock_acceptor(group_id, true)?;
+    refuse_compacted(group_id, from, store::compacted_through(group_id)?)?;
     if let Err(holder) = lease::admit_phase1(group_id, &ballot, u64::MAX) {
         return Ok(RangeReply::Refused(holder));
     }

@@ -207,12 +207,20 @@ pub fn join(group_id: &str, existing: &str, own: &str) -> Result<u64> {
             group: group_id.to_string(),
         });
     }
+    let mut copied = std::collections::BTreeSet::new();
     for row in &rows {
         let at: i64 = row.try_get(0).map_err(|e| half_joined(e.to_string()))?;
         let value = rpc::value_from_row(row, 1)
             .map_err(|e| half_joined(e.message().to_string()))?
             .ok_or_else(|| half_joined(format!("round {at} came without a value")))?;
         store::record_learned(group_id, at.max(0) as u64, &value)?;
+        copied.insert(at.max(0) as u64);
+    }
+    // Rounds the member compacted are missing from the copy: this node refuses them as well.
+    if (copied.range(1..=applied).count() as u64) < applied {
+        if let Some(missing) = (1..=applied).rev().find(|r| !copied.contains(r)) {
+            store::mark_compacted(group_id, missing)?;
+        }
     }
     if store::learned(group_id, applied)?.is_none() {
         return Err(half_joined(format!(

@@ -4,6 +4,7 @@
 pub mod acceptor;
 pub mod apply;
 pub mod batching;
+pub mod compaction;
 pub mod forwarding;
 pub mod group;
 pub mod leadership;

@@ -1,0 +1,207 @@
+//! Log compaction on real local clusters: `paxos_compact_log()` drops, on every member, the values
+//! and votes of the rounds every member applied (membership changes stay);
+//! those rounds are refused afterwards, by `paxos()` and by every acceptor; writes, strong reads
+//! and joins go on as before; and a member that does not answer stops the compaction before
+//! anything is dropped.
+
+use pg_paxos_tests::{bounded, count, message, sqlstate, Cluster};
+use tokio_postgres::Client;
+
+const TABLE: &str = "CREATE TABLE items (id int PRIMARY KEY, v text)";
+
+/// A group `g` of nodes 1 to 3 replicating `items`; node 4 (if any) has the table but no group.
+async fn three_members(name: &str, size: usize) -> Cluster {
+    let cluster = Cluster::with_schema(name, size, TABLE).await;
+    cluster.create_group("g", &cluster.conninfo(1)).await;
+    cluster.join("g", 2, 1).await;
+    cluster.join("g", 3, 1).await;
+    cluster.replicate("g", "items").await;
+    cluster
+}
+
+/// Inserts `ids` on node `c` one transaction each (batched on the leader), appends a log value,
+/// then runs one transaction that updates and deletes (a round of its own, after the value's);
+/// returns the value's round.
+async fn write_some(c: &Client, ids: std::ops::Range<i32>, label: &str) -> i64 {
+    for id in ids.clone() {
+        c.execute("INSERT INTO items VALUES ($1, $2)", &[&id, &label])
+            .await
+            .unwrap();
+    }
+    let appended = c
+        .query_one("SELECT paxos_append('test', 'g', $1)", &[&label])
+        .await
+        .unwrap()
+        .get(0);
+    c.batch_execute(&format!(
+        "BEGIN; UPDATE items SET v = v || '+' WHERE id = {}; DELETE FROM items WHERE id = {}; COMMIT;",
+        ids.start,
+        ids.end - 1
+    ))
+    .await
+    .unwrap();
+    appended
+}
+
+/// What node `c` still keeps of rounds 1 through `through` of `g`: log values other than
+/// membership changes, and acceptor slots.
+async fn kept_through(c: &Client, through: i64) -> (i64, i64) {
+    let values = format!(
+        "SELECT count(*) FROM paxos.log WHERE group_id = 'g' AND round BETWEEN 1 AND {through}
+         AND value_kind NOT IN ('add_host', 'remove_host')"
+    );
+    let slots = format!(
+        "SELECT count(*) FROM paxos.acceptor_slots WHERE group_id = 'g' AND round <= {through}"
+    );
+    (count(c, &values).await, count(c, &slots).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_drops_what_every_member_applied_and_refuses_those_rounds() {
+    bounded(async {
+        let cluster = three_members("compact", 3).await;
+        let c1 = cluster.client(1).await;
+        let appended = write_some(&c1, 1..6, "old").await;
+        let before = kept_through(&c1, appended).await;
+        assert!(before.0 > 0 && before.1 > 0, "{before:?}");
+
+        let through = count(&c1, "SELECT paxos_compact_log('g')").await;
+        assert!(through >= appended, "through {through}, appended in {appended}");
+        for n in cluster.nodes() {
+            let c = cluster.client(n).await;
+            assert_eq!(kept_through(&c, through).await, (0, 0), "node {n}");
+            let marked = count(
+                &c,
+                "SELECT compacted_through FROM paxos.groups WHERE group_id = 'g'",
+            )
+            .await;
+            assert_eq!(marked, through, "node {n}");
+            // Neither read nor overwritten: the value is gone, and no new one may be chosen.
+            for sql in [
+                "SELECT accepted_value FROM paxos('reader', 'g', $1)",
+                "SELECT accepted_value FROM paxos('writer', 'g', $1, 'new')",
+            ] {
+                let e = c.query_one(sql, &[&appended]).await.unwrap_err();
+                assert_eq!(sqlstate(&e), "22023", "node {n}: {e:?}");
+                assert!(message(&e).contains("was compacted"), "node {n}: {e:?}");
+            }
+            // A proposer elsewhere (say, a node restored from an old backup) is refused too.
+            let e = c
+                .query_one(
+                    "SELECT status FROM paxos.request_accept('g', $1, 1000000, 'old-node', 'x', 'value', 'new')",
+                    &[&appended],
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(sqlstate(&e), "22023", "node {n}: {e:?}");
+        }
+
+        // Everything goes on: writes, strong reads on every node, the log's own API.
+        let later = write_some(&c1, 10..15, "new").await;
+        let value: String = c1
+            .query_one("SELECT accepted_value FROM paxos('reader', 'g', $1)", &[&later])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(value, "new");
+        for n in cluster.nodes() {
+            let c = cluster.client(n).await;
+            assert_eq!(count(&c, "SELECT count(*) FROM items").await, 8, "node {n}");
+        }
+        cluster.assert_same_rows("items").await;
+
+        // Again: nothing new is applied everywhere below the old point, then the point moves on.
+        let again = count(&c1, "SELECT paxos_compact_log('g')").await;
+        assert!(again >= later, "again {again}, later {later}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_after_compaction_copies_the_tables_and_goes_on_from_there() {
+    bounded(async {
+        let cluster = three_members("compact_join", 4).await;
+        let c1 = cluster.client(1).await;
+        write_some(&c1, 1..6, "old").await;
+        let through = count(&c1, "SELECT paxos_compact_log('g')").await;
+        assert!(through > 0);
+
+        cluster.join("g", 4, 2).await;
+        let c4 = cluster.client(4).await;
+        assert_eq!(count(&c4, "SELECT count(*) FROM items").await, 4);
+        // The copied log lacks the compacted rounds: the new node refuses them as well.
+        let marked = count(
+            &c4,
+            "SELECT compacted_through FROM paxos.groups WHERE group_id = 'g'",
+        )
+        .await;
+        assert_eq!(marked, through);
+        let later = write_some(&c4, 20..25, "from node 4").await;
+        let value: String = c1
+            .query_one(
+                "SELECT accepted_value FROM paxos('reader', 'g', $1)",
+                &[&later],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(value, "from node 4");
+        cluster.assert_same_rows("items").await;
+        let members = count(
+            &c4,
+            "SELECT count(*) FROM paxos_status('g') WHERE reachable",
+        )
+        .await;
+        assert_eq!(members, 4, "membership survives compaction");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_needs_every_member_and_drops_nothing_without_one() {
+    bounded(async {
+        let cluster = three_members("compact_down", 3).await;
+        let c1 = cluster.client(1).await;
+        let appended = write_some(&c1, 1..4, "kept").await;
+        cluster.stop(3);
+        let e = c1
+            .query_one("SELECT paxos_compact_log('g')", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "08006", "{e:?}");
+        let text = message(&e);
+        assert!(
+            text.contains(&format!("port={}", cluster.port(3))),
+            "{text}"
+        );
+        assert!(!text.contains("password"), "{text}");
+        for n in [1, 2] {
+            let c = cluster.client(n).await;
+            let marked = count(
+                &c,
+                "SELECT compacted_through FROM paxos.groups WHERE group_id = 'g'",
+            )
+            .await;
+            assert_eq!(marked, 0, "node {n}");
+            let value: String = c
+                .query_one(
+                    "SELECT accepted_value FROM paxos('reader', 'g', $1)",
+                    &[&appended],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(value, "kept", "node {n}");
+        }
+        // A non-superuser may not compact.
+        c1.batch_execute("CREATE ROLE plain LOGIN; SET ROLE plain")
+            .await
+            .unwrap();
+        let e = c1
+            .query_one("SELECT paxos_compact_log('g')", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    })
+    .await;
+}
