@@ -194,6 +194,10 @@ fn the_examples_are_valid_resources() {
         serde_yaml::from_str(&std::fs::read_to_string(examples.join("paxosgroup.yaml")).unwrap())
             .unwrap();
     assert_eq!(group.spec.members, 3);
+    assert_eq!(
+        group.spec.log_compaction.map(|c| c.interval_seconds),
+        Some(3600)
+    );
     let table: pg_paxos_operator::crd::ReplicatedTable = serde_yaml::from_str(
         &std::fs::read_to_string(examples.join("replicatedtable.yaml")).unwrap(),
     )

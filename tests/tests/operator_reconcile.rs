@@ -399,3 +399,58 @@ async fn failures_set_degraded_with_an_event_and_requeue() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_group_compacts_its_log_on_schedule_and_reports_the_round() {
+    bounded(async {
+        let cluster = Cluster::new("op_compact", 3);
+        let (client, fake, ctx) = formed_group(&cluster, 3).await;
+        assert!(
+            status(&fake)["compactedThroughRound"].is_null(),
+            "no schedule, no compaction"
+        );
+        fake.edit(NS, "paxosgroups", "shop", |g| {
+            g["spec"]["logCompaction"] = json!({ "intervalSeconds": 3600 });
+        });
+        let c1 = cluster.client(1).await;
+        let append = "SELECT paxos_append('test', 'shop', 'v')";
+        let first: i64 = c1.query_one(append, &[]).await.unwrap().get(0);
+        c1.query_one(append, &[]).await.unwrap();
+
+        reconcile(&client, &ctx).await.unwrap();
+        let s = status(&fake);
+        let through = s["compactedThroughRound"].as_i64().expect("compacted");
+        assert!(through >= first, "through {through}, appended in {first}");
+        let at = s["lastCompactionTime"].clone();
+        assert!(at.is_string(), "{s}");
+        assert!(fake.event_reasons(NS).contains(&"LogCompacted".to_string()));
+        let marked: i64 = c1
+            .query_one(
+                "SELECT compacted_through FROM paxos.groups WHERE group_id = 'shop'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(marked, through);
+
+        // Not due again within the interval: the status keeps the last compaction.
+        let later: i64 = c1.query_one(append, &[]).await.unwrap().get(0);
+        c1.query_one(append, &[]).await.unwrap();
+        reconcile(&client, &ctx).await.unwrap();
+        let s = status(&fake);
+        assert_eq!(s["compactedThroughRound"].as_i64(), Some(through));
+        assert_eq!(s["lastCompactionTime"], at);
+
+        // Once the interval has passed, the next pass compacts further.
+        fake.edit(NS, "paxosgroups", "shop", |g| {
+            g["status"]["lastCompactionTime"] = json!("2020-01-01T00:00:00Z");
+        });
+        reconcile(&client, &ctx).await.unwrap();
+        let again = status(&fake)["compactedThroughRound"]
+            .as_i64()
+            .expect("compacted");
+        assert!(again >= later, "again {again}, appended in {later}");
+    })
+    .await;
+}

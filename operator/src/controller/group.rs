@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use super::compaction;
 use super::conditions::condition;
 use super::metrics::Kind;
 use super::{apply_status, Context, MANAGER};
@@ -254,7 +255,7 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
         Phase::Scaling => "MembersLeaving",
         _ => "MembersJoining",
     };
-    let status = status(
+    let mut status = status(
         group,
         &names,
         joined_ready,
@@ -263,6 +264,14 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
         phase,
         reason,
     );
+    if phase == Phase::Ready {
+        if let Some((round, at)) =
+            compaction::run_if_due(group, ctx, &first_client, &first, &names.group).await
+        {
+            status.compacted_through_round = Some(round);
+            status.last_compaction_time = Some(at);
+        }
+    }
     apply_status(ctx, group, status).await?;
     Ok(Action::requeue(if phase == Phase::Ready {
         Duration::from_secs(30)
@@ -390,6 +399,11 @@ fn status(
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
     let generation = group.metadata.generation;
+    let compaction = group
+        .status
+        .as_ref()
+        .map(|s| (s.compacted_through_round, s.last_compaction_time.clone()));
+    let (compacted_through_round, last_compaction_time) = compaction.unwrap_or_default();
     let wanted = group.spec.members;
     let joined = members
         .iter()
@@ -422,6 +436,8 @@ fn status(
             ),
             condition(&previous, "Degraded", false, reason, "", generation),
         ],
+        compacted_through_round,
+        last_compaction_time,
     }
 }
 

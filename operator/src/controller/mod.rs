@@ -1,6 +1,7 @@
 //! The reconcilers, in the shape of kube-rs's controller-rs: one per resource, sharing a
 //! [`Context`]; status by server-side apply; events for every step; metrics.
 
+pub mod compaction;
 pub mod conditions;
 pub mod context;
 pub mod group;

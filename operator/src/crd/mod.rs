@@ -5,7 +5,7 @@ mod paxos_group;
 mod replicated_table;
 
 pub use paxos_group::{
-    MemberStatus, PaxosGroup, PaxosGroupSpec, PaxosGroupStatus, Phase, StorageSpec,
+    LogCompaction, MemberStatus, PaxosGroup, PaxosGroupSpec, PaxosGroupStatus, Phase, StorageSpec,
 };
 pub use replicated_table::{ReplicatedTable, ReplicatedTableSpec, ReplicatedTableStatus};
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,19 @@ pub struct PaxosGroupSpec {
     /// `pg_paxos.node_id`, `listen_addresses`) are set by the operator.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub postgres_parameters: BTreeMap<String, String>,
+    /// Compacts the group's log (`paxos_compact_log`) this often while the group is Ready: every
+    /// member drops the values and votes of the rounds all members applied. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_compaction: Option<LogCompaction>,
+}
+
+/// When the operator compacts a group's log.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogCompaction {
+    /// Seconds between two compactions.
+    #[schemars(range(min = 60))]
+    pub interval_seconds: i64,
 }
 
 /// Persistent volume of one member.
@@ -131,6 +144,12 @@ pub struct PaxosGroupStatus {
     /// `Ready`, `MembersJoined` and `Degraded`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// The round the log was last compacted through (see `spec.logCompaction`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compacted_through_round: Option<i64>,
+    /// When the operator last compacted the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_compaction_time: Option<Time>,
 }
 
 /// One member as last seen.

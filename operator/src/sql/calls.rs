@@ -20,6 +20,8 @@ pub const REMOVE_HOST: &str = "SELECT paxos_remove_host($1::text, $2::text)";
 
 pub const MAX_ROUND: &str = "SELECT paxos_max_group_round($1::text)";
 
+pub const COMPACT_LOG: &str = "SELECT paxos_compact_log($1::text)";
+
 pub const MEMBERS: &str = "SELECT member, is_self, reachable, node_id, applied_round \
      FROM paxos_status($1::text)";
 

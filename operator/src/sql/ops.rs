@@ -163,6 +163,16 @@ pub async fn ensure_replicated(
     Ok(Outcome::Done)
 }
 
+/// Compacts `group`'s log through `member` (every member must answer); returns the round the
+/// log is compacted through.
+pub async fn compact_log(client: &Client, member: &Member, group: &str) -> Result<i64> {
+    let row = client
+        .query_one(calls::COMPACT_LOG, &[&group])
+        .await
+        .map_err(failed(member, "compact the log"))?;
+    Ok(row.get(0))
+}
+
 /// A group as one member sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupObservation {
