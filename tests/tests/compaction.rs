@@ -56,6 +56,26 @@ async fn kept_through(c: &Client, through: i64) -> (i64, i64) {
     (count(c, &values).await, count(c, &slots).await)
 }
 
+/// The round through which node `c` compacted group `g`.
+async fn compacted_through(c: &Client) -> i64 {
+    count(
+        c,
+        "SELECT compacted_through FROM paxos.groups WHERE group_id = 'g'",
+    )
+    .await
+}
+
+/// The value `paxos()` reads for `round` of `g` on node `c`.
+async fn value_of(c: &Client, round: i64) -> String {
+    c.query_one(
+        "SELECT accepted_value FROM paxos('reader', 'g', $1)",
+        &[&round],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("round {round}: {e:?}"))
+    .get(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_drops_what_every_member_applied_and_refuses_those_rounds() {
     bounded(async {
@@ -70,12 +90,7 @@ async fn compaction_drops_what_every_member_applied_and_refuses_those_rounds() {
         for n in cluster.nodes() {
             let c = cluster.client(n).await;
             assert_eq!(kept_through(&c, through).await, (0, 0), "node {n}");
-            let marked = count(
-                &c,
-                "SELECT compacted_through FROM paxos.groups WHERE group_id = 'g'",
-            )
-            .await;
-            assert_eq!(marked, through, "node {n}");
+            assert_eq!(compacted_through(&c).await, through, "node {n}");
             // Neither read nor overwritten: the value is gone, and no new one may be chosen.
             for sql in [
                 "SELECT accepted_value FROM paxos('reader', 'g', $1)",
@@ -98,11 +113,7 @@ async fn compaction_drops_what_every_member_applied_and_refuses_those_rounds() {
 
         // Everything goes on: writes, strong reads on every node, the log's own API.
         let later = write_some(&c1, 10..15, "new").await;
-        let value: String = c1
-            .query_one("SELECT accepted_value FROM paxos('reader', 'g', $1)", &[&later])
-            .await
-            .unwrap()
-            .get(0);
+        let value = value_of(&c1, later).await;
         assert_eq!(value, "new");
         for n in cluster.nodes() {
             let c = cluster.client(n).await;
@@ -130,21 +141,9 @@ async fn a_node_joining_after_compaction_copies_the_tables_and_goes_on_from_ther
         let c4 = cluster.client(4).await;
         assert_eq!(count(&c4, "SELECT count(*) FROM items").await, 4);
         // The copied log lacks the compacted rounds: the new node refuses them as well.
-        let marked = count(
-            &c4,
-            "SELECT compacted_through FROM paxos.groups WHERE group_id = 'g'",
-        )
-        .await;
-        assert_eq!(marked, through);
+        assert_eq!(compacted_through(&c4).await, through);
         let later = write_some(&c4, 20..25, "from node 4").await;
-        let value: String = c1
-            .query_one(
-                "SELECT accepted_value FROM paxos('reader', 'g', $1)",
-                &[&later],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let value = value_of(&c1, later).await;
         assert_eq!(value, "from node 4");
         cluster.assert_same_rows("items").await;
         let members = count(
@@ -177,20 +176,8 @@ async fn compaction_needs_every_member_and_drops_nothing_without_one() {
         assert!(!text.contains("password"), "{text}");
         for n in [1, 2] {
             let c = cluster.client(n).await;
-            let marked = count(
-                &c,
-                "SELECT compacted_through FROM paxos.groups WHERE group_id = 'g'",
-            )
-            .await;
-            assert_eq!(marked, 0, "node {n}");
-            let value: String = c
-                .query_one(
-                    "SELECT accepted_value FROM paxos('reader', 'g', $1)",
-                    &[&appended],
-                )
-                .await
-                .unwrap()
-                .get(0);
+            assert_eq!(compacted_through(&c).await, 0, "node {n}");
+            let value = value_of(&c, appended).await;
             assert_eq!(value, "kept", "node {n}");
         }
         // A non-superuser may not compact.
