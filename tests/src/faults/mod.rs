@@ -3,6 +3,7 @@
 //! `scripts/faults.sh` runs it; see the README.
 
 pub mod checks;
+pub mod compactor;
 pub mod history;
 pub mod linearizability;
 pub mod nemesis;
@@ -160,6 +161,13 @@ pub async fn run(settings: &Settings) -> Summary {
         }
     }
 
+    // Its own random stream: each seed's fault schedule stays what it was without it.
+    let compactor = tokio::spawn(compactor::run(
+        (1..=settings.members).map(|n| cluster.port(n)).collect(),
+        settings.seed ^ 0xc0_4ac7,
+        until,
+    ));
+
     // The schedule: a fault, held, healed; the time until writes resume is measured.
     let mut group = Group {
         cluster: &cluster,
@@ -202,6 +210,7 @@ pub async fn run(settings: &Settings) -> Summary {
     for c in clients {
         let _ = c.await;
     }
+    let compactions = compactor.await.unwrap_or_default();
     group.heal();
 
     // Convergence: every node applies through the same round and holds the same rows and log.
@@ -264,9 +273,10 @@ pub async fn run(settings: &Settings) -> Summary {
         );
     }
     let _ = writeln!(text, "final round {} on every node", state.round);
+    let _ = writeln!(text, "{}", compactions.summary());
     let _ = writeln!(
         text,
-        "batches proposed behind one in flight: {pipelined}, of them void: {void}"
+        "batches proposed behind one in flight (in node 1's log after compaction): {pipelined}, of them void: {void}"
     );
     if !settings.lease.is_zero() {
         let _ = writeln!(text, "strong reads under a leader lease: {lease_reads}");
@@ -405,6 +415,19 @@ async fn converge(cluster: &Cluster, nodes: usize) -> FinalState {
             .map(|r| r.get(0))
             .unwrap_or(-1);
         applied_rounds.push((node, applied));
+        let compacted: i64 = c
+            .query_one(
+                "SELECT compacted_through FROM paxos.groups WHERE group_id = 'g'",
+                &[],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(-1);
+        if compacted > applied {
+            anomalies.push(format!(
+                "node {node} compacted through round {compacted} but applied only through {applied}"
+            ));
+        }
         let sum: String = c
             .query_one(
                 "SELECT md5(coalesce(string_agg(id || ':' || node, ',' ORDER BY id), '')) || '/' ||

@@ -17,7 +17,7 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
 pub const SCHEMA: &str = "CREATE TABLE uniq (id text PRIMARY KEY, node int NOT NULL);
      CREATE TABLE reg (k int PRIMARY KEY, v bigint NOT NULL);";
 
-async fn connect(port: u16) -> Option<Client> {
+pub(super) async fn connect(port: u16) -> Option<Client> {
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")
