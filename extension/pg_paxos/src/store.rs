@@ -499,13 +499,18 @@ pub fn highest_learned(group_id: &str) -> Result<u64> {
 }
 
 const UNLEARNED: Sql = Sql {
-    text: "SELECT r FROM generate_series($2::bigint, $3::bigint) AS r
+    text: "SELECT r FROM generate_series(
+             greatest($2::bigint, coalesce((SELECT compacted_through FROM paxos.groups
+                                            WHERE group_id = $1), 0) + 1),
+             $3::bigint) AS r
            WHERE NOT EXISTS (SELECT 1 FROM paxos.log WHERE group_id = $1 AND round = r)
            ORDER BY r",
     args: &[TEXT, INT8, INT8],
 };
 
-/// Rounds in `from..=to` whose value this node does not know yet, ascending.
+/// Rounds in `from..=to` whose value this node does not know yet, ascending. Compacted rounds are
+/// not among them: this node applied them before it dropped their values (a caller that read the
+/// applied round before a compaction would otherwise try to learn them, and be refused).
 pub fn unlearned_rounds(group_id: &str, from: u64, to: u64) -> Result<Vec<u64>> {
     if from > to {
         return Ok(Vec::new());
