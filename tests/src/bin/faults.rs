@@ -1,5 +1,5 @@
 //! The fault suite's command: `faults [--seed N] [--members 3] [--seconds 60] [--clients 4]
-//! [--lease-ms 0] [--forward-writes on] [--batches-in-flight 2] [--out DIR]`. Exits 1 when a run found anomalies; the evidence is kept under DIR.
+//! [--lease-ms 0] [--forward-writes on] [--batches-in-flight 2] [--compact off] [--out DIR]`. Exits 1 when a run found anomalies; the evidence is kept under DIR.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +19,7 @@ fn main() {
         lease: Duration::ZERO,
         forward_writes: true,
         batches_in_flight: 2,
+        compact: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -35,16 +36,8 @@ fn main() {
             "--seconds" => settings.duration = Duration::from_secs(number()),
             "--clients" => settings.clients_per_node = number() as usize,
             "--lease-ms" => settings.lease = Duration::from_millis(number()),
-            "--forward-writes" => {
-                settings.forward_writes = match value {
-                    "on" => true,
-                    "off" => false,
-                    _ => {
-                        eprintln!("--forward-writes needs on or off, got {value:?}");
-                        std::process::exit(2)
-                    }
-                }
-            }
+            "--forward-writes" => settings.forward_writes = on_off(&pair[0], value),
+            "--compact" => settings.compact = on_off(&pair[0], value),
             "--batches-in-flight" => settings.batches_in_flight = number(),
             "--out" => settings.out = PathBuf::from(value),
             other => {
@@ -62,7 +55,7 @@ fn main() {
     print!("{}", summary.text);
     if !summary.anomalies.is_empty() {
         println!(
-            "evidence kept in {}/seed-{}; replay the schedule with: scripts/faults.sh --seed {} --members {} --seconds {} --lease-ms {} --forward-writes {} --batches-in-flight {}",
+            "evidence kept in {}/seed-{}; replay the schedule with: scripts/faults.sh --seed {} --members {} --seconds {} --lease-ms {} --forward-writes {} --batches-in-flight {} --compact {}",
             settings.out.display(),
             settings.seed,
             settings.seed,
@@ -70,8 +63,20 @@ fn main() {
             settings.duration.as_secs(),
             settings.lease.as_millis(),
             if settings.forward_writes { "on" } else { "off" },
-            settings.batches_in_flight
+            settings.batches_in_flight,
+            if settings.compact { "on" } else { "off" }
         );
         std::process::exit(1);
+    }
+}
+
+fn on_off(name: &str, value: &str) -> bool {
+    match value {
+        "on" => true,
+        "off" => false,
+        _ => {
+            eprintln!("{name} needs on or off, got {value:?}");
+            std::process::exit(2)
+        }
     }
 }
