@@ -707,13 +707,7 @@ pub fn acceptor_state(group_id: &str) -> Result<(Option<RangePromise>, u64)> {
     query(&ACCEPTOR_STATE, &[group_id.into()], |table| {
         let mut out = (None, 0);
         for row in table {
-            let ballot = ballot(row.get::<i64>(2)?, row.get::<String>(3)?);
-            out.0 = ballot
-                .zip(row.get::<i64>(1)?)
-                .map(|(ballot, from)| RangePromise {
-                    from: from.max(0) as u64,
-                    ballot,
-                });
+            out.0 = range_promise_at(&row)?;
             out.1 = to_round(row.get::<i64>(4)?);
         }
         Ok(out)
@@ -778,18 +772,20 @@ pub fn range_promise(group_id: &str) -> Result<Option<RangePromise>> {
     query(&RANGE_PROMISE, &[group_id.into()], |table| {
         let mut out = None;
         for row in table {
-            if let (Some(from), Some(ballot)) = (
-                row.get::<i64>(1)?,
-                ballot(row.get::<i64>(2)?, row.get::<String>(3)?),
-            ) {
-                out = Some(RangePromise {
-                    from: to_round(Some(from)),
-                    ballot,
-                });
-            }
+            out = range_promise_at(&row)?;
         }
         Ok(out)
     })
+}
+
+/// A range promise in columns 1 (from round), 2 and 3 (ballot) of a row, if it has one.
+fn range_promise_at(row: &SpiHeapTupleData) -> Result<Option<RangePromise>> {
+    let from = row.get::<i64>(1)?;
+    let ballot = ballot(row.get::<i64>(2)?, row.get::<String>(3)?);
+    Ok(from.zip(ballot).map(|(from, ballot)| RangePromise {
+        from: to_round(Some(from)),
+        ballot,
+    }))
 }
 
 const WRITE_RANGE_PROMISE: Sql = Sql {

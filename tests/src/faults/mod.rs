@@ -418,23 +418,15 @@ async fn converge(cluster: &Cluster, nodes: usize) -> FinalState {
             ));
             continue;
         }
-        let applied: i64 = c
+        let (applied, compacted): (i64, i64) = c
             .query_one(
-                "SELECT applied_round FROM paxos.groups WHERE group_id = 'g'",
+                "SELECT applied_round, compacted_through FROM paxos.groups WHERE group_id = 'g'",
                 &[],
             )
             .await
-            .map(|r| r.get(0))
-            .unwrap_or(-1);
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap_or((-1, -1));
         applied_rounds.push((node, applied));
-        let compacted: i64 = c
-            .query_one(
-                "SELECT compacted_through FROM paxos.groups WHERE group_id = 'g'",
-                &[],
-            )
-            .await
-            .map(|r| r.get(0))
-            .unwrap_or(-1);
         if compacted > applied {
             anomalies.push(format!(
                 "node {node} compacted through round {compacted} but applied only through {applied}"
