@@ -443,6 +443,64 @@ async fn statement_timeout_and_cancel_stop_a_waiting_call() {
     .await;
 }
 
+/// The parent and the state (`R`, `S`, `Z`, ...) of a process, from `/proc`; `None` once it is gone.
+fn process_parent_and_state(pid: i32) -> Option<(i32, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name in parentheses may hold spaces: the fields that follow start after its last ')'.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((fields.next()?.parse().ok()?, state))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_on_members_ends_when_its_postmaster_dies() {
+    bounded(async {
+        let cluster = Cluster::new("postmaster_death", 3);
+        cluster.form_group("g").await;
+        let frozen = [LinkProxy::frozen(), LinkProxy::frozen()];
+        let c1 = cluster.client(1).await;
+        for b in &frozen {
+            c1.execute("SELECT paxos_add_host('g', $1)", &[&b.conninfo()])
+                .await
+                .unwrap();
+        }
+        // As above: a round needs a frozen member, so the call waits for a minute.
+        cluster.stop(3);
+        c1.batch_execute(
+            "SET pg_paxos.connect_timeout = 60000; SET pg_paxos.round_timeout = 60000",
+        )
+        .await
+        .unwrap();
+        let pid: i32 = c1
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let (postmaster, _) = process_parent_and_state(pid).expect("the backend runs");
+        let waiting = tokio::spawn(async move { append(&c1, "p", "g", "never").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "the call did not wait");
+
+        // Only the postmaster dies, as in a crash of it alone; its backends must notice.
+        let killed = std::process::Command::new("kill")
+            .args(["-9", &postmaster.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        wait_until("the waiting backend to exit", Duration::from_secs(3), || async move {
+            !matches!(process_parent_and_state(pid), Some((_, state)) if state != 'Z')
+        })
+        .await;
+        waiting.await.unwrap().expect_err("the call cannot succeed");
+        // A backend still attached to the node's shared memory would keep it from starting.
+        cluster.start(1);
+        let c1 = cluster.client(1).await;
+        let one: i32 = c1.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_member_is_reported_once_then_skipped() {
     bounded(async {

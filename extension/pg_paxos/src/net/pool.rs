@@ -145,6 +145,22 @@ fn interrupt_pending() -> bool {
     flag(std::ptr::addr_of!(pgrx::pg_sys::InterruptPending))
 }
 
+// Not in pgrx's bindings (pmsignal.h). Every backend has the death signal set up
+// (InitPostmasterChild), so the flag is set when the postmaster may be gone.
+extern "C" {
+    static postmaster_possibly_dead: pgrx::pg_sys::sig_atomic_t;
+    fn PostmasterIsAliveInternal() -> bool;
+}
+
+/// PostgreSQL's `PostmasterIsAlive()`: a flag read, and a pipe read only once the flag is set.
+fn postmaster_alive() -> bool {
+    if !flag(std::ptr::addr_of!(postmaster_possibly_dead)) {
+        return true;
+    }
+    // SAFETY: a plain C function without arguments that reads the postmaster's pipe.
+    unsafe { PostmasterIsAliveInternal() }
+}
+
 /// An interrupt that will end the statement is waiting: a cancel (pg_cancel_backend,
 /// statement_timeout, lock_timeout) or a termination.
 fn statement_ending_interrupt() -> bool {
@@ -181,6 +197,16 @@ impl Net {
                 .block_on(async { tokio::time::timeout(INTERRUPT_POLL, fut.as_mut()).await });
             if let Ok(out) = slice {
                 return out;
+            }
+            if !postmaster_alive() {
+                // As PostgreSQL's own waits do: a backend that outlives its postmaster keeps the
+                // shared memory attached, and a restarted node would refuse to start.
+                self.cancel_all();
+                pgrx::ereport!(
+                    pgrx::PgLogLevel::FATAL,
+                    pgrx::PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN,
+                    "terminating connection due to unexpected postmaster exit"
+                );
             }
             if interrupt_pending() {
                 // Only an interrupt that ends the statement cancels what members run for us; any
