@@ -8,8 +8,8 @@
 #   scripts/faults.sh --full                          5 minutes each, new seeds (the last one with
 #                                                     forwarded inserts off)
 #   scripts/faults.sh --seed N --members M --seconds S [--lease-ms L] [--forward-writes off]
-#                     [--compact on]                  one run, e.g. to replay a failure; --compact
-#                                                     also compacts the log during the run
+#                     [--compact off]                 one run, e.g. to replay a failure; every run
+#                                                     also compacts the log unless --compact off
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ ${PG_PAXOS_SKIP_SETUP:-} == 1 ]] || bash scripts/setup.sh

@@ -217,3 +217,54 @@ async fn compactions_started_at_once_on_two_members_both_finish() {
     })
     .await;
 }
+
+/// Whether node `c` still has group `g`.
+async fn has_group(c: &Client) -> bool {
+    count(c, "SELECT count(*) FROM paxos.groups WHERE group_id = 'g'").await == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_removed_without_learning_it_leaves_cleanly_even_after_compaction() {
+    bounded(async {
+        let cluster = three_members("compact_removed", 4).await;
+        cluster.join("g", 4, 1).await;
+        let c1 = cluster.client(1).await;
+        let c4 = cluster.client(4).await;
+        write_some(&c1, 1..6, "before").await;
+        let remove = format!("SELECT paxos_remove_host('g', '{}')", cluster.conninfo(4));
+
+        // Removed by another member: its log says it is no member, so removing itself again fails,
+        // yet the members recorded the removal, so it drops the group here.
+        let removed = count(&c1, &remove).await;
+        assert_eq!(count(&c4, "SELECT paxos_leave_group('g')").await, removed);
+        assert!(!has_group(&c4).await);
+        cluster.join("g", 4, 2).await;
+        cluster.assert_same_rows("items").await;
+
+        // Removed again, and the members then compacted the rounds it lacks: it cannot follow the
+        // log any more, and leaving still works.
+        let removed = count(&c1, &remove).await;
+        write_some(&c1, 10..16, "after").await;
+        let through = count(&c1, "SELECT paxos_compact_log('g')").await;
+        assert!(through > removed, "compacted through {through}");
+        let e = c4
+            .query_one("SELECT paxos_apply_log('reader', 'g', $1)", &[&through])
+            .await
+            .unwrap_err();
+        assert!(message(&e).contains("was compacted"), "{e:?}");
+        assert_eq!(count(&c4, "SELECT paxos_leave_group('g')").await, removed);
+        assert!(!has_group(&c4).await);
+
+        // A member that leaves normally is unaffected, and a member never removed cannot drop the
+        // group by mistake: its leave is a removal through the log.
+        assert!(has_group(&c1).await);
+        cluster.join("g", 4, 3).await;
+        assert_eq!(compacted_through(&c4).await, through);
+        write_some(&c4, 30..35, "rejoined").await;
+        cluster.assert_same_rows("items").await;
+        let left = count(&c4, "SELECT paxos_leave_group('g')").await;
+        assert!(left > through);
+        assert!(!has_group(&c4).await);
+    })
+    .await;
+}

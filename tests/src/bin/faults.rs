@@ -1,5 +1,5 @@
 //! The fault suite's command: `faults [--seed N] [--members 3] [--seconds 60] [--clients 4]
-//! [--lease-ms 0] [--forward-writes on] [--batches-in-flight 2] [--compact off] [--out DIR]`. Exits 1 when a run found anomalies; the evidence is kept under DIR.
+//! [--lease-ms 0] [--forward-writes on] [--batches-in-flight 2] [--compact on] [--out DIR]`. Exits 1 when a run found anomalies; the evidence is kept under DIR.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,7 +19,7 @@ fn main() {
         lease: Duration::ZERO,
         forward_writes: true,
         batches_in_flight: 2,
-        compact: false,
+        compact: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {

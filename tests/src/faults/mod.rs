@@ -221,7 +221,7 @@ pub async fn run(settings: &Settings) -> Summary {
     group.heal();
 
     // Convergence: every node applies through the same round and holds the same rows and log.
-    let state = converge(&cluster, nodes).await;
+    let state = converge(&cluster, nodes, &proxies[nodes - 1].conninfo()).await;
     anomalies.extend(state.anomalies.iter().cloned());
     let lease_reads = lease_reads(&cluster, nodes).await;
     let (pipelined, void) = pipelined_batches(&cluster).await;
@@ -378,14 +378,28 @@ async fn lease_reads(cluster: &Cluster, nodes: usize) -> i64 {
     total
 }
 
+/// Whether node 1's view of the group, once it applied its log, has the spare as a member.
+async fn spare_is_member(first: &tokio_postgres::Client, spare_conninfo: &str) -> bool {
+    first
+        .query_one(
+            "SELECT count(*) FROM paxos_status('g') WHERE member = $1",
+            &[&spare_conninfo],
+        )
+        .await
+        .map(|r| r.get::<_, i64>(0) == 1)
+        .unwrap_or(true)
+}
+
 struct FinalState {
     round: i64,
     inserted: BTreeSet<String>,
     anomalies: Vec<String>,
 }
 
-/// Brings every node to the group's highest round and compares what they hold.
-async fn converge(cluster: &Cluster, nodes: usize) -> FinalState {
+/// Brings every node to the group's highest round and compares what they hold. The spare (node
+/// `nodes`, known to the group as `spare_conninfo`) may hold the group without being a member: its
+/// leave timed out and a later leader finished the removal. It must then be able to leave.
+async fn converge(cluster: &Cluster, nodes: usize, spare_conninfo: &str) -> FinalState {
     let mut anomalies = Vec::new();
     let first = cluster.client(1).await;
     let round: i64 = first
@@ -407,6 +421,15 @@ async fn converge(cluster: &Cluster, nodes: usize) -> FinalState {
             .map(|r| r.get(0))
             .unwrap_or(false);
         if !member {
+            continue;
+        }
+        if node == nodes && !spare_is_member(&first, spare_conninfo).await {
+            match c.query_one("SELECT paxos_leave_group('g')", &[]).await {
+                Ok(_) => println!("node {node} was removed without learning it; it left"),
+                Err(e) => anomalies.push(format!(
+                    "node {node} was removed without learning it and cannot leave: {e}"
+                )),
+            }
             continue;
         }
         if let Err(e) = c

@@ -342,6 +342,22 @@ mod paxos {
         group::node_identity().or_raise()
     }
 
+    /// The membership changes of `member` recorded in this node's log, ascending: a node that
+    /// cannot follow the log any more asks whether it was removed.
+    #[pg_extern(stable, parallel_safe)]
+    fn request_membership_changes(
+        group_id: &str,
+        member_connection_string: &str,
+    ) -> TableIterator<'static, (name!(round, i64), name!(value_kind, String))> {
+        let changes: Vec<_> = store::membership_changes(group_id, u64::MAX)
+            .or_raise()
+            .into_iter()
+            .filter(|(_, _, member)| member == member_connection_string)
+            .map(|(round, kind, _)| (round as i64, kind.as_str().to_string()))
+            .collect();
+        TableIterator::new(changes)
+    }
+
     #[pg_extern(volatile, parallel_unsafe)]
     fn admit_member(group_id: &str, member_connection_string: &str) -> i64 {
         group::admit(group_id, member_connection_string).or_raise() as i64

@@ -265,9 +265,72 @@ pub fn remove(group_id: &str, member: &str) -> Result<u64> {
     Ok(round)
 }
 
+/// Removes this node through the log. A node whose removal was chosen without it learning so (its
+/// own leave timed out and a later leader finished it, or another member removed it) cannot
+/// remove itself again: the log says it is no member, or, once the members compacted the rounds it
+/// lacks, it cannot learn them. The members' logs then tell: if they recorded its removal after
+/// its last admission, it drops the group here and returns the round of that removal.
 pub fn leave(group_id: &str) -> Result<u64> {
     let group = store::require_group(group_id)?;
-    remove(group_id, &group.self_conninfo)
+    let failure = match remove(group_id, &group.self_conninfo) {
+        Ok(round) => return Ok(round),
+        Err(e) => e,
+    };
+    match removal_recorded_by_members(group_id, &group.self_conninfo)? {
+        Some(round) => {
+            store::delete_group(group_id)?;
+            Ok(round)
+        }
+        None => Err(failure),
+    }
+}
+
+/// The round of this node's removal if it is the latest change of its membership that this node or
+/// any reachable member recorded. A recorded change was chosen, so a removal after every admission
+/// anyone recorded is final (a later admission would be recorded by this node, which copies the
+/// log when it joins).
+fn removal_recorded_by_members(group_id: &str, me: &str) -> Result<Option<u64>> {
+    let log = ReplicatedLog::open(group_id)?;
+    let mut latest = store::membership_changes(group_id, u64::MAX)?
+        .into_iter()
+        .filter(|(_, _, member)| member == me)
+        .map(|(round, kind, _)| (round, kind))
+        .next_back();
+    let others: Vec<String> = log
+        .current_members()?
+        .into_iter()
+        .filter(|m| m != me)
+        .collect();
+    let links = log.links(&others)?;
+    let net = crate::net::pool::net()?;
+    let everyone = links.len();
+    let answers = net.block_on(crate::paxos::round::gather(
+        &links,
+        rpc::MEMBERSHIP_CHANGES,
+        vec![
+            Param::Text(Some(group_id.to_string())),
+            Param::Text(Some(me.to_string())),
+        ],
+        true,
+        &|answered| answered.len() == everyone,
+        log.round_timeout(),
+    ));
+    net.emit_warnings();
+    for rows in answers.into_iter().filter_map(|(_, answer)| answer.ok()) {
+        for row in rows {
+            let (Ok(round), Ok(kind)) = (row.try_get::<_, i64>(0), row.try_get::<_, String>(1))
+            else {
+                continue;
+            };
+            let change = (round.max(0) as u64, ValueKind::parse(&kind)?);
+            if latest.as_ref().is_none_or(|(r, _)| change.0 > *r) {
+                latest = Some(change);
+            }
+        }
+    }
+    Ok(latest
+        .filter(|(_, kind)| *kind == ValueKind::RemoveHost)
+        .map(|(round, _)| round))
 }
 
 pub fn add(group_id: &str, member: &str) -> Result<u64> {
