@@ -797,3 +797,78 @@ async fn a_round_the_leader_appends_past_the_chain_breaks_it_and_later_inserts_a
     })
     .await;
 }
+
+/// Rounds of group `g` that node `c` learned but has not applied.
+async fn unapplied(c: &Client) -> i64 {
+    count(
+        c,
+        "SELECT max(round) - (SELECT applied_round FROM paxos.groups WHERE group_id = 'g')
+         FROM paxos.log WHERE group_id = 'g'",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_apply_runs_of_rounds_longer_than_one_read_of_the_log() {
+    bounded(async {
+        let cluster = Cluster::with_replicated_table("batch_stretch", 3, "g", "items", TABLE).await;
+        let c1 = cluster.client(1).await;
+        for sql in [
+            "ALTER SYSTEM SET pg_paxos.batches_in_flight = 2",
+            "SELECT pg_reload_conf()",
+        ] {
+            c1.batch_execute(sql).await.unwrap();
+        }
+        // 8 clients, 40 inserts each, plus an update and a delete now and then (rounds alone),
+        // pipelined batches among them; then 300 inserts one after the other, which node 1's
+        // commit chain leaves unapplied there.
+        let mut writers = Vec::new();
+        for w in 0..8 {
+            let c = cluster.client(1).await;
+            writers.push(tokio::spawn(async move {
+                for i in 0..40 {
+                    let id = w * 1000 + i;
+                    c.execute("INSERT INTO items VALUES ($1, 'new')", &[&id])
+                        .await
+                        .unwrap();
+                    if i % 20 == 19 {
+                        c.execute("UPDATE items SET v = 'updated' WHERE id = $1", &[&(id - 1)])
+                            .await
+                            .unwrap();
+                        c.execute("DELETE FROM items WHERE id = $1", &[&(id - 2)])
+                            .await
+                            .unwrap();
+                    }
+                }
+            }));
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        for id in 10_000..10_300 {
+            c1.execute("INSERT INTO items VALUES ($1, 'alone')", &[&id])
+                .await
+                .unwrap();
+        }
+        let behind = unapplied(&c1).await;
+        assert!(behind > 256, "node 1 has {behind} rounds to apply");
+        // Node 2 applies them all for one read; node 1 applies its own batches after a restart
+        // (its chain is gone), for its next write.
+        let c2 = cluster.client(2).await;
+        assert_eq!(count(&c2, "SELECT count(*) FROM items").await, 8 * 40 - 8 * 2 + 300);
+        assert_eq!(unapplied(&c2).await, 0);
+        cluster.run(&["restart", "1"]);
+        let c1 = cluster.client(1).await;
+        c1.execute("INSERT INTO items VALUES (-1, 'after the restart')", &[])
+            .await
+            .unwrap();
+        assert!(unapplied(&c1).await < 3);
+        assert_eq!(
+            count(&c1, "SELECT count(*) FROM paxos.batched_writes WHERE round <= (SELECT applied_round FROM paxos.groups)").await,
+            0
+        );
+        assert_eq!(count(&c1, "SELECT count(*) FROM items WHERE v = 'updated'").await, 8 * 2);
+        cluster.assert_same_rows("items").await;
+    })
+    .await;
+}

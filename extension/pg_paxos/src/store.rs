@@ -396,22 +396,6 @@ pub fn mark_batched(group_id: &str, round: u64, entry: u32) -> Result<()> {
     )
 }
 
-const BATCHED_IN: Sql = Sql {
-    text: "SELECT entry FROM paxos.batched_writes WHERE group_id = $1 AND round = $2",
-    args: &[TEXT, INT8],
-};
-
-/// The entries of the batch in `round` that took effect here already.
-pub fn batched_in(group_id: &str, round: u64) -> Result<Vec<u32>> {
-    query(&BATCHED_IN, &[group_id.into(), round_arg(round)], |table| {
-        let mut out = Vec::new();
-        for row in table {
-            out.extend(row.get::<i32>(1)?.map(|e| e.max(0) as u32));
-        }
-        Ok(out)
-    })
-}
-
 const HIGHEST_BATCHED: Sql = Sql {
     text: "SELECT max(round) FROM paxos.batched_writes WHERE group_id = $1",
     args: &[TEXT],
@@ -574,21 +558,30 @@ pub fn log_range(group_id: &str, from: u64, to: u64) -> Result<Vec<(u64, LogValu
 
 const LOG_WITH_MARKS: Sql = Sql {
     text: "SELECT l.round, l.value_origin, l.value_kind, l.value_body,
-                  (SELECT count(*) FROM paxos.batched_writes b
+                  (SELECT array_agg(b.entry) FROM paxos.batched_writes b
                     WHERE b.group_id = l.group_id AND b.round = l.round)
            FROM paxos.log l WHERE l.group_id = $1 AND l.round BETWEEN $2 AND $3 ORDER BY round",
     args: &[TEXT, INT8, INT8],
 };
 
-/// Chosen values in `from..=to`, ascending, each with how many of its batched writes took effect
-/// here already (see [`mark_batched`]).
-pub fn log_with_marks(group_id: &str, from: u64, to: u64) -> Result<Vec<(u64, LogValue, u64)>> {
+/// Chosen values in `from..=to`, ascending, each with the entries of its batch that took effect
+/// here already (see [`mark_batched`]): one statement for a whole stretch of the log.
+pub fn log_with_marks(
+    group_id: &str,
+    from: u64,
+    to: u64,
+) -> Result<Vec<(u64, LogValue, Vec<u32>)>> {
     let args = [group_id.into(), round_arg(from), round_arg(to)];
     query(&LOG_WITH_MARKS, &args, |table| {
         let mut out = Vec::new();
         for row in table {
             if let Some(value) = value_from_row(&row, 2)? {
-                let marks = to_round(row.get::<i64>(5)?);
+                let marks = row
+                    .get::<Vec<i32>>(5)?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| e.max(0) as u32)
+                    .collect();
                 out.push((to_round(row.get::<i64>(1)?), value, marks));
             }
         }

@@ -113,7 +113,7 @@ pub fn effects_visible(group: &Group, top: u64) -> Result<bool> {
             ValueKind::Value | ValueKind::Noop | ValueKind::AddHost | ValueKind::RemoveHost => true,
             ValueKind::Batch => {
                 let batch = Batch::decode(value.body.as_deref().unwrap_or_default())?;
-                marks == batch.statements.len() as u64
+                marks.len() == batch.statements.len()
             }
             ValueKind::Statement | ValueKind::ReplicateTable => false,
         };
@@ -125,13 +125,16 @@ pub fn effects_visible(group: &Group, top: u64) -> Result<bool> {
     Ok(true)
 }
 
-/// Applies one entry. `Ok(Err(reason))` means the entry failed on this node; an error of this
-/// node's own (see [`StatementError::is_this_nodes`]) comes back as `Err`, for the caller's
-/// statement to fail with.
+/// Applies one entry. `done` lists the writes of a batch that took effect here already (see
+/// `store::log_with_marks`); `previous` is the value of the round before, when the caller has it.
+/// `Ok(Err(reason))` means the entry failed on this node; an error of this node's own (see
+/// [`StatementError::is_this_nodes`]) comes back as `Err`, for the caller's statement to fail with.
 pub fn apply_entry(
     group_id: &str,
     round: u64,
     value: &LogValue,
+    done: &[u32],
+    previous: Option<&LogValue>,
 ) -> Result<std::result::Result<(), String>> {
     let body = value.body.as_deref().unwrap_or_default();
     match value.kind {
@@ -143,13 +146,15 @@ pub fn apply_entry(
             let batch = Batch::decode(body)?;
             if batch.after.is_some() {
                 // Every node has the round before learned and applied by now: all decide alike.
-                let previous = store::learned(group_id, round.saturating_sub(1))?.map(|v| v.origin);
+                let previous = match previous {
+                    Some(value) => Some(value.origin.clone()),
+                    None => store::learned(group_id, round.saturating_sub(1))?.map(|v| v.origin),
+                };
                 if !batch.takes_effect_after(previous.as_deref()) {
                     return Ok(Ok(()));
                 }
             }
             // Writes of this node's batch that committed here already are skipped.
-            let done = store::batched_in(group_id, round)?;
             for (entry, statement) in batch.statements.iter().enumerate() {
                 if !done.contains(&(entry as u32)) {
                     if let Err(cause) = replay(group_id, round, statement)? {

@@ -886,24 +886,43 @@ impl ReplicatedLog {
         }
         self.learn_through(max_round)?;
         let applied = store::lock_applied_round(self.id())?;
-        for round in applied + 1..=max_round {
-            let value = store::learned(self.id(), round)?.ok_or_else(|| {
-                PaxosError::Internal(format!("round {round} is not in the log after learning it"))
-            })?;
-            let outcome = apply::apply_entry(self.id(), round, &value);
-            if !matches!(outcome, Ok(Ok(()))) {
-                // The rounds before it did apply: keep the applied round true to them, also when
-                // the caller commits after an error of this node's own.
-                store::set_applied_round(self.id(), round - 1)?;
+        let mut previous: Option<LogValue> = None;
+        let mut next = applied + 1;
+        while next <= max_round {
+            // A stretch of rounds per statement: a node that applies after a long run of writes
+            // (the leader's own batches above all) has thousands of rounds to go through.
+            let last = max_round.min(next.saturating_add(APPLY_STRETCH - 1));
+            let stretch = store::log_with_marks(self.id(), next, last)?;
+            let mut expected = next;
+            for (round, value, done) in stretch {
+                if round != expected {
+                    break;
+                }
+                expected += 1;
+                let outcome =
+                    apply::apply_entry(self.id(), round, &value, &done, previous.as_ref());
+                if !matches!(outcome, Ok(Ok(()))) {
+                    // The rounds before it did apply: keep the applied round true to them, also
+                    // when the caller commits after an error of this node's own.
+                    store::set_applied_round(self.id(), round - 1)?;
+                }
+                if let Err(cause) = outcome? {
+                    store::set_divergence(self.id(), Some((round, &cause)))?;
+                    pgrx::warning!(
+                        "pg_paxos: this node stopped applying paxos group {:?} at round {round}: {cause}",
+                        self.id()
+                    );
+                    return Ok(round - 1);
+                }
+                previous = Some(value);
             }
-            if let Err(cause) = outcome? {
-                store::set_divergence(self.id(), Some((round, &cause)))?;
-                pgrx::warning!(
-                    "pg_paxos: this node stopped applying paxos group {:?} at round {round}: {cause}",
-                    self.id()
-                );
-                return Ok(round - 1);
+            if expected <= last {
+                store::set_applied_round(self.id(), expected - 1)?;
+                return Err(PaxosError::Internal(format!(
+                    "round {expected} is not in the log after learning it"
+                )));
             }
+            next = last + 1;
         }
         if max_round > applied {
             store::set_applied_round(self.id(), max_round)?;
@@ -912,6 +931,9 @@ impl ReplicatedLog {
         Ok(applied.max(max_round))
     }
 }
+
+/// How many rounds [`ReplicatedLog::apply_log`] reads from the log per statement.
+const APPLY_STRETCH: u64 = 256;
 
 /// The members a read index or a lease asks, by connection string, and which of them form each
 /// membership (indexes into `members`).
