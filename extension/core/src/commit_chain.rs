@@ -23,6 +23,10 @@
 /// How many batches of one chain may be in flight at once.
 pub const PIPELINE: usize = 2;
 
+/// How many rounds past the node's applied round a chain runs before one of its writers settles
+/// them (see [`CommitChain::claim_settling`]).
+pub const SETTLE_EVERY: u64 = 256;
+
 /// How a batch's round ended, for its members and for the batch after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resolution {
@@ -53,6 +57,10 @@ pub struct CommitChain {
     from: u64,
     tip: u64,
     valid: bool,
+    /// The node's applied round as the last settling left it (at least `from`).
+    settled: u64,
+    /// A writer is settling rounds of the chain.
+    settling: bool,
 }
 
 impl Default for CommitChain {
@@ -69,6 +77,8 @@ impl CommitChain {
             from: 0,
             tip: 0,
             valid: false,
+            settled: 0,
+            settling: false,
         }
     }
 
@@ -85,6 +95,10 @@ impl CommitChain {
             self.epoch = fresh;
             self.from = applied;
             self.tip = applied;
+            self.settled = applied;
+            // A settling writer that never reported (it exited) does not hold up the next one;
+            // two at once are harmless (the group's row admits one).
+            self.settling = false;
             self.valid = true;
             return Some(self.epoch);
         }
@@ -134,6 +148,30 @@ impl CommitChain {
             self.tip = round;
         } else {
             self.valid = false;
+        }
+    }
+
+    /// The chain's writes take effect here as their transactions commit, while the node's applied
+    /// round stays where the chain started: without settling, its marks of batched writes would
+    /// pile up and the next read or exclusive write would go through every round since. Returns
+    /// the chain's tip when it ran [`SETTLE_EVERY`] rounds past the last settled round and no
+    /// other writer is settling: the caller then moves the applied round over the chain's rounds
+    /// whose writes all committed, and reports with [`CommitChain::settling_done`].
+    pub fn claim_settling(&mut self) -> Option<u64> {
+        let start = self.from.max(self.settled);
+        if !self.valid || self.settling || self.tip.saturating_sub(start) < SETTLE_EVERY {
+            return None;
+        }
+        self.settling = true;
+        Some(self.tip)
+    }
+
+    /// A settling claimed with [`CommitChain::claim_settling`] ended, having moved the applied
+    /// round to `applied` (`None`: it did not get that far).
+    pub fn settling_done(&mut self, applied: Option<u64>) {
+        self.settling = false;
+        if let Some(applied) = applied {
+            self.settled = self.settled.max(applied);
         }
     }
 
@@ -223,6 +261,41 @@ mod tests {
         assert_eq!(outcome_after(Some(Unknown), Chosen), Unknown);
         assert_eq!(outcome_after(Some(Unknown), Unknown), Unknown);
         assert_eq!(outcome_after(Some(Unknown), Lost), Lost);
+    }
+
+    #[test]
+    fn one_writer_at_a_time_settles_a_long_chain() {
+        let mut chain = CommitChain::new();
+        let epoch = chain.join(100, 100, true, 115).unwrap();
+        for round in 101..100 + SETTLE_EVERY {
+            chain.extend(epoch, round);
+        }
+        assert_eq!(chain.claim_settling(), None, "not long enough yet");
+        chain.extend(epoch, 100 + SETTLE_EVERY);
+        assert_eq!(chain.claim_settling(), Some(100 + SETTLE_EVERY));
+        assert_eq!(chain.claim_settling(), None, "one settling at a time");
+        // It got through all but the last round (whose writers had not all committed).
+        chain.settling_done(Some(99 + SETTLE_EVERY));
+        assert_eq!(chain.claim_settling(), None);
+        for round in 101 + SETTLE_EVERY..100 + 2 * SETTLE_EVERY {
+            chain.extend(epoch, round);
+        }
+        assert_eq!(chain.claim_settling(), Some(99 + 2 * SETTLE_EVERY));
+        // A settling that got nowhere lets the next writer try again.
+        chain.settling_done(None);
+        assert!(chain.claim_settling().is_some());
+        chain.settling_done(None);
+        // Joining goes on as before: settling only moves the applied round within the chain.
+        assert_eq!(
+            chain.join(99 + SETTLE_EVERY, 99 + 2 * SETTLE_EVERY, false, 116),
+            Some(epoch)
+        );
+        chain.break_off();
+        assert_eq!(
+            chain.claim_settling(),
+            None,
+            "a broken chain is applied instead"
+        );
     }
 
     #[test]

@@ -373,6 +373,20 @@ pub fn lock_applied_round(group_id: &str) -> Result<u64> {
         })
 }
 
+const TRY_LOCK_APPLIED_ROW: Sql = Sql {
+    text: "SELECT applied_round FROM paxos.groups WHERE group_id = $1
+           FOR NO KEY UPDATE SKIP LOCKED",
+    args: &[TEXT],
+};
+
+/// The applied round, with the group's row locked until the transaction ends; `None` when another
+/// transaction holds that lock (an applier, a compaction): the caller does without. Unlike
+/// [`lock_applied_round`], without the writer lock: a writer of the commit chain settles the
+/// chain's own rounds (see `apply::settle_commit_chain`) while the other writers go on.
+pub fn try_lock_applied_row(group_id: &str) -> Result<Option<u64>> {
+    Ok(first_value::<i64>(&TRY_LOCK_APPLIED_ROW, &[group_id.into()])?.map(|r| r.max(0) as u64))
+}
+
 const SET_APPLIED: Sql = Sql {
     text: "UPDATE paxos.groups SET applied_round = $2 WHERE group_id = $1",
     args: &[TEXT, INT8],

@@ -393,6 +393,7 @@ fn commit_in_batch(group: &str, epoch: u64, statement: &LoggedStatement) -> Resu
     let placement = batching::commit(group, open, epoch, statement, limit)?;
     CHOSEN_IN_BATCH.with(|c| *c.borrow_mut() = Some(group.to_string()));
     store::mark_batched(group, placement.round, placement.index)?;
+    crate::paxos::apply::settle_commit_chain(group)?;
     commit_without_flush_unless_local_writes()?;
     Ok(placement)
 }

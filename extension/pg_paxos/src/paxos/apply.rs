@@ -109,20 +109,77 @@ pub fn effects_visible(group: &Group, top: u64) -> Result<bool> {
         return Ok(false);
     }
     for (_, value, marks) in rounds {
-        let visible = match value.kind {
-            ValueKind::Value | ValueKind::Noop | ValueKind::AddHost | ValueKind::RemoveHost => true,
-            ValueKind::Batch => {
-                let batch = Batch::decode(value.body.as_deref().unwrap_or_default())?;
-                marks.len() == batch.statements.len()
-            }
-            ValueKind::Statement | ValueKind::ReplicateTable => false,
-        };
-        if !visible {
+        if !in_effect_without_applying(&value, &marks)? {
             return Ok(false);
         }
     }
     remember_visible(group, top);
     Ok(true)
+}
+
+/// True when applying `value` here would change nothing: it changes no table, or it is a batch
+/// whose every write took effect here already (`marks`: their marks, see `store::mark_batched`).
+fn in_effect_without_applying(value: &LogValue, marks: &[u32]) -> Result<bool> {
+    Ok(match value.kind {
+        ValueKind::Value | ValueKind::Noop | ValueKind::AddHost | ValueKind::RemoveHost => true,
+        ValueKind::Batch => {
+            let batch = Batch::decode(value.body.as_deref().unwrap_or_default())?;
+            marks.len() == batch.statements.len()
+        }
+        ValueKind::Statement | ValueKind::ReplicateTable => false,
+    })
+}
+
+/// Rounds [`settle_commit_chain`] reads per settling (it stops earlier at the first round whose
+/// writes did not all take effect yet).
+const SETTLE_LIMIT: u64 = 4 * paxos_core::commit_chain::SETTLE_EVERY;
+
+/// Called by a writer of this node's commit chain once its write was chosen (its mark written, in
+/// its transaction): when the chain is due (see `CommitChain::claim_settling`), moves the applied
+/// round over the rounds after it whose writes all took effect here (the writers committed, or
+/// the write is this transaction's), and drops their marks. That is what applying them would do;
+/// it commits with this transaction. Only under READ COMMITTED, where each statement sees what
+/// committed before it and the row update cannot fail on a concurrent one; and only when the
+/// group's row is free (an applier holding it does the same work anyway).
+pub fn settle_commit_chain(group_id: &str) -> Result<()> {
+    // SAFETY: reads a backend-local setting of the current transaction.
+    if unsafe { pg_sys::XactIsoLevel } != pg_sys::XACT_READ_COMMITTED as i32 {
+        return Ok(());
+    }
+    let Some(tip) = crate::paxos::batching::claim_settling(group_id) else {
+        return Ok(());
+    };
+    // Reports back also when an error unwinds from here.
+    struct Claim<'a> {
+        group: &'a str,
+        settled: Option<u64>,
+    }
+    impl Drop for Claim<'_> {
+        fn drop(&mut self) {
+            crate::paxos::batching::settling_done(self.group, self.settled);
+        }
+    }
+    let mut claim = Claim {
+        group: group_id,
+        settled: None,
+    };
+    let Some(applied) = store::try_lock_applied_row(group_id)? else {
+        return Ok(());
+    };
+    let last = tip.min(applied.saturating_add(SETTLE_LIMIT));
+    let mut through = applied;
+    for (round, value, marks) in store::log_with_marks(group_id, applied + 1, last)? {
+        if round != through + 1 || !in_effect_without_applying(&value, &marks)? {
+            break;
+        }
+        through = round;
+    }
+    if through > applied {
+        store::set_applied_round(group_id, through)?;
+        store::forget_batched(group_id, through)?;
+    }
+    claim.settled = Some(through);
+    Ok(())
 }
 
 /// Applies one entry. `done` lists the writes of a batch that took effect here already (see

@@ -357,6 +357,23 @@ pub fn break_chain(group: &str) {
     with_existing_queue(group, |queue| queue.chain.break_off());
 }
 
+/// Claims the settling of `group`'s chain when it is due (see `CommitChain::claim_settling`):
+/// returns the chain's tip. The claimer reports back with [`settling_done`].
+pub fn claim_settling(group: &str) -> Option<u64> {
+    if !read_queue(group, |queue| queue.chain.is_open()).unwrap_or(false) {
+        return None;
+    }
+    let mut tip = None;
+    with_existing_queue(group, |queue| tip = queue.chain.claim_settling());
+    tip
+}
+
+/// The settling claimed with [`claim_settling`] ended, having moved the applied round to
+/// `applied` (`None`: it did not).
+pub fn settling_done(group: &str, applied: Option<u64>) {
+    with_existing_queue(group, |queue| queue.chain.settling_done(applied));
+}
+
 /// The epoch of `group`'s chain while it is open: a writer joins it without reading the node's
 /// state (it holds the writer lock shared already). That state can only stop allowing the join
 /// through events that break the chain first: a round learned here past the chain's tip that is
