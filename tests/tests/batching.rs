@@ -878,3 +878,116 @@ async fn a_long_commit_chain_is_settled_as_it_runs_and_members_apply_it_in_stret
     })
     .await;
 }
+
+/// How many writes node `c` has queued or in flight in its commit chain for group `g`.
+async fn queued(c: &Client) -> i64 {
+    count(c, "SELECT queued::bigint FROM paxos.group_commit('g')").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_applies_whole_or_not_at_all_where_one_of_its_writes_fails() {
+    bounded(async {
+        let slow = slow_cluster("batch_whole", Duration::from_millis(300)).await;
+        let cluster = &slow.cluster;
+        // On node 2 only, a write of 'poison' fails (as a constraint of that node's would).
+        let c2 = cluster.client(2).await;
+        c2.batch_execute(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.v = 'poison' THEN
+                 RAISE EXCEPTION 'poison refused here' USING ERRCODE = 'check_violation';
+               END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER refuse_poison BEFORE INSERT ON items
+               FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+        )
+        .await
+        .unwrap();
+        // Node 2 inserts (into a table without the trigger, so that the insert goes to the
+        // leader) on the state it has now, and commits later: by then the leader's chain moved
+        // on, so the leader takes the insert but node 2 discards its rows and applies the log
+        // instead; a failure there does not fail its commit (the write was chosen).
+        for n in cluster.nodes() {
+            let c = cluster.client(n).await;
+            c.batch_execute("CREATE TABLE extra (id int PRIMARY KEY)")
+                .await
+                .unwrap();
+        }
+        cluster.replicate("g", "extra").await;
+        c2.batch_execute("BEGIN; INSERT INTO extra VALUES (100)")
+            .await
+            .unwrap();
+        // On the leader: one insert in flight, two more queue behind it, 'fine' first, and go
+        // together as the next batch; then an update, which ends the chain, and an insert, which
+        // starts the next one.
+        let c1 = cluster.client(1).await;
+        let mut writes = Vec::new();
+        for (id, v, queued_before) in [(1, "in flight", 0), (2, "fine", 1), (3, "poison", 2)] {
+            wait_until(
+                "the writes before to queue",
+                Duration::from_secs(10),
+                || {
+                    let c1 = &c1;
+                    async move { queued(c1).await == queued_before }
+                },
+            )
+            .await;
+            let c = cluster.client(1).await;
+            writes.push(tokio::spawn(async move {
+                c.execute("INSERT INTO items VALUES ($1, $2)", &[&id, &v])
+                    .await
+            }));
+        }
+        for w in writes {
+            w.await.unwrap().unwrap();
+        }
+        let round = count(
+            &c1,
+            "SELECT round FROM paxos.log WHERE group_id = 'g' AND value_kind = 'batch'
+                AND strpos(value_body, 'poison') > strpos(value_body, 'fine')
+                AND strpos(value_body, 'fine') > 0",
+        )
+        .await;
+        for sql in [
+            "UPDATE items SET v = 'updated' WHERE id = 0",
+            "INSERT INTO items VALUES (4, 'next chain')",
+        ] {
+            c1.execute(sql, &[]).await.unwrap();
+        }
+        c2.batch_execute("COMMIT").await.unwrap();
+        // Applying that batch on node 2, 'poison' failed after 'fine' ran: the node stopped
+        // before the batch and kept none of it.
+        c2.batch_execute("SET pg_paxos.consistency_model = optimistic")
+            .await
+            .unwrap();
+        let (applied, diverged): (i64, Option<i64>) = {
+            let row = c2
+                .query_one(
+                    "SELECT applied_round, diverged_round FROM paxos.groups WHERE group_id = 'g'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            (row.get(0), row.get(1))
+        };
+        assert_eq!((applied, diverged), (round - 1, Some(round)));
+        assert_eq!(
+            count(&c2, "SELECT count(*) FROM items WHERE id = 2").await,
+            0,
+            "the batch's first write stayed behind"
+        );
+        // Repaired, it applies the whole batch once, and the rest.
+        c2.batch_execute(
+            "RESET pg_paxos.consistency_model; DROP TRIGGER refuse_poison ON items;
+             SELECT paxos.resume_group('g')",
+        )
+        .await
+        .unwrap();
+        assert_eq!(count(&c2, "SELECT count(*) FROM items").await, 5);
+        assert_eq!(count(&c2, "SELECT count(*) FROM extra").await, 1);
+        cluster.assert_same_rows("items").await;
+        cluster.assert_same_rows("extra").await;
+    })
+    .await;
+}

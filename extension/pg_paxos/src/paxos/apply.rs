@@ -212,12 +212,30 @@ pub fn apply_entry(
                 }
             }
             // Writes of this node's batch that committed here already are skipped.
-            for (entry, statement) in batch.statements.iter().enumerate() {
-                if !done.contains(&(entry as u32)) {
-                    if let Err(cause) = replay(group_id, round, statement)? {
-                        return Ok(Err(format!("write {} of the batch: {cause}", entry + 1)));
-                    }
+            let pending: Vec<(usize, &LoggedStatement)> = batch
+                .statements
+                .iter()
+                .enumerate()
+                .filter(|(entry, _)| !done.contains(&(*entry as u32)))
+                .collect();
+            // All of the batch or none of it: a write that fails here after others of the batch
+            // ran must not leave those behind, since the applied round stays before the batch
+            // (a caller may commit after an error of this node's own, and a diverged node
+            // resumes with the whole batch).
+            let whole = (pending.len() > 1).then(Subtransaction::begin);
+            for (entry, statement) in pending {
+                let outcome = match replay(group_id, round, statement) {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(cause)) => Ok(Err(format!("write {} of the batch: {cause}", entry + 1))),
+                    Err(e) => Err(e),
+                };
+                if let Some(whole) = whole {
+                    whole.rollback();
                 }
+                return outcome;
+            }
+            if let Some(whole) = whole {
+                whole.commit();
             }
             Ok(Ok(()))
         }
