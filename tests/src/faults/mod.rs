@@ -427,7 +427,8 @@ async fn converge(cluster: &Cluster, nodes: usize, spare_conninfo: &str) -> Fina
             match c.query_one("SELECT paxos_leave_group('g')", &[]).await {
                 Ok(_) => println!("node {node} was removed without learning it; it left"),
                 Err(e) => anomalies.push(format!(
-                    "node {node} was removed without learning it and cannot leave: {e}"
+                    "node {node} was removed without learning it and cannot leave: {}",
+                    crate::errors::message(&e)
                 )),
             }
             continue;
@@ -437,7 +438,8 @@ async fn converge(cluster: &Cluster, nodes: usize, spare_conninfo: &str) -> Fina
             .await
         {
             anomalies.push(format!(
-                "node {node} cannot apply through round {round}: {e}"
+                "node {node} cannot apply through round {round}: {}",
+                crate::errors::message(&e)
             ));
             continue;
         }

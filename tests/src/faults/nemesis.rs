@@ -132,7 +132,10 @@ impl Group<'_> {
                             if self.spare_joined { "joined" } else { "left" }
                         )
                     }
-                    Err(e) => format!("node {spare} join/leave failed: {e}"),
+                    Err(e) => format!(
+                        "node {spare} join/leave failed: {}",
+                        crate::errors::message(&e)
+                    ),
                 }
             }
         }
