@@ -158,12 +158,18 @@ impl CommitChain {
     /// other writer is settling: the caller then moves the applied round over the chain's rounds
     /// whose writes all committed, and reports with [`CommitChain::settling_done`].
     pub fn claim_settling(&mut self) -> Option<u64> {
-        let start = self.from.max(self.settled);
-        if !self.valid || self.settling || self.tip.saturating_sub(start) < SETTLE_EVERY {
+        if !self.settling_due() {
             return None;
         }
         self.settling = true;
         Some(self.tip)
+    }
+
+    /// Whether [`CommitChain::claim_settling`] would claim now (a read, for a look under a shared
+    /// lock before taking the exclusive one).
+    pub fn settling_due(&self) -> bool {
+        let start = self.from.max(self.settled);
+        self.valid && !self.settling && self.tip.saturating_sub(start) >= SETTLE_EVERY
     }
 
     /// A settling claimed with [`CommitChain::claim_settling`] ended, having moved the applied
@@ -272,7 +278,9 @@ mod tests {
         }
         assert_eq!(chain.claim_settling(), None, "not long enough yet");
         chain.extend(epoch, 100 + SETTLE_EVERY);
+        assert!(chain.settling_due());
         assert_eq!(chain.claim_settling(), Some(100 + SETTLE_EVERY));
+        assert!(!chain.settling_due());
         assert_eq!(chain.claim_settling(), None, "one settling at a time");
         // It got through all but the last round (whose writers had not all committed).
         chain.settling_done(Some(99 + SETTLE_EVERY));

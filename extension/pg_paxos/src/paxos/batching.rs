@@ -360,7 +360,8 @@ pub fn break_chain(group: &str) {
 /// Claims the settling of `group`'s chain when it is due (see `CommitChain::claim_settling`):
 /// returns the chain's tip. The claimer reports back with [`settling_done`].
 pub fn claim_settling(group: &str) -> Option<u64> {
-    if !read_queue(group, |queue| queue.chain.is_open()).unwrap_or(false) {
+    // Every batched insert asks: the exclusive lock only once it is due.
+    if !read_queue(group, |queue| queue.chain.settling_due()).unwrap_or(false) {
         return None;
     }
     let mut tip = None;

@@ -142,7 +142,7 @@ pub fn prepare(group: &str) -> Result<Option<(String, u64)>> {
 /// The member leading `group`, as known to this backend or asked of the members now: the one
 /// that leads with the highest ballot, if that is not below `promise` (this node's range promise;
 /// a member that campaigned with a higher ballot may still be on its way to leading).
-fn leader_of(group: &str, self_conninfo: &str, promise: Option<&Ballot>) -> Result<Option<String>> {
+fn leader_of(group: &str, promise: Option<&Ballot>) -> Result<Option<String>> {
     let key = promise.map(Ballot::to_string).unwrap_or_default();
     let now = Instant::now();
     let cached = KNOWN.with(|k| {
@@ -166,11 +166,7 @@ fn leader_of(group: &str, self_conninfo: &str, promise: Option<&Ballot>) -> Resu
         return Ok(answer);
     }
     let log = ReplicatedLog::open(group)?;
-    let members: Vec<String> = log
-        .current_members()?
-        .into_iter()
-        .filter(|m| m != self_conninfo)
-        .collect();
+    let members = log.other_members()?;
     let links = log.links(&members)?;
     let net = net()?;
     let leading = net.block_on(leaders(&links, group, promise, log.phase_timeout()));
@@ -260,11 +256,7 @@ pub fn leader_now(group: &str) -> Result<Option<String>> {
     if leadership::holds(group, state.range_promise.as_ref()) {
         return Ok(None);
     }
-    leader_of(
-        group,
-        &state.group.self_conninfo,
-        state.range_promise.as_ref(),
-    )
+    leader_of(group, state.range_promise.as_ref())
 }
 
 /// At COMMIT: sends the transaction's entry, which ran on `base`, to `leader`. A leader that

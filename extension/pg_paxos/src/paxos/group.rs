@@ -296,12 +296,7 @@ fn removal_recorded_by_members(group_id: &str, me: &str) -> Result<Option<u64>> 
         .filter(|(_, _, member)| member == me)
         .map(|(round, kind, _)| (round, kind))
         .next_back();
-    let others: Vec<String> = log
-        .current_members()?
-        .into_iter()
-        .filter(|m| m != me)
-        .collect();
-    let links = log.links(&others)?;
+    let links = log.links(&log.other_members()?)?;
     let net = crate::net::pool::net()?;
     let everyone = links.len();
     let answers = net.block_on(crate::paxos::round::gather(

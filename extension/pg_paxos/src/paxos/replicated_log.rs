@@ -127,6 +127,13 @@ impl ReplicatedLog {
         self.members_at(u64::MAX)
     }
 
+    /// [`ReplicatedLog::current_members`] without this node.
+    pub fn other_members(&self) -> Result<Vec<String>> {
+        let mut members = self.current_members()?;
+        members.retain(|m| *m != self.group.self_conninfo);
+        Ok(members)
+    }
+
     /// The value chosen in `round`: known locally, or found by running Paxos with `proposal` (a no-op
     /// when `None`, which closes an abandoned round without changing anything).
     pub fn decide(&self, round: u64, proposal: Option<LogValue>) -> Result<LogValue> {
