@@ -439,15 +439,27 @@ impl ReplicatedLog {
         }
         // Rounds of one window only depend on rounds before it (see CHANGE_DELAY): decide each
         // window's missing rounds together.
-        let missing = store::unlearned_rounds(self.id(), from, round)?;
+        let mut missing = store::unlearned_rounds(self.id(), from, round)?;
         let mut rest = missing.as_slice();
         while let Some(&first) = rest.first() {
             let end = rest.partition_point(|&r| r < first + CHANGE_DELAY);
-            self.decide_many(
+            let decided = self.decide_many(
                 rest[..end].iter().map(|&r| (r, None)).collect(),
                 None,
                 Record::Separately,
-            )?;
+            );
+            if let Err(e) = decided {
+                // A compaction of this node may have committed since the rounds were listed: it
+                // dropped only rounds this node had applied, which every acceptor now refuses.
+                // Go on after them; with no compaction past `first`, the failure stands.
+                let compacted = store::compacted_through(self.id())?;
+                if compacted < first {
+                    return Err(e);
+                }
+                missing = store::unlearned_rounds(self.id(), compacted + 1, round)?;
+                rest = missing.as_slice();
+                continue;
+            }
             rest = &rest[end..];
         }
         CONTIGUOUS_HINT.with(|h| h.borrow_mut().insert(self.id().to_string(), round));
