@@ -5,6 +5,7 @@
 pub mod conninfo;
 pub mod entries;
 pub mod error;
+pub mod log_gaps;
 pub mod membership;
 pub mod names;
 pub mod params;

@@ -175,8 +175,7 @@ pub fn settle_commit_chain(group_id: &str) -> Result<()> {
         through = round;
     }
     if through > applied {
-        store::set_applied_round(group_id, through)?;
-        store::forget_batched(group_id, through)?;
+        store::advance_applied_round(group_id, applied, through)?;
     }
     claim.settled = Some(through);
     Ok(())

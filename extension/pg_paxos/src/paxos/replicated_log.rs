@@ -870,12 +870,16 @@ impl ReplicatedLog {
             return Ok(());
         }
         let deadline = std::time::Instant::now() + self.timing.phase_timeout;
-        while !store::unlearned_rounds(self.id(), first, last)?.is_empty()
-            && std::time::Instant::now() < deadline
-        {
+        let mut missing = store::unlearned_rounds(self.id(), first, last)?;
+        // Later looks cover only the stretch still missing.
+        while let (Some(&low), Some(&high)) = (missing.first(), missing.last()) {
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
             // SAFETY: a plain sleep of this backend; interrupts are processed right after.
             unsafe { pgrx::pg_sys::pg_usleep(250) };
             pgrx::check_for_interrupts!();
+            missing = store::unlearned_rounds(self.id(), low, high)?;
         }
         Ok(())
     }
@@ -923,7 +927,7 @@ impl ReplicatedLog {
                 if !matches!(outcome, Ok(Ok(()))) {
                     // The rounds before it did apply: keep the applied round true to them, also
                     // when the caller commits after an error of this node's own.
-                    store::set_applied_round(self.id(), round - 1)?;
+                    store::advance_applied_round(self.id(), applied, round - 1)?;
                 }
                 if let Err(cause) = outcome? {
                     store::set_divergence(self.id(), Some((round, &cause)))?;
@@ -936,7 +940,7 @@ impl ReplicatedLog {
                 previous = Some(value);
             }
             if expected <= last {
-                store::set_applied_round(self.id(), expected - 1)?;
+                store::advance_applied_round(self.id(), applied, expected - 1)?;
                 return Err(PaxosError::Internal(format!(
                     "round {expected} is not in the log after learning it"
                 )));
@@ -944,8 +948,7 @@ impl ReplicatedLog {
             next = last + 1;
         }
         if max_round > applied {
-            store::set_applied_round(self.id(), max_round)?;
-            store::forget_batched(self.id(), max_round)?;
+            store::advance_applied_round(self.id(), applied, max_round)?;
         }
         Ok(applied.max(max_round))
     }

@@ -188,7 +188,8 @@ pub fn resume(group_id: &str, applied_round: Option<u64>) -> Result<()> {
     store::require_group(group_id)?;
     store::lock_applied_round(group_id)?;
     if let Some(round) = applied_round {
-        store::set_applied_round(group_id, round)?;
+        // Every mark up to the new applied round goes, whichever round the node had reached.
+        store::advance_applied_round(group_id, 0, round)?;
     }
     store::set_divergence(group_id, None)
 }
