@@ -1,8 +1,8 @@
 //! The operator's reconcilers against an in-memory Kubernetes API (kube-rs's mock service) and
 //! real local PostgreSQL nodes standing in for the member pods: objects created, the group formed
 //! once pods are ready, status with rounds, scale up and down (a departing member that is down
-//! removed through member 0), deletion through the finalizer, and failures that set Degraded with
-//! an event.
+//! removed through member 0), a group managed through another member while member 0 is down,
+//! deletion through the finalizer, and failures that set Degraded with an event.
 
 use std::sync::Arc;
 
@@ -328,6 +328,89 @@ async fn a_departing_member_that_is_down_is_removed_through_member_0() {
             .execute("SELECT paxos_append('after-removal', 'shop', 'v')", &[])
             .await
             .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_whose_member_0_is_down_is_still_observed_scaled_and_reported() {
+    bounded(async {
+        let cluster = Cluster::new("op_zero_down", 5);
+        let (client, fake, ctx) = formed_group(&cluster, 3).await;
+
+        // Member 0 (node 1) stops; its pod still counts as Ready (the kubelet has not noticed).
+        // The pass works through member 1: the status keeps its rounds and names who is down.
+        cluster.stop(1);
+        reconcile(&client, &ctx).await.unwrap();
+        let s = status(&fake);
+        assert_eq!(s["phase"], "Degraded", "{s}");
+        assert_eq!(s["readyMembers"], 2, "{s}");
+        assert!(s["maxRound"].as_i64().is_some_and(|r| r > 0), "{s}");
+        assert_eq!(s["members"][0]["reachable"], false, "{s}");
+        assert_eq!(s["members"][1]["reachable"], true, "{s}");
+        assert!(s["members"][1]["appliedRound"].as_i64().is_some(), "{s}");
+        let degraded = condition(&s, "Degraded");
+        assert_eq!(degraded["status"], "True", "{s}");
+        assert_eq!(degraded["reason"], "MembersUnreachable", "{s}");
+        let message = degraded["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("shop-0") && message.contains("majority"),
+            "{message}"
+        );
+        // A majority answers: the group serves.
+        assert_eq!(condition(&s, "Ready")["status"], "True", "{s}");
+        assert!(fake
+            .event_reasons(NS)
+            .contains(&"MemberUnreachable".to_string()));
+
+        // The kubelet notices; the group grows to 5 meanwhile: the new members join through
+        // member 1, and nobody founds the group again.
+        fake.edit(NS, "pods", "shop-0", |p| {
+            p["status"]["conditions"][0]["status"] = json!("False")
+        });
+        fake.edit(NS, "paxosgroups", "shop", |g| {
+            g["spec"]["members"] = json!(5)
+        });
+        reconcile(&client, &ctx).await.unwrap();
+        pods_ready(&fake, 3..5);
+        reconcile(&client, &ctx).await.unwrap();
+        assert_eq!(members_seen_by(&cluster, 2).await, 5);
+        let s = status(&fake);
+        assert_eq!(s["phase"], "Degraded", "{s}");
+        assert_eq!(s["readyMembers"], 4, "{s}");
+        cluster
+            .client(4)
+            .await
+            .execute("SELECT paxos_append('zero-down', 'shop', 'v')", &[])
+            .await
+            .unwrap();
+
+        // Member 0 is back: the group is Ready with all five (seen through member 1, which learned
+        // the joins member 0 missed).
+        cluster.start(1);
+        pods_ready(&fake, 0..1);
+        reconcile(&client, &ctx).await.unwrap();
+        let s = status(&fake);
+        assert_eq!(s["phase"], "Ready", "{s}");
+        assert_eq!(s["readyMembers"], 5, "{s}");
+        assert_eq!(condition(&s, "Degraded")["status"], "False", "{s}");
+        // Member 0 learns the changes it missed when it catches up: the same group, five members.
+        cluster
+            .client(1)
+            .await
+            .execute(
+                "SELECT paxos_apply_log('check', 'shop', paxos_max_group_round('shop'))",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(members_seen_by(&cluster, 1).await, 5);
+        let created = fake.event_reasons(NS);
+        assert_eq!(
+            created.iter().filter(|e| *e == "GroupCreated").count(),
+            1,
+            "{created:?}"
+        );
     })
     .await;
 }

@@ -1,7 +1,7 @@
 //! Log compaction on a schedule (`spec.logCompaction`): when it is due, a pass compacts the group's
-//! log through member 0 and reports the round in the status. A compaction that fails (a member
-//! stopped answering) only publishes a Warning event: the group itself is fine, and the next pass
-//! tries again.
+//! log through its anchor member and reports the round in the status. A compaction that fails (a
+//! member stopped answering) only publishes a Warning event: the group itself is fine, and the
+//! next pass tries again.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};

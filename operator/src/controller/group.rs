@@ -1,7 +1,9 @@
 //! The PaxosGroup reconciler. Each pass: credentials, owned objects by server-side apply, then,
-//! once pods are ready, the group formed over SQL (create on member 0, others join through it),
-//! departing members leave before their pods go, and the status is applied with rounds and member
-//! health. Every step is idempotent, so a pass that failed half-way is simply run again.
+//! once pods are ready, the group formed over SQL through an anchor member (member 0 creates it;
+//! later passes work through the lowest ready member that belongs to it, so a member that is down,
+//! member 0 included, stops nothing), departing members leave before their pods go, and the
+//! status is applied with rounds and member health. Every step is idempotent, so a pass that
+//! failed half-way is simply run again.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -161,40 +163,51 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
 
     let ready = ready_pods(ctx, &names).await?;
     let member = |ordinal: i32| (ctx.addresses)(&names, ordinal, &spec.database);
-    if !ready.contains(&0) {
+    let Some(anchor) = find_anchor(
+        ctx,
+        group,
+        &names,
+        &ready,
+        spec.members.max(current),
+        &member,
+        &credentials,
+    )
+    .await?
+    else {
         let status = status(
             group,
             &names,
             ready.len(),
             None,
             &[],
-            Phase::Pending,
-            "PodsStarting",
+            Health {
+                phase: Phase::Pending,
+                reason: "PodsStarting",
+                degraded: None,
+            },
         );
         apply_status(ctx, group, status).await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
-    }
-    let first = member(0);
-    let first_client = first.connect(&credentials, ctx.sql_timeout).await?;
-    ops::ensure_extension(&first_client, &first).await?;
-    if ops::ensure_group(&first_client, &first, &names.group).await? == Outcome::Done {
-        ctx.event(
-            group,
-            false,
-            "GroupCreated",
-            "Create",
-            format!("{} created the group", first.name),
-        )
-        .await;
-    }
-    for ordinal in 1..spec.members {
-        if !ready.contains(&ordinal) {
+    };
+    for ordinal in 0..spec.members {
+        if !ready.contains(&ordinal) || ordinal == anchor.ordinal {
             continue;
         }
         let joining = member(ordinal);
-        let client = joining.connect(&credentials, ctx.sql_timeout).await?;
+        let client = match joining.connect(&credentials, ctx.sql_timeout).await {
+            Ok(client) => client,
+            // Down (its pod may still count as Ready): the status reports it, the rest goes on.
+            Err(e @ Error::Unreachable { .. }) => {
+                ctx.event(group, true, e.reason(), "Connect", e.to_string())
+                    .await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         ops::ensure_extension(&client, &joining).await?;
-        if ops::ensure_joined(&client, &joining, &names.group, &first).await? == Outcome::Done {
+        if ops::ensure_joined(&client, &joining, &names.group, &anchor.member).await?
+            == Outcome::Done
+        {
             let note = format!("{} joined the group", joining.name);
             ctx.member_event(group, &joining.name, "MemberJoined", "Join", note)
                 .await;
@@ -203,13 +216,20 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
     // Departing members leave one per pass, highest ordinal first, so a majority always remains;
     // their pods go once every one of them left.
     let mut still_departing = departing.len();
-    for &ordinal in &departing {
+    // Through a member that stays (the anchor is a departing one only while every staying member
+    // is down: the departures then wait).
+    let departures = if anchor.ordinal < spec.members {
+        departing.as_slice()
+    } else {
+        &[]
+    };
+    for &ordinal in departures {
         let outcome = leave(
             ctx,
             group,
             &names,
-            &first_client,
-            &first,
+            &anchor.client,
+            &anchor.member,
             &member(ordinal),
             &credentials,
         )
@@ -226,20 +246,24 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
         apply_object(ctx, &names.namespace, &stateful_set).await?;
     }
 
-    let observation = ops::observe(&first_client, &first, &names.group).await?;
     let members: Vec<Member> = (0..spec.members.max(current)).map(member).collect();
+    let observation =
+        observe_most_informed(ctx, &names, &anchor, &members, &ready, &credentials).await?;
     let member_status = member_status(&members, &observation, &ready);
-    let joined_ready = member_status
-        .iter()
-        .take(spec.members as usize)
-        .filter(|m| m.joined && m.reachable)
-        .count();
-    let phase = if still_departing > 0 {
-        Phase::Scaling
-    } else if joined_ready == spec.members as usize {
-        Phase::Ready
+    let staying = &member_status[..(spec.members as usize).min(member_status.len())];
+    let joined = staying.iter().filter(|m| m.joined).count();
+    let joined_ready = staying.iter().filter(|m| m.joined && m.reachable).count();
+    let wanted = spec.members as usize;
+    let (phase, reason) = if still_departing > 0 {
+        (Phase::Scaling, "MembersLeaving")
+    } else if joined < wanted {
+        (Phase::Forming, "MembersJoining")
+    } else if joined_ready == wanted {
+        (Phase::Ready, "AllMembersJoined")
+    } else if joined_ready > wanted / 2 {
+        (Phase::Degraded, "MembersUnreachable")
     } else {
-        Phase::Forming
+        (Phase::Degraded, "NoMajority")
     };
     ctx.metrics.rounds(
         &names.namespace,
@@ -250,23 +274,38 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
             .filter_map(|m| m.applied_round.map(|r| (m.pod.clone(), r)))
             .collect(),
     );
-    let reason = match phase {
-        Phase::Ready => "AllMembersJoined",
-        Phase::Scaling => "MembersLeaving",
-        _ => "MembersJoining",
-    };
+    let unreachable: Vec<&str> = staying
+        .iter()
+        .filter(|m| m.joined && !m.reachable)
+        .map(|m| m.pod.as_str())
+        .collect();
+    let degraded = (phase == Phase::Degraded).then(|| {
+        format!(
+            "{} unreachable: {joined_ready} of {wanted} members answer, {}",
+            unreachable.join(", "),
+            if reason == "NoMajority" {
+                "no majority: the group cannot choose values until more members are back"
+            } else {
+                "a majority: the group keeps working"
+            }
+        )
+    });
     let mut status = status(
         group,
         &names,
         joined_ready,
         Some(observation.max_round),
         &member_status,
-        phase,
-        reason,
+        Health {
+            phase,
+            reason,
+            degraded,
+        },
     );
+    // Compaction needs every member to answer.
     if phase == Phase::Ready {
         if let Some((round, at)) =
-            compaction::run_if_due(group, ctx, &first_client, &first, &names.group).await
+            compaction::run_if_due(group, ctx, &anchor.client, &anchor.member, &names.group).await
         {
             status.compacted_through_round = Some(round);
             status.last_compaction_time = Some(at);
@@ -312,21 +351,126 @@ async fn ensure_credentials(
         })
 }
 
+/// The member a pass works through, with its connection.
+struct Anchor {
+    ordinal: i32,
+    member: Member,
+    client: Client,
+}
+
+/// The lowest ready member, among the first `count` ordinals, that belongs to the group and
+/// answers: the group stays observed, joined and scaled while any member (member 0 included) is
+/// down. Member 0 founds the group when no member that answers belongs to it yet; no other member
+/// ever does, so a group is never founded twice. `None` while that cannot happen yet: member 0's
+/// pod is not ready. Member 0 ready but not answering is an error (the pass reports it).
+async fn find_anchor(
+    ctx: &Context,
+    group: &PaxosGroup,
+    names: &Names,
+    ready: &BTreeSet<i32>,
+    count: i32,
+    member: &impl Fn(i32) -> Member,
+    credentials: &Credentials,
+) -> Result<Option<Anchor>> {
+    let mut founder = None;
+    let mut founder_error = None;
+    for &ordinal in ready.iter().filter(|&&o| o < count) {
+        let candidate = member(ordinal);
+        let client = match candidate.connect(credentials, ctx.sql_timeout).await {
+            Ok(client) => client,
+            Err(e @ Error::Unreachable { .. }) => {
+                if ordinal == 0 {
+                    founder_error = Some(e);
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        ops::ensure_extension(&client, &candidate).await?;
+        if ops::is_member(&client, &candidate, &names.group).await? {
+            return Ok(Some(Anchor {
+                ordinal,
+                member: candidate,
+                client,
+            }));
+        }
+        if ordinal == 0 {
+            founder = Some(Anchor {
+                ordinal,
+                member: candidate,
+                client,
+            });
+        }
+    }
+    let Some(founder) = founder else {
+        return match founder_error {
+            Some(e) => Err(e),
+            None => Ok(None),
+        };
+    };
+    if ops::ensure_group(&founder.client, &founder.member, &names.group).await? == Outcome::Done {
+        ctx.event(
+            group,
+            false,
+            "GroupCreated",
+            "Create",
+            format!("{} created the group", founder.member.name),
+        )
+        .await;
+    }
+    Ok(Some(founder))
+}
+
+/// The group as the best-informed member that answers sees it: the anchor's view, unless another
+/// member learned more rounds (the anchor was down while members joined or left, and has not
+/// learned those changes yet), whose view is taken then.
+async fn observe_most_informed(
+    ctx: &Context,
+    names: &Names,
+    anchor: &Anchor,
+    members: &[Member],
+    ready: &BTreeSet<i32>,
+    credentials: &Credentials,
+) -> Result<GroupObservation> {
+    let observation = ops::observe(&anchor.client, &anchor.member, &names.group).await?;
+    let own = observation
+        .members
+        .iter()
+        .find(|m| m.is_self)
+        .and_then(|m| m.learned_round);
+    let better = observation
+        .members
+        .iter()
+        .filter(|m| m.reachable && !m.is_self && m.learned_round > own)
+        .max_by_key(|m| m.learned_round)
+        .and_then(|best| {
+            members
+                .iter()
+                .zip(0..)
+                .find(|(m, ordinal)| m.conninfo() == best.conninfo && ready.contains(ordinal))
+        });
+    let Some((informed, _)) = better else {
+        return Ok(observation);
+    };
+    let client = informed.connect(credentials, ctx.sql_timeout).await?;
+    ops::observe(&client, informed, &names.group).await
+}
+
 /// Has a departing member leave the group itself, or, if it cannot be reached, removes it
-/// through member 0.
+/// through `via`, a member that stays.
 async fn leave(
     ctx: &Context,
     group: &PaxosGroup,
     names: &Names,
-    first_client: &Client,
-    first: &Member,
+    via_client: &Client,
+    via: &Member,
     leaving: &Member,
     credentials: &Credentials,
 ) -> Result<Outcome> {
     let outcome = match leaving.connect(credentials, ctx.sql_timeout).await {
         Ok(client) => ops::ensure_left(&client, leaving, &names.group).await?,
         Err(Error::Unreachable { .. }) => {
-            ops::ensure_removed(first_client, first, &names.group, leaving).await?
+            ops::ensure_removed(via_client, via, &names.group, leaving).await?
         }
         Err(e) => return Err(e),
     };
@@ -384,15 +528,26 @@ fn member_status(
         .collect()
 }
 
+/// What a pass found: the phase, why, and what is degraded (nothing: `None`).
+struct Health {
+    phase: Phase,
+    reason: &'static str,
+    degraded: Option<String>,
+}
+
 fn status(
     group: &PaxosGroup,
     names: &Names,
     ready_members: usize,
     max_round: Option<i64>,
     members: &[MemberStatus],
-    phase: Phase,
-    reason: &str,
+    health: Health,
 ) -> PaxosGroupStatus {
+    let Health {
+        phase,
+        reason,
+        degraded,
+    } = health;
     let previous = group
         .status
         .as_ref()
@@ -418,10 +573,11 @@ fn status(
         selector: Some(resources::selector_string(names)),
         members: members.to_vec(),
         conditions: vec![
+            // Ready: the group serves, every member joined and a majority answers.
             condition(
                 &previous,
                 "Ready",
-                phase == Phase::Ready,
+                joined == wanted as usize && ready_members > wanted as usize / 2,
                 reason,
                 format!("{ready_members} of {wanted} members joined and reachable"),
                 generation,
@@ -434,7 +590,14 @@ fn status(
                 format!("{joined} of {wanted} members joined"),
                 generation,
             ),
-            condition(&previous, "Degraded", false, reason, "", generation),
+            condition(
+                &previous,
+                "Degraded",
+                degraded.is_some(),
+                reason,
+                degraded.unwrap_or_default(),
+                generation,
+            ),
         ],
         compacted_through_round,
         last_compaction_time,

@@ -112,9 +112,10 @@ pub enum Phase {
     Pending,
     /// Members are creating or joining the group.
     Forming,
-    /// Every member joined and a majority is reachable.
+    /// Every member joined and answers.
     Ready,
-    /// Something failed; the conditions and events say what.
+    /// Something failed, or a member does not answer (the Ready condition stays True while a
+    /// majority does); the conditions and events say what.
     Degraded,
     /// Departing members are leaving the group (scale down).
     Scaling,

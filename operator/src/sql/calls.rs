@@ -22,7 +22,8 @@ pub const MAX_ROUND: &str = "SELECT paxos_max_group_round($1::text)";
 
 pub const COMPACT_LOG: &str = "SELECT paxos_compact_log($1::text)";
 
-pub const MEMBERS: &str = "SELECT member, is_self, reachable, node_id, applied_round \
+pub const MEMBERS: &str =
+    "SELECT member, is_self, reachable, node_id, applied_round, highest_learned_round \
      FROM paxos_status($1::text)";
 
 pub const TABLE_EXISTS: &str = "SELECT pg_catalog.to_regclass($1::text) IS NOT NULL";

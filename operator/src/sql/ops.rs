@@ -188,6 +188,9 @@ pub struct MemberObservation {
     pub reachable: bool,
     pub node_id: Option<String>,
     pub applied_round: Option<i64>,
+    /// The highest round the member learned: the member with the highest knows the latest
+    /// membership (one that was down may not have learned the changes made meanwhile).
+    pub learned_round: Option<i64>,
 }
 
 /// The group's highest round and its members' health, as `member` sees them.
@@ -218,6 +221,7 @@ async fn observe_members(
             reachable: r.get(2),
             node_id: r.get(3),
             applied_round: r.get(4),
+            learned_round: r.get(5),
         })
         .collect())
 }
