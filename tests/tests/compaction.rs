@@ -84,9 +84,24 @@ async fn compaction_drops_what_every_member_applied_and_refuses_those_rounds() {
         let appended = write_some(&c1, 1..6, "old").await;
         let before = kept_through(&c1, appended).await;
         assert!(before.0 > 0 && before.1 > 0, "{before:?}");
+        let status_points = "SELECT coalesce(compacted_through_round, -1) \
+                             FROM paxos_status('g') ORDER BY member";
+        let points = |rows: Vec<tokio_postgres::Row>| -> Vec<i64> {
+            rows.iter().map(|r| r.get(0)).collect()
+        };
+        assert_eq!(
+            points(c1.query(status_points, &[]).await.unwrap()),
+            vec![-1; 3],
+            "never compacted: NULL for every member"
+        );
 
         let through = count(&c1, "SELECT paxos_compact_log('g')").await;
         assert!(through >= appended, "through {through}, appended in {appended}");
+        // Every member reports its compaction point in the status.
+        assert_eq!(
+            points(c1.query(status_points, &[]).await.unwrap()),
+            vec![through; 3]
+        );
         for n in cluster.nodes() {
             let c = cluster.client(n).await;
             assert_eq!(kept_through(&c, through).await, (0, 0), "node {n}");

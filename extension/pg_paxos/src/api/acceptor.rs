@@ -288,6 +288,7 @@ mod paxos {
             name!(highest_accepted_round, i64),
             name!(highest_learned_round, i64),
             name!(applied_round, Option<i64>),
+            name!(compacted_through_round, Option<i64>),
             name!(diverged_round, Option<i64>),
             name!(diverged_error, Option<String>),
         ),
@@ -296,12 +297,15 @@ mod paxos {
             let accepted = store::highest_known_round(group_id, true)?;
             let learned = store::highest_learned(group_id)?;
             let applied = store::group(group_id)?.map(|g| g.applied_round as i64);
+            // 0: never compacted.
+            let compacted = Some(store::compacted_through(group_id)? as i64).filter(|&r| r > 0);
             let diverged = store::divergence(group_id)?;
             Ok((
                 crate::guc::node_id(),
                 accepted as i64,
                 learned as i64,
                 applied,
+                compacted,
                 diverged.as_ref().map(|(r, _)| *r as i64),
                 diverged.map(|(_, e)| e),
             ))

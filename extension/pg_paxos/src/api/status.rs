@@ -24,9 +24,36 @@ type StatusRow = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
+    Option<i64>,
     Option<String>,
     Option<String>,
 );
+
+/// What a member says of itself (`paxos.request_status`, see `rpc::STATUS`).
+#[derive(Default)]
+struct MemberAnswer {
+    node_id: Option<String>,
+    accepted: Option<i64>,
+    learned: Option<i64>,
+    applied: Option<i64>,
+    compacted_through: Option<i64>,
+    diverged_round: Option<i64>,
+    diverged_error: Option<String>,
+}
+
+impl MemberAnswer {
+    fn from_row(r: &tokio_postgres::Row) -> MemberAnswer {
+        MemberAnswer {
+            node_id: r.try_get(0).ok(),
+            accepted: r.try_get(1).ok(),
+            learned: r.try_get(2).ok(),
+            applied: r.try_get::<_, Option<i64>>(3).ok().flatten(),
+            compacted_through: r.try_get::<_, Option<i64>>(4).ok().flatten(),
+            diverged_round: r.try_get::<_, Option<i64>>(5).ok().flatten(),
+            diverged_error: r.try_get::<_, Option<String>>(6).ok().flatten(),
+        }
+    }
+}
 
 fn group_status(group_id: &str) -> Result<Vec<StatusRow>> {
     let log = ReplicatedLog::open(group_id)?;
@@ -47,40 +74,29 @@ fn group_status(group_id: &str) -> Result<Vec<StatusRow>> {
     for (i, member) in members.iter().enumerate() {
         let is_self = *member == log.group.self_conninfo;
         let answer = answers.iter().find(|(j, _)| *j == i).map(|(_, a)| a);
-        let none = || (None, None, None, None, None, None);
-        let (fields, error) = match answer {
+        let (answer, error) = match answer {
             Some(Ok(result)) => match result.first() {
-                Some(r) => (
-                    (
-                        r.try_get::<_, String>(0).ok(),
-                        r.try_get::<_, i64>(1).ok(),
-                        r.try_get::<_, i64>(2).ok(),
-                        r.try_get::<_, Option<i64>>(3).ok().flatten(),
-                        r.try_get::<_, Option<i64>>(4).ok().flatten(),
-                        r.try_get::<_, Option<String>>(5).ok().flatten(),
-                    ),
-                    None,
-                ),
-                None => (none(), Some("empty answer".to_string())),
+                Some(r) => (MemberAnswer::from_row(r), None),
+                None => (MemberAnswer::default(), Some("empty answer".to_string())),
             },
-            Some(Err(e)) => (none(), Some(e.message().to_string())),
+            Some(Err(e)) => (MemberAnswer::default(), Some(e.message().to_string())),
             None => (
-                none(),
+                MemberAnswer::default(),
                 Some(format!("no answer within {} ms", wait.as_millis())),
             ),
         };
-        let (node_id, accepted, learned, applied, diverged_round, diverged_error) = fields;
         rows.push((
             group_id.to_string(),
             redact(member),
             is_self,
             error.is_none(),
-            node_id,
-            accepted,
-            learned,
-            applied,
-            diverged_round,
-            diverged_error,
+            answer.node_id,
+            answer.accepted,
+            answer.learned,
+            answer.applied,
+            answer.compacted_through,
+            answer.diverged_round,
+            answer.diverged_error,
             error,
         ));
     }
@@ -102,6 +118,7 @@ fn paxos_status(
         name!(highest_accepted_round, Option<i64>),
         name!(highest_learned_round, Option<i64>),
         name!(applied_round, Option<i64>),
+        name!(compacted_through_round, Option<i64>),
         name!(diverged_round, Option<i64>),
         name!(diverged_error, Option<String>),
         name!(error, Option<String>),

@@ -22,7 +22,7 @@ pub const REQUEST_LEASE: &str =
     "SELECT granted, highest_accepted_round FROM paxos.request_lease($1, $2, $3, $4, $5, $6)";
 pub const STATUS: &str =
     "SELECT node_id, highest_accepted_round, highest_learned_round, applied_round,
-            diverged_round, diverged_error
+            compacted_through_round, diverged_round, diverged_error
      FROM paxos.request_status($1)";
 pub const IDENTITY: &str = "SELECT paxos.node_identity()";
 pub const TABLE_COLUMNS: &str = "SELECT paxos.table_columns($1)";
