@@ -188,6 +188,90 @@ async fn joining_again_is_idempotent_and_never_adds_a_member_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_data_cannot_rejoin_as_the_member_it_was() {
+    bounded(async {
+        let cluster = Cluster::new("replaced", 3);
+        cluster.form_group("g").await;
+        let c1 = cluster.client(1).await;
+        c1.execute("SELECT paxos_append('before', 'g', 'v1')", &[])
+            .await
+            .unwrap();
+
+        // Node 3 loses everything pg_paxos kept: its log, its votes and promises, its token.
+        let c3 = cluster.client(3).await;
+        c3.batch_execute("DROP EXTENSION pg_paxos CASCADE; CREATE EXTENSION pg_paxos")
+            .await
+            .unwrap();
+        let join = "SELECT paxos_join_group('g', $1, $2)";
+        let args = [cluster.conninfo(1), cluster.conninfo(3)];
+        let err = c3.query_one(join, &[&args[0], &args[1]]).await.unwrap_err();
+        assert_eq!(sqlstate(&err), "55000", "{err:?}");
+        assert!(message(&err).contains("lost its data"), "{err:?}");
+        // Nothing half-done: node 3 holds no group, the others still count three members, once.
+        let held: i64 = c3
+            .query_one("SELECT count(*) FROM paxos.groups", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(held, 0);
+        let adds = "SELECT count(*) FROM paxos.log WHERE group_id = 'g' \
+                    AND value_kind = 'add_host' AND value_body = $1";
+        let added: i64 = c1.query_one(adds, &[&args[1]]).await.unwrap().get(0);
+        assert_eq!(added, 1);
+
+        // As the hint says: remove the old member, then join again, as a new voter.
+        c1.execute("SELECT paxos_remove_host('g', $1)", &[&args[1]])
+            .await
+            .unwrap();
+        c3.query_one(join, &[&args[0], &args[1]])
+            .await
+            .expect("a join after the removal");
+        let members: i64 = c1
+            .query_one(
+                "SELECT count(*) FROM paxos_status('g') WHERE reachable",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(members, 3);
+        c3.execute("SELECT paxos_append('after', 'g', 'v2')", &[])
+            .await
+            .unwrap();
+
+        // The same node joining again (a retried join) is still let through.
+        let err = cluster
+            .client(2)
+            .await
+            .query_one(
+                "SELECT paxos.admit_member('g', $1, (SELECT token FROM paxos.node))",
+                &[&args[1]],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            sqlstate(&err),
+            "55000",
+            "node 2's token is not node 3's: {err:?}"
+        );
+        let own: String = c3
+            .query_one("SELECT token FROM paxos.node", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let retried: i64 = cluster
+            .client(2)
+            .await
+            .query_one("SELECT paxos.admit_member('g', $1, $2)", &[&args[1], &own])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(retried > 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn original_readme_log_examples_run_unchanged() {
     bounded(async {
         let cluster = Cluster::new("readme_log", 3);

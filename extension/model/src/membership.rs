@@ -59,6 +59,23 @@ pub fn configurations_from(changes: &[(u64, ValueKind, String)], round: u64) -> 
     configs
 }
 
+/// The proposer label of a membership addition that names the added node's copy of pg_paxos
+/// (its random token): `role` is `founder` or `admit`. The value's origin becomes
+/// `<role>/<token>@<unique>`, so the log remembers which copy a connection string was admitted as.
+pub fn admission_label(role: &str, token: &str) -> String {
+    format!("{role}/{token}")
+}
+
+/// The token an addition's origin names (see [`admission_label`]); `None` for additions recorded
+/// without one.
+pub fn admitted_token(origin: &str) -> Option<&str> {
+    let labelled = origin
+        .strip_prefix("admit/")
+        .or_else(|| origin.strip_prefix("founder/"))?;
+    let (token, _unique) = labelled.split_once('@')?;
+    (!token.is_empty()).then_some(token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +120,18 @@ mod tests {
             configurations_from(&changes, 100),
             vec![vec!["a".to_string(), "b".to_string(), "c".to_string()]]
         );
+    }
+
+    #[test]
+    fn an_addition_names_the_copy_it_admitted() {
+        let origin = format!("{}@{}", admission_label("admit", "5f0c-77"), "n1-42-7");
+        assert_eq!(admitted_token(&origin), Some("5f0c-77"));
+        let founder = format!("{}@{}", admission_label("founder", "ab"), "x");
+        assert_eq!(admitted_token(&founder), Some("ab"));
+        // Recorded before tokens were: none.
+        assert_eq!(admitted_token("admit@n1-42-7"), None);
+        assert_eq!(admitted_token("founder@x"), None);
+        assert_eq!(admitted_token("client-7@x"), None);
+        assert_eq!(admitted_token("admit/@x"), None);
     }
 }

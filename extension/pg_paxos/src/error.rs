@@ -44,6 +44,12 @@ pub enum PaxosError {
         group: String,
         member: String,
     },
+    /// A node joins under a connection string that is a member already, as another copy of
+    /// pg_paxos (it lost its data, or it is a copy of another node): its votes are gone.
+    MemberReplaced {
+        group: String,
+        member: String,
+    },
     /// The join was recorded in the group, but this node could not copy the group's state.
     HalfJoined {
         group: String,
@@ -208,7 +214,9 @@ impl PaxosError {
             PaxosError::RoundTimeout { .. } | PaxosError::Conflict { .. } => {
                 ERRCODE_T_R_SERIALIZATION_FAILURE
             }
-            PaxosError::HalfJoined { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            PaxosError::HalfJoined { .. } | PaxosError::MemberReplaced { .. } => {
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
             PaxosError::Remote { .. } => ERRCODE_CONNECTION_EXCEPTION,
             PaxosError::Internal(_) => ERRCODE_INTERNAL_ERROR,
             PaxosError::StatementFailed(e) | PaxosError::CannotApplyNow { error: e, .. } => e.code,
@@ -245,6 +253,9 @@ impl PaxosError {
             }
             PaxosError::HalfJoined { .. } => {
                 "Run paxos_join_group() again on this node: it is idempotent and finishes the join."
+            }
+            PaxosError::MemberReplaced { .. } => {
+                "Remove the old member first with paxos_remove_host() on a member, then join again."
             }
             PaxosError::InvalidArgument { hint, .. } => hint,
             PaxosError::Compacted { .. } => {
@@ -369,6 +380,10 @@ impl fmt::Display for PaxosError {
             PaxosError::AlreadyMember { group, member } => {
                 write!(f, "{member} is already a member of paxos group {group:?}")
             }
+            PaxosError::MemberReplaced { group, member } => write!(
+                f,
+                "{member} is a member of paxos group {group:?} as another copy of pg_paxos: that node lost its data (and the votes it cast), or this node is a copy of it"
+            ),
             PaxosError::HalfJoined { group, round, cause } => write!(
                 f,
                 "this node was added to paxos group {group:?} in round {round}, but copying the group's state failed: {cause}"

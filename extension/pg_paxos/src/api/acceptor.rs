@@ -363,7 +363,11 @@ mod paxos {
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
-    fn admit_member(group_id: &str, member_connection_string: &str) -> i64 {
-        group::admit(group_id, member_connection_string).or_raise() as i64
+    fn admit_member(
+        group_id: &str,
+        member_connection_string: &str,
+        member_token: default!(Option<&str>, "NULL"),
+    ) -> i64 {
+        group::admit(group_id, member_connection_string, member_token).or_raise() as i64
     }
 }

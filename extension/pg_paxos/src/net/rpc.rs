@@ -32,7 +32,7 @@ pub const TABLES_SNAPSHOT: &str = "SELECT applied_round, table_name, columns, ro
                                    FROM paxos.request_tables_snapshot($1, $2)";
 pub const MEMBERSHIP_CHANGES: &str =
     "SELECT round, value_kind FROM paxos.request_membership_changes($1, $2)";
-pub const ADMIT: &str = "SELECT paxos.admit_member($1, $2)";
+pub const ADMIT: &str = "SELECT paxos.admit_member($1, $2, $3)";
 pub const LOG_RANGE: &str = "SELECT round, value_origin, value_kind, value_body
                              FROM paxos.request_log($1, $2, $3)";
 

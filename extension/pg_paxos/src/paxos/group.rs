@@ -8,7 +8,7 @@ use crate::paxos::replicated_log::{new_value, ReplicatedLog};
 use crate::paxos::tables;
 use crate::store::{self, Group};
 use paxos_model::conninfo;
-use paxos_model::membership::CHANGE_DELAY;
+use paxos_model::membership::{admission_label, admitted_token, CHANGE_DELAY};
 use paxos_model::names::check_name;
 use paxos_model::value::ValueKind;
 
@@ -80,23 +80,41 @@ pub fn create(group_id: &str, founder: &str) -> Result<()> {
             group: group_id.to_string(),
         });
     }
-    let founding = new_value("founder", ValueKind::AddHost, Some(founder.to_string()));
+    let founding = new_value(
+        &admission_label("founder", &node_identity()?),
+        ValueKind::AddHost,
+        Some(founder.to_string()),
+    );
     store::record_learned(group_id, 0, &founding)
 }
 
 /// Adds `member` through the log (idempotent) and returns the round its membership was chosen in.
-pub fn admit(group_id: &str, member: &str) -> Result<u64> {
+/// `token` names the joining node's copy of pg_paxos (see [`node_identity`]): the addition records
+/// it, and a member admitted as another copy is refused (a node that lost its data must not count
+/// as the voter it was; see `PaxosError::MemberReplaced`).
+pub fn admit(group_id: &str, member: &str, token: Option<&str>) -> Result<u64> {
     validate_conninfo(member)?;
     let log = ReplicatedLog::open(group_id)?;
     let next = store::highest_learned(group_id)? + 1;
     log.learn_through(next - 1)?;
     if let Some(round) = admission_round(group_id, member, next)? {
+        let recorded = store::learned(group_id, round)?;
+        let recorded = recorded.as_ref().and_then(|v| admitted_token(&v.origin));
+        if let (Some(joining), Some(recorded)) = (token, recorded) {
+            if joining != recorded {
+                return Err(PaxosError::MemberReplaced {
+                    group: group_id.to_string(),
+                    member: conninfo::redact(member),
+                });
+            }
+        }
         // Admitted before (a retried join): make sure its window is closed and learned here too.
         log.close_change_window(round)?;
         return Ok(round);
     }
+    let label = token.map_or_else(|| "admit".to_string(), |t| admission_label("admit", t));
     let round = log.append(new_value(
-        "admit",
+        &label,
         ValueKind::AddHost,
         Some(member.to_string()),
     ))?;
@@ -120,6 +138,10 @@ fn admission_round(group_id: &str, member: &str, before: u64) -> Result<Option<u
         })
         .flatten())
 }
+
+/// `object_not_in_prerequisite_state`, the SQLSTATE of `PaxosError::MemberReplaced`, as a member
+/// refusing an admission answers.
+const MEMBER_REPLACED_SQLSTATE: &str = "55000";
 
 /// Joins through `existing`: it adds this node through the log, then this node copies the log up
 /// to that round. Safe to run again after any failure.
@@ -151,9 +173,27 @@ pub fn join(group_id: &str, existing: &str, own: &str) -> Result<u64> {
         .block_on(seed.query_within(
             seed_limit,
             rpc::ADMIT,
-            &[group_param.clone(), Param::Text(Some(own.to_string()))],
+            &[
+                group_param.clone(),
+                Param::Text(Some(own.to_string())),
+                Param::Text(Some(node_identity()?)),
+            ],
         ))
-        .map_err(remote_error)?;
+        .map_err(|e| match e {
+            // The member refused this node as the copy its connection string was admitted as.
+            LinkError::Sql {
+                ref code,
+                ref message,
+            } if code == MEMBER_REPLACED_SQLSTATE
+                && message.contains("another copy of pg_paxos") =>
+            {
+                PaxosError::MemberReplaced {
+                    group: group_id.to_string(),
+                    member: conninfo::redact(own),
+                }
+            }
+            other => remote_error(other),
+        })?;
     let round = admitted
         .first()
         .and_then(|r| r.try_get::<_, i64>(0).ok())
@@ -337,5 +377,5 @@ pub fn add(group_id: &str, member: &str) -> Result<u64> {
             member: conninfo::redact(member),
         });
     }
-    admit(group_id, member)
+    admit(group_id, member, None)
 }
