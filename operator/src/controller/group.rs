@@ -183,6 +183,7 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
             Health {
                 phase: Phase::Pending,
                 reason: "PodsStarting",
+                serving: false,
                 degraded: None,
             },
         );
@@ -254,13 +255,14 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
     let joined = staying.iter().filter(|m| m.joined).count();
     let joined_ready = staying.iter().filter(|m| m.joined && m.reachable).count();
     let wanted = spec.members as usize;
+    let majority = joined_ready > wanted / 2;
     let (phase, reason) = if still_departing > 0 {
         (Phase::Scaling, "MembersLeaving")
     } else if joined < wanted {
         (Phase::Forming, "MembersJoining")
     } else if joined_ready == wanted {
         (Phase::Ready, "AllMembersJoined")
-    } else if joined_ready > wanted / 2 {
+    } else if majority {
         (Phase::Degraded, "MembersUnreachable")
     } else {
         (Phase::Degraded, "NoMajority")
@@ -283,10 +285,10 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
         format!(
             "{} unreachable: {joined_ready} of {wanted} members answer, {}",
             unreachable.join(", "),
-            if reason == "NoMajority" {
-                "no majority: the group cannot choose values until more members are back"
-            } else {
+            if majority {
                 "a majority: the group keeps working"
+            } else {
+                "no majority: the group cannot choose values until more members are back"
             }
         )
     });
@@ -299,6 +301,7 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
         Health {
             phase,
             reason,
+            serving: joined == wanted && majority,
             degraded,
         },
     );
@@ -528,10 +531,12 @@ fn member_status(
         .collect()
 }
 
-/// What a pass found: the phase, why, and what is degraded (nothing: `None`).
+/// What a pass found: the phase, why, whether the group serves (every member joined and a
+/// majority answers: the Ready condition), and what is degraded (nothing: `None`).
 struct Health {
     phase: Phase,
     reason: &'static str,
+    serving: bool,
     degraded: Option<String>,
 }
 
@@ -546,6 +551,7 @@ fn status(
     let Health {
         phase,
         reason,
+        serving,
         degraded,
     } = health;
     let previous = group
@@ -573,11 +579,10 @@ fn status(
         selector: Some(resources::selector_string(names)),
         members: members.to_vec(),
         conditions: vec![
-            // Ready: the group serves, every member joined and a majority answers.
             condition(
                 &previous,
                 "Ready",
-                joined == wanted as usize && ready_members > wanted as usize / 2,
+                serving,
                 reason,
                 format!("{ready_members} of {wanted} members joined and reachable"),
                 generation,
