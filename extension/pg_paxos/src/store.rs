@@ -437,9 +437,10 @@ const FORGET_BATCHED: Sql = Sql {
 };
 
 /// Drops the marks of the rounds after `applied` through `through`: the marks up to `applied` went
-/// when the applied round reached it (see `advance_applied_round`). Bounded below so that the index scan starts at the first live mark: marks come and go
-/// all the time, and one starting at the group's first round went through every dead index entry
-/// that vacuum had not removed yet (a third of a busy leader's strong reads).
+/// when the applied round reached it (see `advance_applied_round`). Bounded below so that the
+/// index scan starts at the first live mark: marks come and go all the time, and one starting at
+/// the group's first round went through every dead index entry that vacuum had not removed yet (a
+/// third of a busy leader's strong reads).
 fn forget_batched(group_id: &str, applied: u64, through: u64) -> Result<()> {
     execute(
         &FORGET_BATCHED,
@@ -545,7 +546,8 @@ pub fn unlearned_rounds(group_id: &str, from: u64, to: u64) -> Result<Vec<u64>> 
         for row in table {
             low = to_round(row.get::<i64>(1)?);
             if let Some(round) = row.get::<i64>(2)? {
-                borders.push((to_round(Some(round)), row.get::<i64>(3)?.map(|n| n as u64)));
+                let next = row.get::<i64>(3)?.map(|n| to_round(Some(n)));
+                borders.push((to_round(Some(round)), next));
             }
         }
         borders.sort_unstable();
