@@ -416,6 +416,74 @@ async fn a_group_whose_member_0_is_down_is_still_observed_scaled_and_reported() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_lost_its_data_is_removed_and_joins_again_as_a_new_voter() {
+    bounded(async {
+        let cluster = Cluster::new("op_replaced", 3);
+        let (client, fake, ctx) = formed_group(&cluster, 3).await;
+        // Member 2's volume is replaced: pg_paxos starts over there, with a new token.
+        let c3 = cluster.client(3).await;
+        c3.batch_execute("DROP EXTENSION pg_paxos CASCADE")
+            .await
+            .unwrap();
+        reconcile(&client, &ctx).await.unwrap();
+        let s = status(&fake);
+        assert_eq!(s["phase"], "Ready", "{s}");
+        assert_eq!(s["readyMembers"], 3, "{s}");
+        let reasons = fake.event_reasons(NS);
+        assert_eq!(
+            reasons.iter().filter(|r| *r == "MemberReplaced").count(),
+            1,
+            "{reasons:?}"
+        );
+        // The old voter's membership was removed, then the node was added as the copy it is now.
+        let token: String = c3
+            .query_one("SELECT paxos.node_identity()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let conninfo: String = c3
+            .query_one("SELECT self_conninfo FROM paxos.groups", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let c1 = cluster.client(1).await;
+        let admitted: Option<String> = c1
+            .query_one("SELECT paxos.admitted_token('shop', $1)", &[&conninfo])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(admitted.as_deref(), Some(token.as_str()));
+        let changes: Vec<String> = c1
+            .query(
+                "SELECT value_kind FROM paxos.log WHERE group_id = 'shop' AND value_body = $1 \
+                 AND value_kind IN ('add_host', 'remove_host') ORDER BY round",
+                &[&conninfo],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(changes, ["add_host", "remove_host", "add_host"]);
+        assert_eq!(members_seen_by(&cluster, 1).await, 3);
+        c3.execute("SELECT paxos_append('replaced', 'shop', 'v')", &[])
+            .await
+            .unwrap();
+
+        // A healthy member is never taken for a replaced one: the next pass changes nothing.
+        reconcile(&client, &ctx).await.unwrap();
+        let again = fake.event_reasons(NS);
+        assert_eq!(
+            again.iter().filter(|r| *r == "MemberReplaced").count(),
+            1,
+            "{again:?}"
+        );
+        assert_eq!(status(&fake)["phase"], "Ready");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_goes_through_the_finalizer() {
     bounded(async {
         let cluster = Cluster::new("op_delete", 1);

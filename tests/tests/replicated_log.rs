@@ -271,6 +271,77 @@ async fn a_node_that_lost_its_data_cannot_rejoin_as_the_member_it_was() {
     .await;
 }
 
+/// The votes that chose a value are gone with a wiped node, so it must not vote again: otherwise
+/// it and a member that missed the round form a majority that never saw the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_data_votes_no_more() {
+    bounded(async {
+        let cluster = Cluster::new("wiped_voter", 3);
+        cluster.form_group("g").await;
+        let c1 = cluster.client(1).await;
+        append(&c1, "p1", "g", "first").await.unwrap();
+        // Node 2 misses the round: only nodes 1 and 3 vote for 'chosen'.
+        cluster.stop(2);
+        let round = append(&c1, "p1", "g", "chosen").await.unwrap();
+        drop(c1);
+        let c3 = cluster.client(3).await;
+        c3.batch_execute("DROP EXTENSION pg_paxos CASCADE; CREATE EXTENSION pg_paxos")
+            .await
+            .unwrap();
+
+        // Every request that would count node 3's votes or promises is refused, with the reason.
+        let requests = [
+            format!("SELECT * FROM paxos.request_prepare('g', {round}, 99, 'x')"),
+            format!("SELECT * FROM paxos.request_accept('g', {round}, 99, 'x', 'o', 'value', 'v')"),
+            format!("SELECT * FROM paxos.request_prepare_range('g', {round}, 99, 'x')"),
+            format!("SELECT paxos.request_learn('g', {round}, 'o', 'value', 'v')"),
+            "SELECT paxos.request_highest_round('g', true)".to_string(),
+            "SELECT * FROM paxos.request_read_index('g', 0)".to_string(),
+            "SELECT * FROM paxos.request_lease('g', 99, 'x', 1, 1000)".to_string(),
+        ];
+        for sql in &requests {
+            let err = c3.query(sql.as_str(), &[]).await.unwrap_err();
+            assert_eq!(sqlstate(&err), "55000", "{sql}: {err:?}");
+            assert!(message(&err).contains("no acceptor of paxos group"), "{sql}: {err:?}");
+        }
+        let kept: i64 = c3
+            .query_one(
+                "SELECT (SELECT count(*) FROM paxos.acceptor_slots) + (SELECT count(*) FROM paxos.log)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(kept, 0, "a refused request left state behind");
+
+        // With node 1 down, node 2 and the wiped node 3 must not decide the round again.
+        cluster.stop(1);
+        cluster.start(2);
+        let c2 = cluster.client(2).await;
+        c2.batch_execute("SET pg_paxos.round_timeout = 3000").await.unwrap();
+        let started = Instant::now();
+        let err = c2
+            .query_one("SELECT accepted_value FROM paxos('p2', 'g', $1, 'other')", &[&round])
+            .await
+            .expect_err("two of three members, one of them wiped, are no majority");
+        assert!(
+            ["08006", "40001"].contains(&sqlstate(&err).as_str()),
+            "{err:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+
+        // Once node 1 is back, the round still holds the value that was chosen.
+        cluster.start(1);
+        let value: String = c2
+            .query_one("SELECT accepted_value FROM paxos('p2', 'g', $1, 'other')", &[&round])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(value, "chosen");
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn original_readme_log_examples_run_unchanged() {
     bounded(async {

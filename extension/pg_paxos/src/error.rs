@@ -50,6 +50,12 @@ pub enum PaxosError {
         group: String,
         member: String,
     },
+    /// An acceptor request for a group this node never founded or joined (see
+    /// `paxos.acceptor_groups`): answering it would vote without the promises and votes cast here
+    /// before, if this node lost its data.
+    NotAnAcceptor {
+        group: String,
+    },
     /// The join was recorded in the group, but this node could not copy the group's state.
     HalfJoined {
         group: String,
@@ -214,9 +220,9 @@ impl PaxosError {
             PaxosError::RoundTimeout { .. } | PaxosError::Conflict { .. } => {
                 ERRCODE_T_R_SERIALIZATION_FAILURE
             }
-            PaxosError::HalfJoined { .. } | PaxosError::MemberReplaced { .. } => {
-                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
-            }
+            PaxosError::HalfJoined { .. }
+            | PaxosError::MemberReplaced { .. }
+            | PaxosError::NotAnAcceptor { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             PaxosError::Remote { .. } => ERRCODE_CONNECTION_EXCEPTION,
             PaxosError::Internal(_) => ERRCODE_INTERNAL_ERROR,
             PaxosError::StatementFailed(e) | PaxosError::CannotApplyNow { error: e, .. } => e.code,
@@ -256,6 +262,9 @@ impl PaxosError {
             }
             PaxosError::MemberReplaced { .. } => {
                 "Remove the old member first with paxos_remove_host() on a member, then join again."
+            }
+            PaxosError::NotAnAcceptor { .. } => {
+                "If this node lost its data, remove it with paxos_remove_host() on a member, then run paxos_join_group() on it again."
             }
             PaxosError::InvalidArgument { hint, .. } => hint,
             PaxosError::Compacted { .. } => {
@@ -383,6 +392,10 @@ impl fmt::Display for PaxosError {
             PaxosError::MemberReplaced { group, member } => write!(
                 f,
                 "{member} is a member of paxos group {group:?} as another copy of pg_paxos: that node lost its data (and the votes it cast), or this node is a copy of it"
+            ),
+            PaxosError::NotAnAcceptor { group } => write!(
+                f,
+                "this node is no acceptor of paxos group {group:?}: it never founded or joined the group, or it lost its data (and the votes it cast)"
             ),
             PaxosError::HalfJoined { group, round, cause } => write!(
                 f,

@@ -72,6 +72,14 @@ CREATE TABLE paxos.acceptor_slots (
     PRIMARY KEY (group_id, round)
 );
 
+-- The groups whose acceptor this node is: founded here, joined (recorded once its admission was
+-- chosen) or left. Never deleted, and gone only with the extension's data: an acceptor request for
+-- any other group is refused, so that a node that lost its data (its promises and votes) cannot
+-- answer as the acceptor it was.
+CREATE TABLE paxos.acceptor_groups (
+    group_id text PRIMARY KEY
+);
+
 -- The acceptor's promise to a leader for every round from from_round on, made in one phase 1. It
 -- only ever rises (see paxos-core's leader module).
 CREATE TABLE paxos.range_promises (

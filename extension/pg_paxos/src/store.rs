@@ -735,23 +735,57 @@ pub fn lock_acceptor(group_id: &str, range_prepare: bool) -> Result<()> {
 
 const ACCEPTOR_STATE: Sql = Sql {
     text: "SELECT r.from_round, r.promised_num, r.promised_by,
-                  (SELECT g.compacted_through FROM paxos.groups g WHERE g.group_id = $1)
+                  (SELECT g.compacted_through FROM paxos.groups g WHERE g.group_id = $1),
+                  EXISTS (SELECT 1 FROM paxos.acceptor_groups a WHERE a.group_id = $1)
            FROM (VALUES (1)) AS one
            LEFT JOIN paxos.range_promises r ON r.group_id = $1",
     args: &[TEXT],
 };
 
-/// What this node's acceptor rules need besides a slot: its range promise, and the round through
-/// which the group was compacted here (0: never; also for a group this node left).
-pub fn acceptor_state(group_id: &str) -> Result<(Option<RangePromise>, u64)> {
+/// What this node's acceptor rules need besides a slot, for a group it is the acceptor of.
+pub struct AcceptorState {
+    pub range: Option<RangePromise>,
+    /// The round through which the group was compacted here (0: never; also for a group this node
+    /// left).
+    pub compacted: u64,
+    /// This node founded, joined or left the group (see [`serve_as_acceptor`]).
+    pub serves: bool,
+}
+
+pub fn acceptor_state(group_id: &str) -> Result<AcceptorState> {
     query(&ACCEPTOR_STATE, &[group_id.into()], |table| {
-        let mut out = (None, 0);
+        let mut out = AcceptorState {
+            range: None,
+            compacted: 0,
+            serves: false,
+        };
         for row in table {
-            out.0 = range_promise_at(&row)?;
-            out.1 = to_round(row.get::<i64>(4)?);
+            out.range = range_promise_at(&row)?;
+            out.compacted = to_round(row.get::<i64>(4)?);
+            out.serves = row.get::<bool>(5)?.unwrap_or(false);
         }
         Ok(out)
     })
+}
+
+const SERVE_AS_ACCEPTOR: Sql = Sql {
+    text: "INSERT INTO paxos.acceptor_groups (group_id) VALUES ($1) ON CONFLICT DO NOTHING",
+    args: &[TEXT],
+};
+
+/// Records that this node is an acceptor of `group_id` from now on (see `paxos.acceptor_groups`).
+pub fn serve_as_acceptor(group_id: &str) -> Result<()> {
+    execute(&SERVE_AS_ACCEPTOR, &[group_id.into()])
+}
+
+const SERVES_AS_ACCEPTOR: Sql = Sql {
+    text: "SELECT EXISTS (SELECT 1 FROM paxos.acceptor_groups WHERE group_id = $1)",
+    args: &[TEXT],
+};
+
+/// This node founded, joined or left `group_id` (see [`serve_as_acceptor`]).
+pub fn serves_as_acceptor(group_id: &str) -> Result<bool> {
+    Ok(first_value::<bool>(&SERVES_AS_ACCEPTOR, &[group_id.into()])?.unwrap_or(false))
 }
 
 const COMPACTED_THROUGH: Sql = Sql {

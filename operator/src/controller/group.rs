@@ -206,6 +206,25 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
             Err(e) => return Err(e),
         };
         ops::ensure_extension(&client, &joining).await?;
+        // A replaced or wiped volume: the old voter is gone for good. Its membership is removed
+        // first (through the log, by a majority of the others), then the node joins as a new one.
+        if ops::lost_its_data(
+            &client,
+            &joining,
+            &anchor.client,
+            &anchor.member,
+            &names.group,
+        )
+        .await?
+        {
+            let note = format!(
+                "{} lost its data (its volume was replaced or wiped): its old membership is removed and it joins again as a new voter",
+                joining.name
+            );
+            ctx.event(group, true, "MemberReplaced", "Remove", note)
+                .await;
+            ops::ensure_removed(&anchor.client, &anchor.member, &names.group, &joining).await?;
+        }
         if ops::ensure_joined(&client, &joining, &names.group, &anchor.member).await?
             == Outcome::Done
         {

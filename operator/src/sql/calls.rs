@@ -18,6 +18,10 @@ pub const LEAVE_GROUP: &str = "SELECT paxos_leave_group($1::text)";
 
 pub const REMOVE_HOST: &str = "SELECT paxos_remove_host($1::text, $2::text)";
 
+pub const NODE_IDENTITY: &str = "SELECT paxos.node_identity()";
+
+pub const ADMITTED_TOKEN: &str = "SELECT paxos.admitted_token($1::text, $2::text)";
+
 pub const MAX_ROUND: &str = "SELECT paxos_max_group_round($1::text)";
 
 pub const COMPACT_LOG: &str = "SELECT paxos_compact_log($1::text)";

@@ -79,6 +79,32 @@ pub async fn ensure_joined(
     Ok(Outcome::Done)
 }
 
+/// Whether `member` lost its data: it does not hold `group`, but `via` (a member) recorded another
+/// copy of pg_paxos as its admission, so its votes are gone and it cannot join as the voter it was.
+/// (A member whose join did not finish was admitted as itself, and joining again finishes it.)
+pub async fn lost_its_data(
+    client: &Client,
+    member: &Member,
+    via_client: &Client,
+    via: &Member,
+    group: &str,
+) -> Result<bool> {
+    if is_member(client, member, group).await? {
+        return Ok(false);
+    }
+    let own: String = client
+        .query_one(calls::NODE_IDENTITY, &[])
+        .await
+        .map_err(failed(member, "read its identity"))?
+        .get(0);
+    let admitted: Option<String> = via_client
+        .query_one(calls::ADMITTED_TOKEN, &[&group, &member.conninfo()])
+        .await
+        .map_err(failed(via, "read an admission"))?
+        .get(0);
+    Ok(admitted.is_some_and(|token| token != own))
+}
+
 /// Has `member` leave `group`, unless it left already.
 pub async fn ensure_left(client: &Client, member: &Member, group: &str) -> Result<Outcome> {
     if !is_member(client, member, group).await? {

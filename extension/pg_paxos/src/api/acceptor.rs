@@ -194,7 +194,9 @@ mod paxos {
 
     #[pg_extern(volatile, parallel_unsafe)]
     fn request_highest_round(group_id: &str, accepted_only: bool) -> i64 {
-        store::highest_known_round(group_id, accepted_only).or_raise() as i64
+        acceptor::require_acceptor_of(group_id)
+            .and_then(|()| store::highest_known_round(group_id, accepted_only))
+            .or_raise() as i64
     }
 
     /// A leader's read index: this node's highest voted (or learned) round, and the highest
@@ -213,6 +215,7 @@ mod paxos {
         ),
     > {
         (|| {
+            acceptor::require_acceptor_of(group_id)?;
             let highest = store::highest_known_round(group_id, true)?;
             let promise = store::highest_promise_above(group_id, round(above_round)?)?;
             Ok::<_, PaxosError>((
@@ -341,6 +344,13 @@ mod paxos {
         .or_raise()
     }
 
+    /// Records this node as an acceptor of `group_id`: a joining node calls it on itself, through a
+    /// connection of its own (so that it is committed at once), right after its admission.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn serve_as_acceptor(group_id: &str) {
+        store::serve_as_acceptor(group_id).or_raise()
+    }
+
     #[pg_extern(stable, parallel_safe)]
     fn node_identity() -> String {
         group::node_identity().or_raise()
@@ -360,6 +370,14 @@ mod paxos {
             .map(|(round, kind, _)| (round as i64, kind.as_str().to_string()))
             .collect();
         TableIterator::new(changes)
+    }
+
+    /// The token of the copy of pg_paxos the current admission of `member_connection_string`
+    /// recorded (NULL: no member, or added without one); compare it with `node_identity()` on
+    /// that node to tell a node that lost its data from one that did not finish joining.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn admitted_token(group_id: &str, member_connection_string: &str) -> Option<String> {
+        group::admitted_copy(group_id, member_connection_string).or_raise()
     }
 
     #[pg_extern(volatile, parallel_unsafe)]

@@ -44,7 +44,14 @@ fn with_slot<R>(
     round: u64,
     rule: impl Fn(&SlotState<LogValue>) -> (Option<SlotState<LogValue>>, R),
 ) -> Result<R> {
-    let (range, compacted) = store::acceptor_state(group_id)?;
+    let store::AcceptorState {
+        range,
+        compacted,
+        serves,
+    } = store::acceptor_state(group_id)?;
+    if !serves {
+        return Err(not_an_acceptor(group_id));
+    }
     refuse_compacted(group_id, round, compacted)?;
     for _ in 0..2 {
         let existing = store::lock_slot(group_id, round)?;
@@ -140,8 +147,27 @@ fn refuse_compacted(group_id: &str, round: u64, compacted: u64) -> Result<()> {
     Ok(())
 }
 
+fn not_an_acceptor(group_id: &str) -> PaxosError {
+    PaxosError::NotAnAcceptor {
+        group: group_id.to_string(),
+    }
+}
+
+/// Refuses every request that counts this node's votes or promises for a group it never founded
+/// or joined (see `paxos.acceptor_groups`). A node whose data was wiped (a new volume, a dropped
+/// extension) holds nothing, so it would promise and report as if it had never voted, and a
+/// majority counting it could choose a second value in a round whose value was chosen.
+pub fn require_acceptor_of(group_id: &str) -> Result<()> {
+    if store::serves_as_acceptor(group_id)? {
+        Ok(())
+    } else {
+        Err(not_an_acceptor(group_id))
+    }
+}
+
 /// Phase 1b for every round from `from` on (a leader's campaign).
 pub fn prepare_range(group_id: &str, from: u64, ballot: Ballot) -> Result<RangeReply> {
+    require_acceptor_of(group_id)?;
     store::lock_acceptor(group_id, true)?;
     refuse_compacted(group_id, from, store::compacted_through(group_id)?)?;
     if let Err(holder) = lease::admit_phase1(group_id, &ballot, u64::MAX) {
@@ -179,6 +205,7 @@ fn promise_range(
 }
 
 pub fn learn(group_id: &str, round: u64, value: LogValue) -> Result<()> {
+    require_acceptor_of(group_id)?;
     store::relax_synchronous_commit()?;
     store::record_learned(group_id, round, &value)
 }
@@ -203,6 +230,7 @@ pub fn request_lease(
     learned_through: Option<u64>,
     duration_micros: u64,
 ) -> Result<(bool, u64)> {
+    require_acceptor_of(group_id)?;
     store::lock_acceptor(group_id, true)?;
     let mut range = store::range_promise(group_id)?;
     let behind = range.as_ref().is_none_or(|r| r.ballot < *ballot);

@@ -80,6 +80,7 @@ pub fn create(group_id: &str, founder: &str) -> Result<()> {
             group: group_id.to_string(),
         });
     }
+    store::serve_as_acceptor(group_id)?;
     let founding = new_value(
         &admission_label("founder", &node_identity()?),
         ValueKind::AddHost,
@@ -98,9 +99,7 @@ pub fn admit(group_id: &str, member: &str, token: Option<&str>) -> Result<u64> {
     let next = store::highest_learned(group_id)? + 1;
     log.learn_through(next - 1)?;
     if let Some(round) = admission_round(group_id, member, next)? {
-        let recorded = store::learned(group_id, round)?;
-        let recorded = recorded.as_ref().and_then(|v| admitted_token(&v.origin));
-        if let (Some(joining), Some(recorded)) = (token, recorded) {
+        if let (Some(joining), Some(recorded)) = (token, recorded_token(group_id, round)?) {
             if joining != recorded {
                 return Err(PaxosError::MemberReplaced {
                     group: group_id.to_string(),
@@ -120,6 +119,28 @@ pub fn admit(group_id: &str, member: &str, token: Option<&str>) -> Result<u64> {
     ))?;
     log.close_change_window(round)?;
     Ok(round)
+}
+
+/// The token of the copy of pg_paxos that `member`'s current admission recorded (see [`admit`]),
+/// once this node learned every round a majority knows of: `None` when `member` is no member, or
+/// its admission recorded no token (it was added with `paxos_add_host`). A node that does not hold
+/// the group while the token of its admission is not its own lost its data.
+pub fn admitted_copy(group_id: &str, member: &str) -> Result<Option<String>> {
+    let log = ReplicatedLog::open(group_id)?;
+    log.learn_through(log.max_group_round(false)?)?;
+    let next = store::highest_learned(group_id)? + 1;
+    match admission_round(group_id, member, next)? {
+        Some(round) => recorded_token(group_id, round),
+        None => Ok(None),
+    }
+}
+
+/// The token the admission chosen in `round` recorded.
+fn recorded_token(group_id: &str, round: u64) -> Result<Option<String>> {
+    Ok(
+        store::learned(group_id, round)?
+            .and_then(|v| admitted_token(&v.origin).map(str::to_string)),
+    )
 }
 
 /// The round in which `member` was last added, if it is a member before round `before`.
@@ -142,6 +163,34 @@ fn admission_round(group_id: &str, member: &str, before: u64) -> Result<Option<u
 /// `object_not_in_prerequisite_state`, the SQLSTATE of `PaxosError::MemberReplaced`, as a member
 /// refusing an admission answers.
 const MEMBER_REPLACED_SQLSTATE: &str = "55000";
+
+/// Whether `seed` recorded another copy of pg_paxos than this node's as the admission of `own`.
+fn admitted_elsewhere(
+    seed: &crate::net::pool::Link,
+    group_id: &str,
+    own: &str,
+    limit: std::time::Duration,
+) -> bool {
+    let Ok(net) = crate::net::pool::net() else {
+        return false;
+    };
+    let recorded = net.block_on(seed.query_within(
+        limit,
+        rpc::ADMITTED_TOKEN,
+        &[
+            Param::Text(Some(group_id.to_string())),
+            Param::Text(Some(own.to_string())),
+        ],
+    ));
+    let recorded = recorded
+        .ok()
+        .and_then(|rows| {
+            rows.first()
+                .and_then(|r| r.try_get::<_, Option<String>>(0).ok())
+        })
+        .flatten();
+    matches!((recorded, node_identity()), (Some(theirs), Ok(ours)) if theirs != ours)
+}
 
 /// Joins through `existing`: it adds this node through the log, then this node copies the log up
 /// to that round. Safe to run again after any failure.
@@ -180,12 +229,11 @@ pub fn join(group_id: &str, existing: &str, own: &str) -> Result<u64> {
             ],
         ))
         .map_err(|e| match e {
-            // The member refused this node as the copy its connection string was admitted as.
-            LinkError::Sql {
-                ref code,
-                ref message,
-            } if code == MEMBER_REPLACED_SQLSTATE
-                && message.contains("another copy of pg_paxos") =>
+            // Refused as the copy its connection string was admitted as, if the member recorded
+            // another one.
+            LinkError::Sql { ref code, .. }
+                if code == MEMBER_REPLACED_SQLSTATE
+                    && admitted_elsewhere(&seed, group_id, own, seed_limit) =>
             {
                 PaxosError::MemberReplaced {
                     group: group_id.to_string(),
@@ -207,6 +255,16 @@ pub fn join(group_id: &str, existing: &str, own: &str) -> Result<u64> {
         round,
         cause,
     };
+    // Only now, with this very copy admitted, may this node vote in the group. The rounds it counts
+    // in start after the window, which the member closed before answering; until this commits,
+    // this node refuses them like a member that is down. Committed through a connection of its
+    // own, because proposers' requests arrive on other backends while this transaction copies.
+    net.block_on(log.link(own)?.query_within(
+        log.round_timeout(),
+        rpc::SERVE_AS_ACCEPTOR,
+        std::slice::from_ref(&group_param),
+    ))
+    .map_err(|e| half_joined(e.message().to_string()))?;
     // The member applies through the window and hands over its replicated tables as of one applied
     // round; this node takes that round as applied and copies the log up to it.
     let snapshot = net
