@@ -63,6 +63,7 @@ fn faults_for(members: usize) -> Vec<Fault> {
         Fault::SlowLinks,
         Fault::DiskFull,
         Fault::Membership,
+        Fault::WipeSpare,
     ];
     if members < 3 {
         faults.retain(|f| *f != Fault::IsolateMinority);
@@ -178,6 +179,8 @@ pub async fn run(settings: &Settings) -> Summary {
         proxies: &proxies,
         members: settings.members,
         spare_joined: false,
+        spare_wiped: false,
+        spares_replaced: 0,
     };
     let kinds = faults_for(settings.members);
     let mut injected: BTreeMap<&'static str, usize> = BTreeMap::new();
@@ -202,6 +205,15 @@ pub async fn run(settings: &Settings) -> Summary {
         );
         tokio::time::sleep(hold).await;
         group.heal();
+        if let Err(e) = group
+            .replace_wiped_spare(Instant::now() + RECOVERY_BOUND)
+            .await
+        {
+            anomalies.push(format!(
+                "the wiped spare could not be replaced within {} s: {e}",
+                RECOVERY_BOUND.as_secs()
+            ));
+        }
         match writes_resume(&cluster, settings.members).await {
             Some(took) => recoveries.push((what, took)),
             None => anomalies.push(format!(
@@ -280,6 +292,13 @@ pub async fn run(settings: &Settings) -> Summary {
             secs[secs.len() / 2],
             secs[secs.len() - 1],
             RECOVERY_BOUND.as_secs()
+        );
+    }
+    if injected.contains_key(Fault::WipeSpare.name()) {
+        let _ = writeln!(
+            text,
+            "the spare lost its data while a member and was replaced: {} times",
+            group.spares_replaced
         );
     }
     let _ = writeln!(text, "final round {} on every node", state.round);

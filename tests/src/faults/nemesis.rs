@@ -1,6 +1,6 @@
 //! Fault injection on a running group: crashes, pauses, partitions (a minority, no majority
-//! anywhere, one-way), slow links, a full disk, and members joining and leaving. Every fault is
-//! healed before the next one.
+//! anywhere, one-way), slow links, a full disk, members joining and leaving, and a node losing its
+//! data. Every fault is healed before the next one.
 
 use std::time::Duration;
 
@@ -25,6 +25,10 @@ pub enum Fault {
     DiskFull,
     /// The spare node joins, or leaves if it is a member.
     Membership,
+    /// The spare loses everything pg_paxos kept (its extension is dropped and created again): a
+    /// member then refuses every vote until it is replaced (removed through node 1, then joined
+    /// again as a new voter) at the heal, as the operator replaces a wiped volume.
+    WipeSpare,
 }
 
 impl Fault {
@@ -38,6 +42,7 @@ impl Fault {
             Fault::SlowLinks => "slow-links",
             Fault::DiskFull => "disk-full",
             Fault::Membership => "membership",
+            Fault::WipeSpare => "wipe-spare",
         }
     }
 }
@@ -49,6 +54,10 @@ pub struct Group<'a> {
     pub proxies: &'a [LinkProxy],
     pub members: usize,
     pub spare_joined: bool,
+    /// The spare lost its data while a member: it is replaced at the heal.
+    pub spare_wiped: bool,
+    /// How often a wiped spare was replaced.
+    pub spares_replaced: usize,
 }
 
 fn node_id(node: usize) -> String {
@@ -137,6 +146,77 @@ impl Group<'_> {
                         crate::errors::message(&e)
                     ),
                 }
+            }
+            Fault::WipeSpare => {
+                let spare = self.members + 1;
+                let c = self.cluster.client(spare).await;
+                match c
+                    .batch_execute("DROP EXTENSION pg_paxos CASCADE; CREATE EXTENSION pg_paxos")
+                    .await
+                {
+                    Ok(()) => {
+                        self.spare_wiped = self.spare_joined;
+                        format!(
+                            "wiped node {spare}'s pg_paxos data ({})",
+                            if self.spare_joined {
+                                "a member"
+                            } else {
+                                "no member"
+                            }
+                        )
+                    }
+                    Err(e) => format!("wiping node {spare} failed: {}", crate::errors::message(&e)),
+                }
+            }
+        }
+    }
+
+    /// Replaces a spare that lost its data while a member: its old membership is removed through
+    /// node 1, then it joins as the copy it is now. Retried until `deadline`; the error of the
+    /// last attempt if it never succeeded.
+    pub async fn replace_wiped_spare(
+        &mut self,
+        deadline: std::time::Instant,
+    ) -> Result<(), String> {
+        if !self.spare_wiped {
+            return Ok(());
+        }
+        let spare = self.members + 1;
+        let spare_conninfo = self.proxies[spare - 1].conninfo();
+        loop {
+            let attempt = async {
+                let first = self.cluster.client(1).await;
+                let still_member: bool = first
+                    .query_one(
+                        "SELECT paxos.admitted_token('g', $1) IS NOT NULL",
+                        &[&spare_conninfo],
+                    )
+                    .await?
+                    .get(0);
+                if still_member {
+                    first
+                        .execute("SELECT paxos_remove_host('g', $1)", &[&spare_conninfo])
+                        .await?;
+                }
+                self.cluster
+                    .client(spare)
+                    .await
+                    .execute(
+                        "SELECT paxos_join_group('g', $1, $2)",
+                        &[&self.proxies[0].conninfo(), &spare_conninfo],
+                    )
+                    .await
+            };
+            match attempt.await {
+                Ok(_) => {
+                    self.spare_wiped = false;
+                    self.spares_replaced += 1;
+                    return Ok(());
+                }
+                Err(e) if std::time::Instant::now() > deadline => {
+                    return Err(crate::errors::message(&e))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
     }
