@@ -100,6 +100,29 @@ async fn formed_group(cluster: &Cluster, members: i32) -> (kube::Client, FakeKub
     (client, fake, ctx)
 }
 
+/// Each pod's member label (see `resources::MEMBER_LABEL`), "-" where it has none.
+fn member_labels(fake: &FakeKube) -> Vec<(String, String)> {
+    fake.list(NS, "pods")
+        .iter()
+        .map(|p| {
+            let label = p["metadata"]["labels"]["pgpaxos.io/member"].as_str();
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                label.unwrap_or("-").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn labelled(pods: &[(&str, &str)]) -> Vec<(String, String)> {
+    pods.iter()
+        .map(|(p, l)| (p.to_string(), l.to_string()))
+        .collect()
+}
+
 async fn members_seen_by(cluster: &Cluster, node: usize) -> i64 {
     cluster
         .client(node)
@@ -180,6 +203,22 @@ async fn a_new_group_gets_its_objects_then_forms_and_reports_rounds() {
         assert_eq!(
             members[1]["nodeId"], "node2",
             "node ids come from the members"
+        );
+        // Clients reach the pods once they joined, and only those.
+        assert_eq!(
+            member_labels(&fake),
+            labelled(&[("shop-0", "true"), ("shop-1", "true"), ("shop-2", "true")])
+        );
+        let client_selector = &fake.get(NS, "services", "shop").unwrap()["spec"]["selector"];
+        assert_eq!(
+            client_selector["pgpaxos.io/member"], "true",
+            "{client_selector}"
+        );
+        let members_selector =
+            &fake.get(NS, "services", "shop-members").unwrap()["spec"]["selector"];
+        assert!(
+            members_selector["pgpaxos.io/member"].is_null(),
+            "{members_selector}"
         );
         let events = fake.event_reasons(NS);
         assert!(events.contains(&"GroupCreated".to_string()), "{events:?}");
@@ -265,6 +304,17 @@ async fn scaling_up_joins_and_scaling_down_leaves_one_member_at_a_time() {
         });
         reconcile(&client, &ctx).await.unwrap();
         assert_eq!(members_seen_by(&cluster, 1).await, 4);
+        // Clients stop reaching both departing members at once, before either is gone.
+        assert_eq!(
+            member_labels(&fake),
+            labelled(&[
+                ("shop-0", "true"),
+                ("shop-1", "true"),
+                ("shop-2", "true"),
+                ("shop-3", "false"),
+                ("shop-4", "false"),
+            ])
+        );
         assert_eq!(
             fake.get(NS, "statefulsets", "shop").unwrap()["spec"]["replicas"],
             5
@@ -436,6 +486,22 @@ async fn a_member_that_lost_its_data_is_removed_and_joins_again_as_a_new_voter()
             "{reasons:?}"
         );
         // The old voter's membership was removed, then the node was added as the copy it is now.
+        // Clients stopped reaching the wiped pod before its old membership was removed, and reach
+        // it again once it joined.
+        let label_patches: Vec<String> = fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.starts_with("PATCH") && r.contains("/pods/shop-2"))
+            .collect();
+        assert_eq!(
+            label_patches.len(),
+            3,
+            "true, false, true: {label_patches:?}"
+        );
+        assert_eq!(
+            member_labels(&fake)[2],
+            ("shop-2".to_string(), "true".to_string())
+        );
         let token: String = c3
             .query_one("SELECT paxos.node_identity()", &[])
             .await

@@ -161,7 +161,8 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
     }
     apply_object(ctx, &names.namespace, &stateful_set).await?;
 
-    let ready = ready_pods(ctx, &names).await?;
+    let mut pods = list_pods(ctx, &names).await?;
+    let ready = pods.ready.clone();
     let member = |ordinal: i32| (ctx.addresses)(&names, ordinal, &spec.database);
     let Some(anchor) = find_anchor(
         ctx,
@@ -190,8 +191,16 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
         apply_status(ctx, group, status).await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
     };
+    // Clients stop reaching departing members before they leave.
+    for &ordinal in &departing {
+        label_member(ctx, &names, &mut pods, ordinal, false).await?;
+    }
     for ordinal in 0..spec.members {
-        if !ready.contains(&ordinal) || ordinal == anchor.ordinal {
+        if !ready.contains(&ordinal) {
+            continue;
+        }
+        if ordinal == anchor.ordinal {
+            label_member(ctx, &names, &mut pods, ordinal, true).await?;
             continue;
         }
         let joining = member(ordinal);
@@ -223,6 +232,7 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
             );
             ctx.event(group, true, "MemberReplaced", "Remove", note)
                 .await;
+            label_member(ctx, &names, &mut pods, ordinal, false).await?;
             ops::ensure_removed(&anchor.client, &anchor.member, &names.group, &joining).await?;
         }
         if ops::ensure_joined(&client, &joining, &names.group, &anchor.member).await?
@@ -232,6 +242,7 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
             ctx.member_event(group, &joining.name, "MemberJoined", "Join", note)
                 .await;
         }
+        label_member(ctx, &names, &mut pods, ordinal, true).await?;
     }
     // Departing members leave one per pass, highest ordinal first, so a majority always remains;
     // their pods go once every one of them left.
@@ -504,24 +515,75 @@ async fn leave(
     Ok(outcome)
 }
 
-/// Ordinals of the group's pods that are Ready.
-async fn ready_pods(ctx: &Context, names: &Names) -> Result<BTreeSet<i32>> {
+/// The group's pods by ordinal: which are Ready, and which carry the member label (see
+/// `resources::MEMBER_LABEL`).
+struct Pods {
+    present: BTreeSet<i32>,
+    ready: BTreeSet<i32>,
+    labelled_members: BTreeSet<i32>,
+}
+
+async fn list_pods(ctx: &Context, names: &Names) -> Result<Pods> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let pods = api
         .list(&ListParams::default().labels(&resources::selector_string(names)))
         .await?;
     let prefix = format!("{}-", names.group);
-    Ok(pods
-        .items
-        .iter()
-        .filter(|pod| {
-            pod.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .filter_map(|pod| pod.name_any().strip_prefix(&prefix)?.parse().ok())
-        .collect())
+    let ordinal = |pod: &Pod| pod.name_any().strip_prefix(&prefix)?.parse().ok();
+    Ok(Pods {
+        present: pods.items.iter().filter_map(ordinal).collect(),
+        ready: pods
+            .items
+            .iter()
+            .filter(|pod| {
+                pod.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .filter_map(ordinal)
+            .collect(),
+        labelled_members: pods
+            .items
+            .iter()
+            .filter(|pod| {
+                pod.labels()
+                    .get(resources::MEMBER_LABEL)
+                    .map(String::as_str)
+                    == Some("true")
+            })
+            .filter_map(ordinal)
+            .collect(),
+    })
+}
+
+/// Sets or clears the member label of the pod `ordinal` (so the client Service reaches it or
+/// not), unless it is so already or the pod is gone.
+async fn label_member(
+    ctx: &Context,
+    names: &Names,
+    pods: &mut Pods,
+    ordinal: i32,
+    member: bool,
+) -> Result<()> {
+    if !pods.present.contains(&ordinal) || pods.labelled_members.contains(&ordinal) == member {
+        return Ok(());
+    }
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let value = if member { "true" } else { "false" };
+    let patch = serde_json::json!({ "metadata": { "labels": { resources::MEMBER_LABEL: value } } });
+    api.patch(
+        &names.pod(ordinal),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    if member {
+        pods.labelled_members.insert(ordinal);
+    } else {
+        pods.labelled_members.remove(&ordinal);
+    }
+    Ok(())
 }
 
 fn member_status(

@@ -112,6 +112,19 @@ pub fn labels(names: &Names) -> BTreeMap<String, String> {
     labels
 }
 
+/// The label the operator sets on a pod once its node belongs to the group ("true"), and clears
+/// ("false") before it leaves or is replaced after losing its data.
+pub const MEMBER_LABEL: &str = "pgpaxos.io/member";
+
+/// The labels that select the pods clients reach: those of member pods that joined the group. A
+/// pod that did not join yet, or lost its data, would take writes the group never sees on its
+/// tables, and its join replaces those tables with the group's.
+pub fn client_selector(names: &Names) -> BTreeMap<String, String> {
+    let mut labels = selector(names);
+    labels.insert(MEMBER_LABEL.into(), "true".into());
+    labels
+}
+
 /// The labels that select a group's member pods.
 pub fn selector(names: &Names) -> BTreeMap<String, String> {
     BTreeMap::from([
