@@ -550,6 +550,86 @@ async fn a_member_that_lost_its_data_is_removed_and_joins_again_as_a_new_voter()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_0_that_lost_its_data_alone_never_creates_a_second_group() {
+    bounded(async {
+        let cluster = Cluster::new("op_zero_wiped", 3);
+        let (client, fake, ctx) = formed_group(&cluster, 3).await;
+        assert!(status(&fake)["createdTime"].is_string());
+        cluster
+            .client(1)
+            .await
+            .execute("SELECT paxos_append('before', 'shop', 'v')", &[])
+            .await
+            .unwrap();
+        // A full restart where member 0's volume was lost: member 0 is up first, alone.
+        for node in [2, 3] {
+            cluster.stop(node);
+        }
+        for pod in ["shop-1", "shop-2"] {
+            fake.edit(NS, "pods", pod, |p| {
+                p["status"]["conditions"][0]["status"] = json!("False")
+            });
+        }
+        cluster
+            .client(1)
+            .await
+            .batch_execute("DROP EXTENSION pg_paxos CASCADE")
+            .await
+            .unwrap();
+        let err = reconcile(&client, &ctx).await.unwrap_err();
+        assert_eq!(err.reason(), "Waiting", "{err}");
+        assert!(err.to_string().contains("shop-0"), "{err}");
+        let held: i64 = cluster
+            .client(1)
+            .await
+            .query_one("SELECT count(*) FROM paxos.groups", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(held, 0, "member 0 created a second group");
+        let s = status(&fake);
+        assert_eq!(s["phase"], "Degraded", "{s}");
+        assert_eq!(condition(&s, "Degraded")["reason"], "Waiting", "{s}");
+        assert!(s["createdTime"].is_string(), "the failed pass kept it: {s}");
+
+        // The others are back: member 0 is replaced through member 1 and joins as a new voter.
+        for node in [2, 3] {
+            cluster.start(node);
+        }
+        pods_ready(&fake, 1..3);
+        reconcile(&client, &ctx).await.unwrap();
+        let s = status(&fake);
+        assert_eq!(s["phase"], "Ready", "{s}");
+        assert_eq!(s["readyMembers"], 3, "{s}");
+        let events = fake.event_reasons(NS);
+        assert_eq!(
+            events.iter().filter(|e| *e == "GroupCreated").count(),
+            1,
+            "{events:?}"
+        );
+        assert!(events.contains(&"MemberReplaced".to_string()), "{events:?}");
+        let c1 = cluster.client(1).await;
+        c1.execute(
+            "SELECT paxos_apply_log('check', 'shop', paxos_max_group_round('shop'))",
+            &[],
+        )
+        .await
+        .unwrap();
+        let before: i64 = c1
+            .query_one(
+                "SELECT count(*) FROM paxos.log WHERE group_id = 'shop' AND value_body = 'v'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(before, 1, "member 0 holds the group's log again");
+        assert_eq!(members_seen_by(&cluster, 1).await, 3);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_goes_through_the_finalizer() {
     bounded(async {
         let cluster = Cluster::new("op_delete", 1);

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -164,6 +166,7 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
     let mut pods = list_pods(ctx, &names).await?;
     let ready = pods.ready.clone();
     let member = |ordinal: i32| (ctx.addresses)(&names, ordinal, &spec.database);
+    let created_before = group.status.as_ref().and_then(|s| s.created_time.clone());
     let Some(anchor) = find_anchor(
         ctx,
         group,
@@ -172,6 +175,7 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
         spec.members.max(current),
         &member,
         &credentials,
+        created_before.is_some(),
     )
     .await?
     else {
@@ -187,6 +191,7 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
                 serving: false,
                 degraded: None,
             },
+            created_before,
         );
         apply_status(ctx, group, status).await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
@@ -334,6 +339,8 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
             serving: joined == wanted && majority,
             degraded,
         },
+        // The anchor holds the group: it exists from now on, if it did not before.
+        created_before.or_else(|| Some(Time(Timestamp::now()))),
     );
     // Compaction needs every member to answer.
     if phase == Phase::Ready {
@@ -393,9 +400,11 @@ struct Anchor {
 
 /// The lowest ready member, among the first `count` ordinals, that belongs to the group and
 /// answers: the group stays observed, joined and scaled while any member (member 0 included) is
-/// down. Member 0 founds the group when no member that answers belongs to it yet; no other member
-/// ever does, so a group is never founded twice. `None` while that cannot happen yet: member 0's
-/// pod is not ready. Member 0 ready but not answering is an error (the pass reports it).
+/// down. Member 0 founds the group when no member that answers belongs to it and the group was
+/// never `created` before; no other member ever does, so a group is never founded twice. `None`
+/// while that cannot happen yet: member 0's pod is not ready. Member 0 ready but not answering is
+/// an error (the pass reports it), and so is a created group that no member answering holds.
+#[allow(clippy::too_many_arguments)]
 async fn find_anchor(
     ctx: &Context,
     group: &PaxosGroup,
@@ -404,6 +413,7 @@ async fn find_anchor(
     count: i32,
     member: &impl Fn(i32) -> Member,
     credentials: &Credentials,
+    created: bool,
 ) -> Result<Option<Anchor>> {
     let mut founder = None;
     let mut founder_error = None;
@@ -441,6 +451,15 @@ async fn find_anchor(
             None => Ok(None),
         };
     };
+    if created {
+        // Member 0 lost its data while every member that holds the group is down or unready:
+        // creating it again would start a second group under the same name. Once another member
+        // answers, member 0 is replaced and joins as a new voter.
+        return Err(Error::NotReady(format!(
+            "no member that holds the group answers, and {} does not hold it although the group was created before (its data is lost): waiting for another member",
+            founder.member.name
+        )));
+    }
     if ops::ensure_group(&founder.client, &founder.member, &names.group).await? == Outcome::Done {
         ctx.event(
             group,
@@ -628,6 +647,7 @@ fn status(
     max_round: Option<i64>,
     members: &[MemberStatus],
     health: Health,
+    created_time: Option<Time>,
 ) -> PaxosGroupStatus {
     let Health {
         phase,
@@ -687,6 +707,7 @@ fn status(
         ],
         compacted_through_round,
         last_compaction_time,
+        created_time,
     }
 }
 

@@ -151,6 +151,11 @@ pub struct PaxosGroupStatus {
     /// When the operator last compacted the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_compaction_time: Option<Time>,
+    /// When a pass first found the group created. From then on the operator never creates it
+    /// again: with no member that holds it answering (member 0 lost its data while the others
+    /// are down), a pass waits instead of starting a second group under the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_time: Option<Time>,
 }
 
 /// One member as last seen.
