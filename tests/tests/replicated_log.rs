@@ -338,6 +338,38 @@ async fn a_node_that_lost_its_data_votes_no_more() {
             .unwrap()
             .get(0);
         assert_eq!(value, "chosen");
+
+        // Nodes 1 and 2 write on, skipping node 3 instead of asking it (and being refused) on
+        // every round.
+        let c1 = cluster.client(1).await;
+        c1.batch_execute(
+            "SET pg_paxos.member_retry_interval = 60000; SET pg_paxos.round_timeout = 3000",
+        )
+        .await
+        .unwrap();
+        let refusals = || {
+            cluster
+                .server_log(3)
+                .matches("is no acceptor of paxos group")
+                .count()
+        };
+        let before = refusals();
+        for i in 0..20 {
+            append(&c1, "p1", "g", &format!("w{i}")).await.unwrap();
+        }
+        let refused = refusals() - before;
+        assert!(refused <= 2, "node 3 refused {refused} requests of 20 appends");
+        // Node 1 and the wiped node 3 are no majority either.
+        cluster.stop(2);
+        let started = Instant::now();
+        let err = append(&c1, "p1", "g", "lost")
+            .await
+            .expect_err("node 1 and a wiped node 3 are no majority");
+        assert!(
+            ["08006", "40001"].contains(&sqlstate(&err).as_str()),
+            "{err:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     })
     .await;
 }

@@ -338,7 +338,8 @@ impl Link {
             .is_some_and(|until| Instant::now() < *until)
     }
 
-    fn mark_down(&self, why: &str) {
+    /// Skips this member for the retry interval (see [`Link::recently_down`]), warning once.
+    pub fn mark_down(&self, why: &str) {
         let mut shared = self.shared.borrow_mut();
         let was_down = shared.down_until.contains_key(&self.key);
         shared

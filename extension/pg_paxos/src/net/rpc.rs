@@ -50,8 +50,28 @@ fn value_params(value: &LogValue) -> [Param; 3] {
     ]
 }
 
-/// Sends one request. Learn requests have no reply.
+/// The SQLSTATE of a member's refusal to act as an acceptor of a group it holds no votes of
+/// (`PaxosError::NotAnAcceptor`, `object_not_in_prerequisite_state`).
+const NOT_AN_ACCEPTOR: &str = "55000";
+
+/// Sends one request. Learn requests have no reply. A member that refuses as no acceptor of the
+/// group (it lost its data) is skipped like an unreachable one until it is replaced: its answers
+/// cannot count, and asking it first on every round would cost each round another round trip.
 pub async fn send(
+    link: &Link,
+    group: &str,
+    request: &Request<LogValue>,
+) -> Result<Option<Reply<LogValue>>, LinkError> {
+    let reply = send_once(link, group, request).await;
+    if let Err(LinkError::Sql { code, message }) = &reply {
+        if code == NOT_AN_ACCEPTOR {
+            link.mark_down(message);
+        }
+    }
+    reply
+}
+
+async fn send_once(
     link: &Link,
     group: &str,
     request: &Request<LogValue>,

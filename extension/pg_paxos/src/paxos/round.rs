@@ -315,10 +315,13 @@ pub async fn campaign(
 }
 
 /// Hands the learn messages to the connections and lets them write, without waiting for answers:
-/// learning is an optimisation, every member can learn a chosen value from the acceptors.
+/// learning is an optimisation, every member can learn a chosen value from the acceptors. So
+/// members that failed a moment ago get none (each would cost a connection attempt, or a refusal
+/// from a member that lost its data).
 async fn send_learns(group: &str, links: &[Link], learns: Vec<(usize, Request<LogValue>)>) {
     let mut sending: FuturesUnordered<_> = learns
         .into_iter()
+        .filter(|(to, _)| !links[*to].recently_down())
         .map(|(to, request)| ask(group, links, to, request))
         .collect();
     // One poll hands every request to its connection (a zero timeout would not do: tokio's timer
