@@ -271,6 +271,68 @@ async fn a_node_that_lost_its_data_cannot_rejoin_as_the_member_it_was() {
     .await;
 }
 
+/// `paxos_add_host` records the copy of pg_paxos that answers at the address, so a node added that
+/// way that later loses its data is refused when it joins again, as a node that joined by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_added_by_another_member_is_recorded_as_the_copy_that_answered() {
+    bounded(async {
+        let cluster = Cluster::new("added_copy", 3);
+        cluster.create_group("g", &cluster.conninfo(1)).await;
+        cluster.join("g", 2, 1).await;
+        let c1 = cluster.client(1).await;
+        let c3 = cluster.client(3).await;
+        let recorded = "SELECT paxos.admitted_token('g', $1)";
+        // An address where nobody answers is added without a token, as before.
+        let nobody = format!(
+            "host=127.0.0.1 port={} dbname=postgres",
+            cluster.port(3) + 100
+        );
+        c1.execute("SELECT paxos_add_host('g', $1)", &[&nobody])
+            .await
+            .unwrap();
+        let admitted: Option<String> = c1.query_one(recorded, &[&nobody]).await.unwrap().get(0);
+        assert_eq!(admitted, None);
+        c1.execute("SELECT paxos_remove_host('g', $1)", &[&nobody])
+            .await
+            .unwrap();
+
+        c1.execute("SELECT paxos_add_host('g', $1)", &[&cluster.conninfo(3)])
+            .await
+            .unwrap();
+        let admitted: Option<String> = c1
+            .query_one(recorded, &[&cluster.conninfo(3)])
+            .await
+            .unwrap()
+            .get(0);
+        let token: String = c3
+            .query_one("SELECT paxos.node_identity()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(admitted.as_deref(), Some(token.as_str()));
+        // Node 3 joins as the copy that was added, and votes.
+        cluster.join("g", 3, 1).await;
+        cluster.stop(2);
+        append(&c1, "p1", "g", "with node 3").await.unwrap();
+        cluster.start(2);
+
+        // Wiped, it cannot join again as that member.
+        c3.batch_execute("DROP EXTENSION pg_paxos CASCADE; CREATE EXTENSION pg_paxos")
+            .await
+            .unwrap();
+        let err = c3
+            .query_one(
+                "SELECT paxos_join_group('g', $1, $2)",
+                &[&cluster.conninfo(1), &cluster.conninfo(3)],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "55000", "{err:?}");
+        assert!(message(&err).contains("lost its data"), "{err:?}");
+    })
+    .await;
+}
+
 /// The votes that chose a value are gone with a wiped node, so it must not vote again: otherwise
 /// it and a member that missed the round form a majority that never saw the value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

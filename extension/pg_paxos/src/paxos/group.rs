@@ -24,31 +24,31 @@ fn validate_conninfo(conninfo: &str) -> Result<()> {
     Ok(())
 }
 
-/// Connects to `conninfo` and checks that it reaches this very node and database.
-fn check_reaches_self(log: &ReplicatedLog, conninfo: &str) -> Result<()> {
+/// The token of the copy of pg_paxos that answers at `conninfo` within `limit` (see
+/// [`node_identity`]).
+fn identity_at(log: &ReplicatedLog, conninfo: &str, limit: std::time::Duration) -> Result<String> {
     let link = log.link(conninfo)?;
-    let rows = crate::net::pool::net()?.block_on(link.query_within(
-        log.round_timeout(),
-        rpc::IDENTITY,
-        &[],
-    ));
-    let remote: String = match rows {
-        Ok(rows) => rows
+    let rows = crate::net::pool::net()?.block_on(link.query_within(limit, rpc::IDENTITY, &[]));
+    match rows {
+        Ok(rows) => Ok(rows
             .first()
             .and_then(|r| r.try_get::<_, String>(0).ok())
-            .unwrap_or_default(),
-        Err(e) => {
-            return Err(PaxosError::Remote {
-                member: link.label,
-                message: e.message().to_string(),
-            })
-        }
-    };
+            .unwrap_or_default()),
+        Err(e) => Err(PaxosError::Remote {
+            member: link.label,
+            message: e.message().to_string(),
+        }),
+    }
+}
+
+/// Connects to `conninfo` and checks that it reaches this very node and database.
+fn check_reaches_self(log: &ReplicatedLog, conninfo: &str) -> Result<()> {
+    let remote = identity_at(log, conninfo, log.round_timeout())?;
     if remote != node_identity()? {
         return Err(PaxosError::InvalidArgument {
             message: format!(
                 "connection string {} reaches another server or database, not this one",
-                link.label
+                log.link(conninfo)?.label
             ),
             hint: "Give this node's own address as other members reach it.",
         });
@@ -435,5 +435,12 @@ pub fn add(group_id: &str, member: &str) -> Result<u64> {
             member: conninfo::redact(member),
         });
     }
-    admit(group_id, member, None)
+    // The copy of pg_paxos that answers there now, if one does within a phase: the addition
+    // records it, so that its join is checked like any other (a node that lost its data after
+    // joining cannot join again as this member). Nobody answering records none, as before.
+    let log = ReplicatedLog::open(group_id)?;
+    let token = identity_at(&log, member, log.phase_timeout())
+        .ok()
+        .filter(|t| !t.is_empty());
+    admit(group_id, member, token.as_deref())
 }
