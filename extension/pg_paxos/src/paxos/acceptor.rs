@@ -156,7 +156,9 @@ fn not_an_acceptor(group_id: &str) -> PaxosError {
 /// Refuses every request that counts this node's votes or promises for a group it never founded
 /// or joined (see `paxos.acceptor_groups`). A node whose data was wiped (a new volume, a dropped
 /// extension) holds nothing, so it would promise and report as if it had never voted, and a
-/// majority counting it could choose a second value in a round whose value was chosen.
+/// majority counting it could choose a second value in a round whose value was chosen (an
+/// acceptor that forgets: the simulator's `the_checker_catches_acceptors_that_forget`). Refusing,
+/// it counts as a member that is down until it is replaced.
 pub fn require_acceptor_of(group_id: &str) -> Result<()> {
     if store::serves_as_acceptor(group_id)? {
         Ok(())
