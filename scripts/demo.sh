@@ -140,6 +140,23 @@ for n in 1 2 3; do
   show "$n" "SELECT count(*) AS rows, md5(string_agg(id::text, ';' ORDER BY id)) AS checksum FROM readings"
 done
 
+step "15. Node 3 loses its data (here: its extension is dropped): it votes no more and comes back as a new voter"
+show 3 "DROP EXTENSION pg_paxos CASCADE"
+show 3 "CREATE EXTENSION pg_paxos"
+echo "(leaders' requests to node 3 are refused now: its old votes are gone, so they must not count)"
+sql 3 -c "SELECT * FROM paxos.request_accept('demo', 1000000, 1, 'anyone', 'o', 'value', 'v')" 2>&1 | sed 's/^/    /' || true
+show 1 "SELECT paxos_append('node1/4', 'demo', 'written while node3 refuses') AS round"
+echo "(it cannot join again as the member it was: the group admitted another copy of pg_paxos there)"
+sql 3 -c "SELECT paxos_join_group('demo', '$N1', '$N3')" 2>&1 | sed 's/^/    /' || true
+show 1 "SELECT paxos.admitted_token('demo', '$N3') AS admitted_at_node3_address"
+show 3 "SELECT paxos.node_identity() AS node3_now"
+echo "(so: remove the old member, then join as a new one; the operator does both by itself)"
+show 1 "SELECT paxos_remove_host('demo', '$N3') AS removed_in_round"
+show 3 "SELECT paxos_join_group('demo', '$N1', '$N3') AS joined_in_round"
+for n in 1 3; do
+  show "$n" "SELECT count(*) AS rows, md5(string_agg(id::text, ';' ORDER BY id)) AS checksum FROM readings"
+done
+
 step "Done"
 if [[ ${1:-} == --teardown ]]; then
   cluster teardown
