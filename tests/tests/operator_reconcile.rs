@@ -283,6 +283,25 @@ async fn scaling_up_joins_and_scaling_down_leaves_one_member_at_a_time() {
     bounded(async {
         let cluster = Cluster::new("op_scale", 5);
         let (client, fake, ctx) = formed_group(&cluster, 3).await;
+        // A replicated table with a row: a new member needs the table before it can join.
+        fake.insert(
+            "replicatedtables",
+            json!({
+                "apiVersion": "pgpaxos.io/v1alpha1", "kind": "ReplicatedTable",
+                "metadata": { "name": "orders", "namespace": NS },
+                "spec": { "group": "shop", "table": "public.orders",
+                          "columns": "id bigint PRIMARY KEY, item text" },
+            }),
+        );
+        let tables: Api<ReplicatedTable> = Api::namespaced(client.clone(), NS);
+        let orders = Arc::new(tables.get("orders").await.unwrap());
+        table::reconcile(orders, ctx.clone()).await.unwrap();
+        cluster
+            .client(1)
+            .await
+            .execute("INSERT INTO public.orders VALUES (1, 'tea')", &[])
+            .await
+            .unwrap();
 
         // Up to 5.
         fake.edit(NS, "paxosgroups", "shop", |g| {
@@ -297,6 +316,17 @@ async fn scaling_up_joins_and_scaling_down_leaves_one_member_at_a_time() {
         reconcile(&client, &ctx).await.unwrap();
         assert_eq!(status(&fake)["readyMembers"], 5);
         assert_eq!(members_seen_by(&cluster, 1).await, 5);
+        // The new members got the table from its ReplicatedTable, and the group's rows with the join.
+        for node in [4, 5] {
+            let item: String = cluster
+                .client(node)
+                .await
+                .query_one("SELECT item FROM public.orders WHERE id = 1", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(item, "tea", "node {node}");
+        }
 
         // Down to 3: member 4 leaves, then member 3, and only then do their pods go.
         fake.edit(NS, "paxosgroups", "shop", |g| {

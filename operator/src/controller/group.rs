@@ -25,7 +25,9 @@ use super::compaction;
 use super::conditions::condition;
 use super::metrics::Kind;
 use super::{apply_status, Context, MANAGER};
-use crate::crd::{MemberStatus, PaxosGroup, PaxosGroupStatus, Phase};
+use crate::crd::{
+    MemberStatus, PaxosGroup, PaxosGroupStatus, Phase, ReplicatedTable, ReplicatedTableSpec,
+};
 use crate::error::{Error, Result};
 use crate::resources::{self, Names};
 use crate::sql::ops::{self, GroupObservation, Outcome};
@@ -196,6 +198,8 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
         apply_status(ctx, group, status).await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
     };
+    // The group's replicated tables, listed once a pod needs them.
+    let mut tables = None;
     // Clients stop reaching departing members before they leave.
     for &ordinal in &departing {
         label_member(ctx, &names, &mut pods, ordinal, false).await?;
@@ -220,32 +224,22 @@ async fn apply_steps(group: &PaxosGroup, ctx: &Context) -> Result<Action> {
             Err(e) => return Err(e),
         };
         ops::ensure_extension(&client, &joining).await?;
-        // A replaced or wiped volume: the old voter is gone for good. Its membership is removed
-        // first (through the log, by a majority of the others), then the node joins as a new one.
-        if ops::lost_its_data(
-            &client,
-            &joining,
-            &anchor.client,
-            &anchor.member,
-            &names.group,
-        )
-        .await?
-        {
-            let note = format!(
-                "{} lost its data (its volume was replaced or wiped): its old membership is removed and it joins again as a new voter",
-                joining.name
-            );
-            ctx.event(group, true, "MemberReplaced", "Remove", note)
-                .await;
-            label_member(ctx, &names, &mut pods, ordinal, false).await?;
-            ops::ensure_removed(&anchor.client, &anchor.member, &names.group, &joining).await?;
-        }
-        if ops::ensure_joined(&client, &joining, &names.group, &anchor.member).await?
-            == Outcome::Done
-        {
-            let note = format!("{} joined the group", joining.name);
-            ctx.member_event(group, &joining.name, "MemberJoined", "Join", note)
-                .await;
+        if !ops::is_member(&client, &joining, &names.group).await? {
+            let newcomer = Newcomer {
+                ordinal,
+                member: &joining,
+                client: &client,
+            };
+            bring_in(
+                ctx,
+                group,
+                &names,
+                &anchor,
+                newcomer,
+                &mut pods,
+                &mut tables,
+            )
+            .await?;
         }
         label_member(ctx, &names, &mut pods, ordinal, true).await?;
     }
@@ -471,6 +465,70 @@ async fn find_anchor(
         .await;
     }
     Ok(Some(founder))
+}
+
+/// A ready pod that does not hold the group, with its connection.
+struct Newcomer<'a> {
+    ordinal: i32,
+    member: &'a Member,
+    client: &'a Client,
+}
+
+/// Brings `newcomer` into the group through the anchor. A member that lost its data (a replaced
+/// or wiped volume) is removed first, through the log by a majority of the others, so that it
+/// joins as a new voter. The group's replicated tables are created on it where their
+/// ReplicatedTable gives columns, since a join copies their rows into them (`tables`: listed on
+/// first use).
+async fn bring_in(
+    ctx: &Context,
+    group: &PaxosGroup,
+    names: &Names,
+    anchor: &Anchor,
+    newcomer: Newcomer<'_>,
+    pods: &mut Pods,
+    tables: &mut Option<Vec<ReplicatedTableSpec>>,
+) -> Result<()> {
+    let Newcomer {
+        ordinal,
+        member,
+        client,
+    } = newcomer;
+    if ops::lost_its_data(client, member, &anchor.client, &anchor.member, &names.group).await? {
+        let note = format!(
+            "{} lost its data (its volume was replaced or wiped): its old membership is removed and it joins again as a new voter",
+            member.name
+        );
+        ctx.event(group, true, "MemberReplaced", "Remove", note)
+            .await;
+        label_member(ctx, names, pods, ordinal, false).await?;
+        ops::ensure_removed(&anchor.client, &anchor.member, &names.group, member).await?;
+    }
+    let tables = match tables {
+        Some(listed) => listed,
+        None => tables.insert(replicated_tables(ctx, names).await?),
+    };
+    for table in tables.iter() {
+        ops::ensure_table(client, member, &table.table, table.columns.as_deref()).await?;
+    }
+    if ops::ensure_joined(client, member, &names.group, &anchor.member).await? == Outcome::Done {
+        let note = format!("{} joined the group", member.name);
+        ctx.member_event(group, &member.name, "MemberJoined", "Join", note)
+            .await;
+    }
+    Ok(())
+}
+
+/// The specs of the ReplicatedTables of the group.
+async fn replicated_tables(ctx: &Context, names: &Names) -> Result<Vec<ReplicatedTableSpec>> {
+    let api: Api<ReplicatedTable> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|t| t.spec.group == names.group)
+        .map(|t| t.spec)
+        .collect())
 }
 
 /// The group as the best-informed member that answers sees it: the anchor's view, unless another
