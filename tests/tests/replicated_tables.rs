@@ -3,7 +3,7 @@
 //! a node that stops loudly when an entry fails there, and one that only fails the statement when
 //! its own resources ran out.
 
-use pg_paxos_tests::{bounded, count, sqlstate, wait_until, Cluster};
+use pg_paxos_tests::{bounded, count, message, sqlstate, wait_until, Cluster};
 use std::time::Duration;
 use tokio_postgres::{Client, Error};
 
@@ -180,6 +180,72 @@ async fn a_table_that_differs_between_members_is_refused() {
         c1.execute("SELECT paxos_replicate_table('mokka', 'other')", &[])
             .await
             .expect("a table that is the same everywhere");
+    })
+    .await;
+}
+
+/// A node joins only with the group's tables as they are on the members: it is checked before it
+/// is added, so a refused join leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_groups_tables_is_refused_before_it_is_added() {
+    bounded(async {
+        let cluster = Cluster::new("join_tables", 2);
+        let c1 = cluster.client(1).await;
+        c1.batch_execute("CREATE TABLE kept (id int PRIMARY KEY, v text)")
+            .await
+            .unwrap();
+        cluster.create_group("g", &cluster.conninfo(1)).await;
+        c1.execute("SELECT paxos_replicate_table('g', 'kept')", &[])
+            .await
+            .unwrap();
+        c1.execute("INSERT INTO kept VALUES (1, 'one')", &[])
+            .await
+            .unwrap();
+        let c2 = cluster.client(2).await;
+        let join = "SELECT paxos_join_group('g', $1, $2)";
+        let args = [cluster.conninfo(1), cluster.conninfo(2)];
+        let refused = |ddl: &'static str, code: &'static str| {
+            let (c1, c2, args) = (&c1, &c2, &args);
+            async move {
+                c2.batch_execute(ddl).await.unwrap();
+                let err = c2.query_one(join, &[&args[0], &args[1]]).await.unwrap_err();
+                assert_eq!(sqlstate(&err), code, "{err:?}");
+                assert!(message(&err).contains("this node, which joins"), "{err:?}");
+                // Not added: the group still has one member, and node 2 holds nothing of it.
+                let added: i64 = c1
+                    .query_one(
+                        "SELECT count(*) FROM paxos.log WHERE value_kind = 'add_host' AND value_body = $1",
+                        &[&args[1]],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(added, 0, "{ddl}");
+                let held: i64 = c2
+                    .query_one(
+                        "SELECT (SELECT count(*) FROM paxos.groups) + (SELECT count(*) FROM paxos.acceptor_groups)",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(held, 0, "{ddl}");
+            }
+        };
+        refused("SELECT 1", "42P01").await;
+        refused("CREATE TABLE kept (id int PRIMARY KEY, v int)", "42804").await;
+        c2.batch_execute("DROP TABLE kept; CREATE TABLE kept (id int PRIMARY KEY, v text)")
+            .await
+            .unwrap();
+        c2.query_one(join, &[&args[0], &args[1]])
+            .await
+            .expect("a join with the table as the members have it");
+        let v: String = c2
+            .query_one("SELECT v FROM kept WHERE id = 1", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(v, "one");
     })
     .await;
 }

@@ -78,9 +78,10 @@ pub enum PaxosError {
         member: String,
         cause: String,
     },
-    /// A table to replicate is missing on a member, or differs there.
+    /// A table to replicate is missing on a node, or differs there. `node` names it as the message
+    /// does: "member <address>", or "this node" for one that joins.
     TableMismatch {
-        member: String,
+        node: String,
         table: String,
         problem: String,
         missing: bool,
@@ -405,11 +406,11 @@ impl fmt::Display for PaxosError {
             | PaxosError::NotSupported { message, .. }
             | PaxosError::PermissionDenied { message, .. } => f.write_str(message),
             PaxosError::TableMismatch {
-                member,
+                node,
                 table,
                 problem,
                 ..
-            } => write!(f, "table {table} {problem} on member {member}"),
+            } => write!(f, "table {table} {problem} on {node}"),
             PaxosError::Conflict { group, round } => write!(
                 f,
                 "another write was chosen first for round {round} of paxos group {group:?}, which this transaction's writes were based on"

@@ -33,6 +33,8 @@ pub const TABLES_SNAPSHOT: &str = "SELECT applied_round, table_name, columns, ro
 pub const MEMBERSHIP_CHANGES: &str =
     "SELECT round, value_kind FROM paxos.request_membership_changes($1, $2)";
 pub const ADMIT: &str = "SELECT paxos.admit_member($1, $2, $3)";
+pub const REPLICATED_TABLES: &str =
+    "SELECT table_name, columns FROM paxos.replicated_tables WHERE group_id = $1";
 pub const ADMITTED_TOKEN: &str = "SELECT paxos.admitted_token($1, $2)";
 pub const SERVE_AS_ACCEPTOR: &str = "SELECT paxos.serve_as_acceptor($1)";
 pub const LOG_RANGE: &str = "SELECT round, value_origin, value_kind, value_body

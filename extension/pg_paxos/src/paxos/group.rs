@@ -218,6 +218,21 @@ pub fn join(group_id: &str, existing: &str, own: &str) -> Result<u64> {
         member: seed.label.clone(),
         message: e.message().to_string(),
     };
+    // The group's tables must be here before this node is added: its join copies their rows.
+    let tables = net
+        .block_on(seed.query_within(
+            seed_limit,
+            rpc::REPLICATED_TABLES,
+            std::slice::from_ref(&group_param),
+        ))
+        .map_err(remote_error)?;
+    for row in &tables {
+        let (Ok(name), Ok(columns)) = (row.try_get::<_, String>(0), row.try_get::<_, String>(1))
+        else {
+            continue;
+        };
+        tables::check_local_table(&name, &columns)?;
+    }
     let admitted = net
         .block_on(seed.query_within(
             seed_limit,

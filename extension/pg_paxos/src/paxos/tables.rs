@@ -114,7 +114,7 @@ fn check_members_have(log: &ReplicatedLog, name: &str, columns: &str) -> Result<
             Some(_) => continue,
         };
         return Err(PaxosError::TableMismatch {
-            member: links[i].label.clone(),
+            node: format!("member {}", links[i].label),
             table: name.to_string(),
             problem: problem.to_string(),
             missing: problem == "does not exist",
@@ -237,25 +237,29 @@ pub fn snapshot(group_id: &str, through: u64) -> Result<(u64, Vec<TableCopy>)> {
 
 /// For a joining member: registers the tables of a snapshot and replaces their rows. A table that
 /// is missing or different here fails the join.
+/// Checks that a table the group replicates exists on this node, which joins the group, with the
+/// group's `columns`.
+pub fn check_local_table(name: &str, columns: &str) -> Result<()> {
+    match store::table_columns(name)? {
+        Some(found) if found == columns => Ok(()),
+        found => Err(PaxosError::TableMismatch {
+            node: "this node, which joins the group".into(),
+            table: name.to_string(),
+            problem: if found.is_some() {
+                "has other columns"
+            } else {
+                "does not exist"
+            }
+            .into(),
+            missing: found.is_none(),
+        }),
+    }
+}
+
 pub fn install_snapshot(group_id: &str, round: u64, copies: &[TableCopy]) -> Result<()> {
     crate::intercept::bypassing(|| {
         for copy in copies {
-            match store::table_columns(&copy.name)? {
-                Some(columns) if columns == copy.columns => {}
-                found => {
-                    return Err(PaxosError::TableMismatch {
-                        member: "this node".into(),
-                        table: copy.name.clone(),
-                        problem: if found.is_some() {
-                            "has other columns"
-                        } else {
-                            "does not exist"
-                        }
-                        .into(),
-                        missing: found.is_none(),
-                    })
-                }
-            }
+            check_local_table(&copy.name, &copy.columns)?;
             store::register_table(group_id, &copy.name, &copy.columns, round)?;
             let name = &copy.name;
             pgrx::Spi::run(&format!("DELETE FROM {name}"))?;
