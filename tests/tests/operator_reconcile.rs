@@ -5,6 +5,7 @@
 //! deletion through the finalizer, and failures that set Degraded with an event.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::runtime::controller::Action;
 use kube::Api;
@@ -371,6 +372,61 @@ async fn scaling_up_joins_and_scaling_down_leaves_one_member_at_a_time() {
             .execute("SELECT paxos_append('after-scale', 'shop', 'v')", &[])
             .await
             .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_member_waits_for_a_table_it_cannot_be_given() {
+    bounded(async {
+        let cluster = Cluster::new("op_manual_table", 2);
+        let (client, fake, ctx) = formed_group(&cluster, 1).await;
+        // A ReplicatedTable without columns: the table is made by hand on each member.
+        cluster
+            .client(1)
+            .await
+            .batch_execute("CREATE TABLE manual (id int PRIMARY KEY)")
+            .await
+            .unwrap();
+        fake.insert(
+            "replicatedtables",
+            json!({
+                "apiVersion": "pgpaxos.io/v1alpha1", "kind": "ReplicatedTable",
+                "metadata": { "name": "manual", "namespace": NS },
+                "spec": { "group": "shop", "table": "manual" },
+            }),
+        );
+        let tables: Api<ReplicatedTable> = Api::namespaced(client.clone(), NS);
+        let manual = Arc::new(tables.get("manual").await.unwrap());
+        table::reconcile(manual, ctx.clone()).await.unwrap();
+
+        fake.edit(NS, "paxosgroups", "shop", |g| {
+            g["spec"]["members"] = json!(2)
+        });
+        reconcile(&client, &ctx).await.unwrap();
+        pods_ready(&fake, 1..2);
+        let err = reconcile(&client, &ctx).await.unwrap_err();
+        assert_eq!(err.reason(), "Waiting", "{err}");
+        assert!(
+            err.to_string().contains("manual") && err.to_string().contains("shop-1"),
+            "{err}"
+        );
+        assert_eq!(
+            group::error_policy(current(&client).await, &err, ctx.clone()),
+            Action::requeue(Duration::from_secs(5)),
+            "waits seconds, not the minutes of a spec error"
+        );
+        assert_eq!(members_seen_by(&cluster, 1).await, 1, "not added");
+
+        cluster
+            .client(2)
+            .await
+            .batch_execute("CREATE TABLE manual (id int PRIMARY KEY)")
+            .await
+            .unwrap();
+        reconcile(&client, &ctx).await.unwrap();
+        assert_eq!(members_seen_by(&cluster, 1).await, 2);
+        assert_eq!(status(&fake)["phase"], "Ready");
     })
     .await;
 }

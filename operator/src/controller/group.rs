@@ -508,7 +508,14 @@ async fn bring_in(
         None => tables.insert(replicated_tables(ctx, names).await?),
     };
     for table in tables.iter() {
-        ops::ensure_table(client, member, &table.table, table.columns.as_deref()).await?;
+        ops::ensure_table(client, member, &table.table, table.columns.as_deref())
+            .await
+            .map_err(|e| match e {
+                // A table without columns to create it with is waited for (someone creates it
+                // by hand), not a spec error to wait out.
+                Error::InvalidSpec(message) => Error::NotReady(message),
+                other => other,
+            })?;
     }
     if ops::ensure_joined(client, member, &names.group, &anchor.member).await? == Outcome::Done {
         let note = format!("{} joined the group", member.name);
