@@ -101,6 +101,33 @@ async fn formed_group(cluster: &Cluster, members: i32) -> (kube::Client, FakeKub
     (client, fake, ctx)
 }
 
+/// The spec of the ReplicatedTable `orders` of group `shop`, with columns to create it with.
+fn orders() -> Value {
+    json!({ "group": "shop", "table": "public.orders",
+            "columns": "id bigint PRIMARY KEY, item text" })
+}
+
+/// Stores the ReplicatedTable `name` with `spec` and reconciles it once.
+async fn add_replicated_table(
+    client: &kube::Client,
+    fake: &FakeKube,
+    ctx: &Arc<Context>,
+    name: &str,
+    spec: Value,
+) {
+    fake.insert(
+        "replicatedtables",
+        json!({
+            "apiVersion": "pgpaxos.io/v1alpha1", "kind": "ReplicatedTable",
+            "metadata": { "name": name, "namespace": NS },
+            "spec": spec,
+        }),
+    );
+    let tables: Api<ReplicatedTable> = Api::namespaced(client.clone(), NS);
+    let table = Arc::new(tables.get(name).await.unwrap());
+    table::reconcile(table, ctx.clone()).await.unwrap();
+}
+
 /// Each pod's member label (see `resources::MEMBER_LABEL`), "-" where it has none.
 fn member_labels(fake: &FakeKube) -> Vec<(String, String)> {
     fake.list(NS, "pods")
@@ -239,18 +266,7 @@ async fn a_new_group_gets_its_objects_then_forms_and_reports_rounds() {
         }
 
         // A ReplicatedTable: created where missing, replicated, writes flow.
-        fake.insert(
-            "replicatedtables",
-            json!({
-                "apiVersion": "pgpaxos.io/v1alpha1", "kind": "ReplicatedTable",
-                "metadata": { "name": "orders", "namespace": NS },
-                "spec": { "group": "shop", "table": "public.orders",
-                          "columns": "id bigint PRIMARY KEY, item text" },
-            }),
-        );
-        let tables: Api<ReplicatedTable> = Api::namespaced(client.clone(), NS);
-        let orders = Arc::new(tables.get("orders").await.unwrap());
-        table::reconcile(orders, ctx.clone()).await.unwrap();
+        add_replicated_table(&client, &fake, &ctx, "orders", orders()).await;
         let t = fake.get(NS, "replicatedtables", "orders").unwrap();
         assert_eq!(
             condition(&t["status"], "Replicated")["status"],
@@ -285,18 +301,7 @@ async fn scaling_up_joins_and_scaling_down_leaves_one_member_at_a_time() {
         let cluster = Cluster::new("op_scale", 5);
         let (client, fake, ctx) = formed_group(&cluster, 3).await;
         // A replicated table with a row: a new member needs the table before it can join.
-        fake.insert(
-            "replicatedtables",
-            json!({
-                "apiVersion": "pgpaxos.io/v1alpha1", "kind": "ReplicatedTable",
-                "metadata": { "name": "orders", "namespace": NS },
-                "spec": { "group": "shop", "table": "public.orders",
-                          "columns": "id bigint PRIMARY KEY, item text" },
-            }),
-        );
-        let tables: Api<ReplicatedTable> = Api::namespaced(client.clone(), NS);
-        let orders = Arc::new(tables.get("orders").await.unwrap());
-        table::reconcile(orders, ctx.clone()).await.unwrap();
+        add_replicated_table(&client, &fake, &ctx, "orders", orders()).await;
         cluster
             .client(1)
             .await
@@ -388,17 +393,8 @@ async fn a_new_member_waits_for_a_table_it_cannot_be_given() {
             .batch_execute("CREATE TABLE manual (id int PRIMARY KEY)")
             .await
             .unwrap();
-        fake.insert(
-            "replicatedtables",
-            json!({
-                "apiVersion": "pgpaxos.io/v1alpha1", "kind": "ReplicatedTable",
-                "metadata": { "name": "manual", "namespace": NS },
-                "spec": { "group": "shop", "table": "manual" },
-            }),
-        );
-        let tables: Api<ReplicatedTable> = Api::namespaced(client.clone(), NS);
-        let manual = Arc::new(tables.get("manual").await.unwrap());
-        table::reconcile(manual, ctx.clone()).await.unwrap();
+        let manual = json!({ "group": "shop", "table": "manual" });
+        add_replicated_table(&client, &fake, &ctx, "manual", manual).await;
 
         fake.edit(NS, "paxosgroups", "shop", |g| {
             g["spec"]["members"] = json!(2)
