@@ -421,6 +421,20 @@ async fn a_node_that_lost_its_data_votes_no_more() {
         }
         let refused = refusals() - before;
         assert!(refused <= 2, "node 3 refused {refused} requests of 20 appends");
+        // paxos_status shows node 3 as not answering for the group, and why.
+        let row = c1
+            .query_one(
+                "SELECT reachable, error FROM paxos_status('g') WHERE member = $1",
+                &[&cluster.conninfo(3)],
+            )
+            .await
+            .unwrap();
+        let (reachable, error): (bool, Option<String>) = (row.get(0), row.get(1));
+        assert!(!reachable);
+        assert!(
+            error.as_deref().unwrap_or_default().contains("no acceptor"),
+            "{error:?}"
+        );
         // Node 1 and the wiped node 3 are no majority either.
         cluster.stop(2);
         let started = Instant::now();

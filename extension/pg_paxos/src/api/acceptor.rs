@@ -297,6 +297,8 @@ mod paxos {
         ),
     > {
         (|| {
+            // A node that lost its data reports so instead of rounds it no longer has.
+            acceptor::require_acceptor_of(group_id)?;
             let accepted = store::highest_known_round(group_id, true)?;
             let learned = store::highest_learned(group_id)?;
             let applied = store::group(group_id)?.map(|g| g.applied_round as i64);
