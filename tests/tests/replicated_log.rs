@@ -415,12 +415,32 @@ async fn a_node_that_lost_its_data_votes_no_more() {
                 .matches("is no acceptor of paxos group")
                 .count()
         };
+        // Reads of the highest round (as strong reads ask) in a backend that has not written.
+        let reader = cluster.client(1).await;
+        reader
+            .batch_execute("SET pg_paxos.member_retry_interval = 60000")
+            .await
+            .unwrap();
+        let before = refusals();
+        for _ in 0..20 {
+            reader
+                .query_one("SELECT paxos_max_group_round('g')", &[])
+                .await
+                .unwrap();
+        }
+        // Skipped once a refusal was read: a call that has its majority before node 3's refusal
+        // arrives drops it unread, so a few may reach node 3 (asked on every call, it is 20).
+        let refused = refusals() - before;
+        assert!(refused <= 10, "node 3 refused {refused} of 20 reads");
         let before = refusals();
         for i in 0..20 {
             append(&c1, "p1", "g", &format!("w{i}")).await.unwrap();
         }
         let refused = refusals() - before;
-        assert!(refused <= 2, "node 3 refused {refused} requests of 20 appends");
+        assert!(
+            refused <= 10,
+            "node 3 refused {refused} requests of 20 appends (asked on every round, it is 40)"
+        );
         // paxos_status shows node 3 as not answering for the group, and why.
         let row = c1
             .query_one(

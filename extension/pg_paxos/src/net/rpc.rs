@@ -65,12 +65,18 @@ pub async fn send(
     request: &Request<LogValue>,
 ) -> Result<Option<Reply<LogValue>>, LinkError> {
     let reply = send_once(link, group, request).await;
-    if let Err(LinkError::Sql { code, message }) = &reply {
+    skip_if_no_acceptor(link, &reply);
+    reply
+}
+
+/// Skips `link`'s member like an unreachable one if `reply` is its refusal as no acceptor of the
+/// group (see [`send`]).
+pub fn skip_if_no_acceptor<T>(link: &Link, reply: &Result<T, LinkError>) {
+    if let Err(LinkError::Sql { code, message }) = reply {
         if code == NOT_AN_ACCEPTOR {
             link.mark_down(message);
         }
     }
-    reply
 }
 
 async fn send_once(

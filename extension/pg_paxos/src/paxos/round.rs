@@ -335,7 +335,8 @@ pub type Answers = Vec<(usize, Result<Vec<tokio_postgres::Row>, LinkError>)>;
 
 /// Sends one query to every member and returns the answers once `enough` holds for the set of
 /// members that answered successfully, or every member answered, or `deadline` passed. With
-/// `skip_down`, members that failed a moment ago are not asked.
+/// `skip_down`, members that failed a moment ago are asked only if the others cannot be enough
+/// (then at once) or turn out not to be (then after them).
 pub async fn gather(
     links: &[Link],
     sql: &'static str,
@@ -359,31 +360,33 @@ pub async fn gather_hoping(
     hoped: &dyn Fn(&Answers) -> bool,
     deadline: Duration,
 ) -> Answers {
-    let skip = if skip_down {
-        skipped(links)
+    // Members that failed a moment ago are asked only if the others cannot be enough, or turn out
+    // not to be.
+    let down: BTreeSet<usize> = (0..links.len())
+        .filter(|&i| skip_down && links[i].recently_down())
+        .collect();
+    let up: BTreeSet<usize> = (0..links.len()).filter(|i| !down.contains(i)).collect();
+    let mut held: Vec<usize> = if enough(&up) {
+        down.into_iter().collect()
     } else {
-        BTreeSet::new()
+        Vec::new()
     };
+    let ask = |i: usize| {
+        let link = links[i].clone();
+        let params = params.clone();
+        async move {
+            let reply = link.query(sql, &params).await;
+            // A member that lost its data is not asked again for a while (reads ask often).
+            rpc::skip_if_no_acceptor(&link, &reply);
+            (i, reply)
+        }
+    };
+    let mut inflight: FuturesUnordered<_> = (0..links.len())
+        .filter(|i| !held.contains(i))
+        .map(ask)
+        .collect();
     let mut out = Vec::new();
     let mut answered = BTreeSet::new();
-    let mut inflight: FuturesUnordered<_> = links
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !skip.contains(i))
-        .map(|(i, link)| {
-            let link = link.clone();
-            let params = params.clone();
-            async move { (i, link.query(sql, &params).await) }
-        })
-        .collect();
-    for i in skip {
-        out.push((
-            i,
-            Err(LinkError::Unreachable(
-                "skipped: unreachable a moment ago".into(),
-            )),
-        ));
-    }
     let started = tokio::time::Instant::now();
     let collect = async {
         let mut hope_until = None;
@@ -396,7 +399,12 @@ pub async fn gather_hoping(
                     .flatten(),
             };
             let Some((i, result)) = next else {
-                break;
+                if enough(&answered) || held.is_empty() {
+                    break;
+                }
+                // Those asked were not enough: the members skipped as down are asked after all.
+                inflight.extend(held.drain(..).map(ask));
+                continue;
             };
             if result.is_ok() {
                 answered.insert(i);
@@ -412,5 +420,13 @@ pub async fn gather_hoping(
         }
     };
     let _ = tokio::time::timeout(deadline, collect).await;
+    for i in held {
+        out.push((
+            i,
+            Err(LinkError::Unreachable(
+                "skipped: unreachable a moment ago".into(),
+            )),
+        ));
+    }
     out
 }
