@@ -128,6 +128,11 @@ async fn add_replicated_table(
     table::reconcile(table, ctx.clone()).await.unwrap();
 }
 
+/// How often `reason` is among `events` (see `FakeKube::event_reasons`).
+fn occurrences(events: &[String], reason: &str) -> usize {
+    events.iter().filter(|e| *e == reason).count()
+}
+
 /// Each pod's member label (see `resources::MEMBER_LABEL`), "-" where it has none.
 fn member_labels(fake: &FakeKube) -> Vec<(String, String)> {
     fake.list(NS, "pods")
@@ -250,17 +255,13 @@ async fn a_new_group_gets_its_objects_then_forms_and_reports_rounds() {
         );
         let events = fake.event_reasons(NS);
         assert!(events.contains(&"GroupCreated".to_string()), "{events:?}");
-        assert_eq!(
-            events.iter().filter(|e| *e == "MemberJoined").count(),
-            2,
-            "{events:?}"
-        );
+        assert_eq!(occurrences(&events, "MemberJoined"), 2, "{events:?}");
 
         // Again: nothing new happens; never a second group or a double join.
         reconcile(&client, &ctx).await.unwrap();
         let events = fake.event_reasons(NS);
-        assert_eq!(events.iter().filter(|e| *e == "GroupCreated").count(), 1);
-        assert_eq!(events.iter().filter(|e| *e == "MemberJoined").count(), 2);
+        assert_eq!(occurrences(&events, "GroupCreated"), 1);
+        assert_eq!(occurrences(&events, "MemberJoined"), 2);
         for node in cluster.nodes() {
             assert_eq!(members_seen_by(&cluster, node).await, 3, "node {node}");
         }
@@ -365,11 +366,7 @@ async fn scaling_up_joins_and_scaling_down_leaves_one_member_at_a_time() {
         let s = status(&fake);
         assert_eq!(s["phase"], "Ready", "{s}");
         let events = fake.event_reasons(NS);
-        assert_eq!(
-            events.iter().filter(|e| *e == "MemberLeft").count(),
-            2,
-            "{events:?}"
-        );
+        assert_eq!(occurrences(&events, "MemberLeft"), 2, "{events:?}");
         // The group still works with the three that stayed.
         cluster
             .client(2)
@@ -448,11 +445,7 @@ async fn a_departing_member_that_is_down_is_removed_through_member_0() {
             2
         );
         let events = fake.event_reasons(NS);
-        assert_eq!(
-            events.iter().filter(|e| *e == "MemberLeft").count(),
-            1,
-            "{events:?}"
-        );
+        assert_eq!(occurrences(&events, "MemberLeft"), 1, "{events:?}");
         // The two that stayed form a majority of the new membership on their own.
         cluster
             .client(2)
@@ -538,11 +531,7 @@ async fn a_group_whose_member_0_is_down_is_still_observed_scaled_and_reported() 
             .unwrap();
         assert_eq!(members_seen_by(&cluster, 1).await, 5);
         let created = fake.event_reasons(NS);
-        assert_eq!(
-            created.iter().filter(|e| *e == "GroupCreated").count(),
-            1,
-            "{created:?}"
-        );
+        assert_eq!(occurrences(&created, "GroupCreated"), 1, "{created:?}");
     })
     .await;
 }
@@ -562,11 +551,7 @@ async fn a_member_that_lost_its_data_is_removed_and_joins_again_as_a_new_voter()
         assert_eq!(s["phase"], "Ready", "{s}");
         assert_eq!(s["readyMembers"], 3, "{s}");
         let reasons = fake.event_reasons(NS);
-        assert_eq!(
-            reasons.iter().filter(|r| *r == "MemberReplaced").count(),
-            1,
-            "{reasons:?}"
-        );
+        assert_eq!(occurrences(&reasons, "MemberReplaced"), 1, "{reasons:?}");
         // The old voter's membership was removed, then the node was added as the copy it is now.
         // Clients stopped reaching the wiped pod before its old membership was removed, and reach
         // it again once it joined.
@@ -621,11 +606,7 @@ async fn a_member_that_lost_its_data_is_removed_and_joins_again_as_a_new_voter()
         // A healthy member is never taken for a replaced one: the next pass changes nothing.
         reconcile(&client, &ctx).await.unwrap();
         let again = fake.event_reasons(NS);
-        assert_eq!(
-            again.iter().filter(|r| *r == "MemberReplaced").count(),
-            1,
-            "{again:?}"
-        );
+        assert_eq!(occurrences(&again, "MemberReplaced"), 1, "{again:?}");
         assert_eq!(status(&fake)["phase"], "Ready");
     })
     .await;
@@ -684,11 +665,7 @@ async fn a_member_0_that_lost_its_data_alone_never_creates_a_second_group() {
         assert_eq!(s["phase"], "Ready", "{s}");
         assert_eq!(s["readyMembers"], 3, "{s}");
         let events = fake.event_reasons(NS);
-        assert_eq!(
-            events.iter().filter(|e| *e == "GroupCreated").count(),
-            1,
-            "{events:?}"
-        );
+        assert_eq!(occurrences(&events, "GroupCreated"), 1, "{events:?}");
         assert!(events.contains(&"MemberReplaced".to_string()), "{events:?}");
         let c1 = cluster.client(1).await;
         c1.execute(

@@ -153,6 +153,11 @@ pub enum PaxosError {
     Internal(String),
 }
 
+/// `object_not_in_prerequisite_state` as a member's refusal arrives in a reply: the SQLSTATE of
+/// `PaxosError::NotAnAcceptor` (a member that lost its data, asked to vote) and of
+/// `PaxosError::MemberReplaced` (a member refusing an admission).
+pub const NOT_IN_PREREQUISITE_STATE: &str = "55000";
+
 /// The error code of a five-character SQLSTATE (an unknown one reads as an internal error).
 pub fn sqlstate_from_code(code: &str) -> PgSqlErrorCode {
     let bytes = code.as_bytes();

@@ -79,9 +79,10 @@ pub async fn ensure_joined(
     Ok(Outcome::Done)
 }
 
-/// Whether `member` lost its data: it does not hold `group`, but `via` (a member) recorded another
-/// copy of pg_paxos as its admission, so its votes are gone and it cannot join as the voter it was.
-/// (A member whose join did not finish was admitted as itself, and joining again finishes it.)
+/// Whether `member`, which does not hold `group` (see [`is_member`]), lost its data: `via` (a
+/// member) recorded another copy of pg_paxos as its admission, so its votes are gone and it cannot
+/// join as the voter it was. (A member whose join did not finish was admitted as itself, and
+/// joining again finishes it.)
 pub async fn lost_its_data(
     client: &Client,
     member: &Member,
@@ -89,9 +90,6 @@ pub async fn lost_its_data(
     via: &Member,
     group: &str,
 ) -> Result<bool> {
-    if is_member(client, member, group).await? {
-        return Ok(false);
-    }
     let own: String = client
         .query_one(calls::NODE_IDENTITY, &[])
         .await

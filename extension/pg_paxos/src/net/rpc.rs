@@ -4,6 +4,7 @@
 use paxos_core::{AcceptOutcome, Accepted, Ballot, PromiseOutcome, RangeOutcome, Reply, Request};
 use tokio_postgres::Row;
 
+use crate::error::NOT_IN_PREREQUISITE_STATE;
 use crate::net::pool::{Link, LinkError, Param};
 use paxos_model::value::LogValue;
 
@@ -52,10 +53,6 @@ fn value_params(value: &LogValue) -> [Param; 3] {
     ]
 }
 
-/// The SQLSTATE of a member's refusal to act as an acceptor of a group it holds no votes of
-/// (`PaxosError::NotAnAcceptor`, `object_not_in_prerequisite_state`).
-const NOT_AN_ACCEPTOR: &str = "55000";
-
 /// Sends one request. Learn requests have no reply. A member that refuses as no acceptor of the
 /// group (it lost its data) is skipped like an unreachable one until it is replaced: its answers
 /// cannot count, and asking it first on every round would cost each round another round trip.
@@ -73,7 +70,8 @@ pub async fn send(
 /// group (see [`send`]).
 pub fn skip_if_no_acceptor<T>(link: &Link, reply: &Result<T, LinkError>) {
     if let Err(LinkError::Sql { code, message }) = reply {
-        if code == NOT_AN_ACCEPTOR {
+        // Acceptor requests refuse with it only as no acceptor.
+        if code == NOT_IN_PREREQUISITE_STATE {
             link.mark_down(message);
         }
     }

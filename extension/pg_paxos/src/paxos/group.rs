@@ -1,8 +1,8 @@
 //! Creating, joining and leaving groups. Membership changes are log entries (see `membership`), so
 //! every member switches to a new membership at the same round.
 
-use crate::error::{PaxosError, Result};
-use crate::net::pool::{LinkError, Param};
+use crate::error::{PaxosError, Result, NOT_IN_PREREQUISITE_STATE};
+use crate::net::pool::{Link, LinkError, Param};
 use crate::net::rpc;
 use crate::paxos::replicated_log::{new_value, ReplicatedLog};
 use crate::paxos::tables;
@@ -24,10 +24,9 @@ fn validate_conninfo(conninfo: &str) -> Result<()> {
     Ok(())
 }
 
-/// The token of the copy of pg_paxos that answers at `conninfo` within `limit` (see
+/// The token of the copy of pg_paxos that answers at `link` within `limit` (see
 /// [`node_identity`]).
-fn identity_at(log: &ReplicatedLog, conninfo: &str, limit: std::time::Duration) -> Result<String> {
-    let link = log.link(conninfo)?;
+fn identity_at(link: &Link, limit: std::time::Duration) -> Result<String> {
     let rows = crate::net::pool::net()?.block_on(link.query_within(limit, rpc::IDENTITY, &[]));
     match rows {
         Ok(rows) => Ok(rows
@@ -35,7 +34,7 @@ fn identity_at(log: &ReplicatedLog, conninfo: &str, limit: std::time::Duration) 
             .and_then(|r| r.try_get::<_, String>(0).ok())
             .unwrap_or_default()),
         Err(e) => Err(PaxosError::Remote {
-            member: link.label,
+            member: link.label.clone(),
             message: e.message().to_string(),
         }),
     }
@@ -43,12 +42,12 @@ fn identity_at(log: &ReplicatedLog, conninfo: &str, limit: std::time::Duration) 
 
 /// Connects to `conninfo` and checks that it reaches this very node and database.
 fn check_reaches_self(log: &ReplicatedLog, conninfo: &str) -> Result<()> {
-    let remote = identity_at(log, conninfo, log.round_timeout())?;
-    if remote != node_identity()? {
+    let link = log.link(conninfo)?;
+    if identity_at(&link, log.round_timeout())? != node_identity()? {
         return Err(PaxosError::InvalidArgument {
             message: format!(
                 "connection string {} reaches another server or database, not this one",
-                log.link(conninfo)?.label
+                link.label
             ),
             hint: "Give this node's own address as other members reach it.",
         });
@@ -160,17 +159,8 @@ fn admission_round(group_id: &str, member: &str, before: u64) -> Result<Option<u
         .flatten())
 }
 
-/// `object_not_in_prerequisite_state`, the SQLSTATE of `PaxosError::MemberReplaced`, as a member
-/// refusing an admission answers.
-const MEMBER_REPLACED_SQLSTATE: &str = "55000";
-
 /// Whether `seed` recorded another copy of pg_paxos than this node's as the admission of `own`.
-fn admitted_elsewhere(
-    seed: &crate::net::pool::Link,
-    group_id: &str,
-    own: &str,
-    limit: std::time::Duration,
-) -> bool {
+fn admitted_elsewhere(seed: &Link, group_id: &str, own: &str, limit: std::time::Duration) -> bool {
     let Ok(net) = crate::net::pool::net() else {
         return false;
     };
@@ -247,7 +237,7 @@ pub fn join(group_id: &str, existing: &str, own: &str) -> Result<u64> {
             // Refused as the copy its connection string was admitted as, if the member recorded
             // another one.
             LinkError::Sql { ref code, .. }
-                if code == MEMBER_REPLACED_SQLSTATE
+                if code == NOT_IN_PREREQUISITE_STATE
                     && admitted_elsewhere(&seed, group_id, own, seed_limit) =>
             {
                 PaxosError::MemberReplaced {
@@ -454,7 +444,7 @@ pub fn add(group_id: &str, member: &str) -> Result<u64> {
     // records it, so that its join is checked like any other (a node that lost its data after
     // joining cannot join again as this member). Nobody answering records none, as before.
     let log = ReplicatedLog::open(group_id)?;
-    let token = identity_at(&log, member, log.phase_timeout())
+    let token = identity_at(&log.link(member)?, log.phase_timeout())
         .ok()
         .filter(|t| !t.is_empty());
     admit(group_id, member, token.as_deref())

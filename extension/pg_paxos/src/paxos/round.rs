@@ -39,17 +39,24 @@ pub enum RoundFailure {
     },
 }
 
-/// The members to skip this attempt: those that failed recently, unless skipping them leaves too
-/// few for a majority (then everybody is tried).
-fn skipped(links: &[Link]) -> BTreeSet<usize> {
+/// The members to skip: those that failed recently, if the others can still be `enough` (else
+/// nobody is skipped).
+fn skipped(links: &[Link], enough: &dyn Fn(&BTreeSet<usize>) -> bool) -> BTreeSet<usize> {
     let down: BTreeSet<usize> = (0..links.len())
         .filter(|&i| links[i].recently_down())
         .collect();
-    if links.len() - down.len() >= majority(links.len()) {
+    let up: BTreeSet<usize> = (0..links.len()).filter(|i| !down.contains(i)).collect();
+    if enough(&up) {
         down
     } else {
         BTreeSet::new()
     }
+}
+
+/// A majority of all of `links` (a round's members, this node included).
+fn a_majority_of(links: &[Link]) -> impl Fn(&BTreeSet<usize>) -> bool {
+    let needed = majority(links.len());
+    move |members: &BTreeSet<usize>| members.len() >= needed
 }
 
 /// Sends `request` to member `to`; the answer comes with the member's index.
@@ -127,7 +134,7 @@ async fn drive_unbounded(
     let mut inflight = FuturesUnordered::new();
     let mut answered: BTreeSet<usize> = BTreeSet::new();
     let mut failed: BTreeMap<usize, String> = BTreeMap::new();
-    let mut skip = skipped(links);
+    let mut skip = skipped(links, &a_majority_of(links));
     let led = leader.is_some();
     let mut actions = match leader {
         Some(ballot) => proposer.start_accepting(ballot),
@@ -195,7 +202,7 @@ async fn drive_unbounded(
             }
             tokio::time::sleep_until(wake).await;
             failed.clear();
-            skip = skipped(links);
+            skip = skipped(links, &a_majority_of(links));
             // Later attempts ask every member at once.
             held_back.clear();
             hedge_at = None;
@@ -362,12 +369,8 @@ pub async fn gather_hoping(
 ) -> Answers {
     // Members that failed a moment ago are asked only if the others cannot be enough, or turn out
     // not to be.
-    let down: BTreeSet<usize> = (0..links.len())
-        .filter(|&i| skip_down && links[i].recently_down())
-        .collect();
-    let up: BTreeSet<usize> = (0..links.len()).filter(|i| !down.contains(i)).collect();
-    let mut held: Vec<usize> = if enough(&up) {
-        down.into_iter().collect()
+    let mut held: Vec<usize> = if skip_down {
+        skipped(links, enough).into_iter().collect()
     } else {
         Vec::new()
     };
