@@ -333,6 +333,140 @@ async fn a_host_added_by_another_member_is_recorded_as_the_copy_that_answered() 
     .await;
 }
 
+/// An address added while nothing answered there records no copy of pg_paxos: the first node to
+/// join as it claims the membership, so that node, once it lost its data, cannot join again as
+/// that voter either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_added_while_nothing_answered_is_bound_to_the_first_copy_that_joins() {
+    bounded(async {
+        let cluster = Cluster::new("claimed_copy", 3);
+        cluster.create_group("g", &cluster.conninfo(1)).await;
+        cluster.join("g", 2, 1).await;
+        let c1 = cluster.client(1).await;
+        // Node 3 is down when it is added, so this backend skips it as down from then on (see
+        // `a_member_skipped_as_down_is_asked_after_all_when_another_fails`).
+        c1.batch_execute("SET pg_paxos.member_retry_interval = '1h'")
+            .await
+            .unwrap();
+        let recorded = "SELECT paxos.admitted_token('g', $1)";
+        let additions = "SELECT count(*) FROM paxos.log
+                         WHERE group_id = 'g' AND value_kind = 'add_host' AND value_body = $1";
+        cluster.stop(3);
+        c1.execute("SELECT paxos_add_host('g', $1)", &[&cluster.conninfo(3)])
+            .await
+            .unwrap();
+        let admitted: Option<String> = c1
+            .query_one(recorded, &[&cluster.conninfo(3)])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(admitted, None);
+
+        cluster.start(3);
+        let c3 = cluster.client(3).await;
+        let token: String = c3
+            .query_one("SELECT paxos.node_identity()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        cluster.join("g", 3, 1).await;
+        let admitted: Option<String> = c1
+            .query_one(recorded, &[&cluster.conninfo(3)])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(admitted.as_deref(), Some(token.as_str()));
+        // One addition and one claim; joining again claims nothing more.
+        cluster.join("g", 3, 1).await;
+        let count: i64 = c1
+            .query_one(additions, &[&cluster.conninfo(3)])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(count, 2);
+        // It votes: with node 2 stopped, nodes 1 and 3 are the majority.
+        cluster.stop(2);
+        append(&c1, "p1", "g", "with node 3").await.unwrap();
+        cluster.start(2);
+
+        // Wiped, it is refused as the copy that claimed the membership, and is left without the
+        // group and without the right to vote.
+        c3.batch_execute("DROP EXTENSION pg_paxos CASCADE; CREATE EXTENSION pg_paxos")
+            .await
+            .unwrap();
+        let err = c3
+            .query_one(
+                "SELECT paxos_join_group('g', $1, $2)",
+                &[&cluster.conninfo(1), &cluster.conninfo(3)],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "55000", "{err:?}");
+        assert!(message(&err).contains("lost its data"), "{err:?}");
+        let left: i64 = c3
+            .query_one(
+                "SELECT (SELECT count(*) FROM paxos.groups) + (SELECT count(*) FROM paxos.acceptor_groups)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0);
+        let count: i64 = c1
+            .query_one(additions, &[&cluster.conninfo(3)])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(count, 2);
+    })
+    .await;
+}
+
+/// A member that failed a moment ago is skipped while the others can be a majority; when one of
+/// those fails too, the skipped member must be asked after all, not counted as failed: here nodes
+/// 1 and 3 are up, and the round needs node 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_skipped_as_down_is_asked_after_all_when_another_fails() {
+    bounded(async {
+        let cluster = Cluster::new("skipped_asked", 3);
+        cluster.form_group("g").await;
+        let c1 = cluster.client(1).await;
+        c1.batch_execute("SET pg_paxos.member_retry_interval = '1h'")
+            .await
+            .unwrap();
+        append(&c1, "p1", "g", "all up").await.unwrap();
+        // paxos_status asks every member: node 3 fails, and this backend skips it from now on.
+        cluster.stop(3);
+        let reachable: Vec<bool> = c1
+            .query(
+                "SELECT reachable FROM paxos_status('g') ORDER BY member",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            reachable.iter().filter(|r| !**r).count(),
+            1,
+            "{reachable:?}"
+        );
+        append(&c1, "p1", "g", "node 3 down").await.unwrap();
+        cluster.start(3);
+        cluster.stop(2);
+        let round = append(&c1, "p1", "g", "node 2 down").await.unwrap();
+        let c3 = cluster.client(3).await;
+        let value: Option<String> = c3
+            .query_one("SELECT accepted_value FROM paxos('p3', 'g', $1)", &[&round])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(value.as_deref(), Some("node 2 down"));
+    })
+    .await;
+}
+
 /// The votes that chose a value are gone with a wiped node, so it must not vote again: otherwise
 /// it and a member that missed the round form a majority that never saw the value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

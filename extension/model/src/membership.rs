@@ -76,6 +76,38 @@ pub fn admitted_token(origin: &str) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
+/// How a node is a member now: the addition that made it one, and the copy of pg_paxos the log
+/// binds that membership to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// The round of the addition that started the current membership.
+    pub round: u64,
+    /// The first token recorded since then: by that addition, or, when it recorded none (an
+    /// address added while nothing answered there), by the first join that claimed it. Later
+    /// additions of the same member change nothing, so the first copy to claim a membership keeps
+    /// it.
+    pub token: Option<String>,
+}
+
+/// The current admission of one member, given its membership changes in ascending order as
+/// (round, kind, token recorded by the change); `None` when it is no member.
+pub fn current_admission(
+    changes: impl IntoIterator<Item = (u64, ValueKind, Option<String>)>,
+) -> Option<Admission> {
+    let mut current: Option<Admission> = None;
+    for (round, kind, token) in changes {
+        match (kind, current.as_mut()) {
+            (ValueKind::AddHost, None) => current = Some(Admission { round, token }),
+            (ValueKind::AddHost, Some(admission)) if admission.token.is_none() => {
+                admission.token = token;
+            }
+            (ValueKind::RemoveHost, _) => current = None,
+            _ => {}
+        }
+    }
+    current
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +165,61 @@ mod tests {
         assert_eq!(admitted_token("founder@x"), None);
         assert_eq!(admitted_token("client-7@x"), None);
         assert_eq!(admitted_token("admit/@x"), None);
+    }
+
+    fn change(
+        round: u64,
+        kind: ValueKind,
+        token: Option<&str>,
+    ) -> (u64, ValueKind, Option<String>) {
+        (round, kind, token.map(str::to_string))
+    }
+
+    #[test]
+    fn the_first_token_since_the_addition_binds_a_membership() {
+        let admitted = |changes: Vec<(u64, ValueKind, Option<String>)>| current_admission(changes);
+        assert_eq!(admitted(vec![]), None);
+        // Added with a token: later additions with other tokens change nothing.
+        assert_eq!(
+            admitted(vec![
+                change(3, ValueKind::AddHost, Some("a")),
+                change(9, ValueKind::AddHost, Some("b")),
+            ]),
+            Some(Admission {
+                round: 3,
+                token: Some("a".into())
+            })
+        );
+        // Added without one: the first claim binds it, the round stays the addition's.
+        assert_eq!(
+            admitted(vec![
+                change(3, ValueKind::AddHost, None),
+                change(7, ValueKind::AddHost, Some("b")),
+                change(9, ValueKind::AddHost, Some("c")),
+            ]),
+            Some(Admission {
+                round: 3,
+                token: Some("b".into())
+            })
+        );
+        // A removal ends it; a new addition starts afresh.
+        assert_eq!(
+            admitted(vec![
+                change(3, ValueKind::AddHost, Some("a")),
+                change(5, ValueKind::RemoveHost, None),
+            ]),
+            None
+        );
+        assert_eq!(
+            admitted(vec![
+                change(3, ValueKind::AddHost, Some("a")),
+                change(5, ValueKind::RemoveHost, None),
+                change(8, ValueKind::AddHost, None),
+            ]),
+            Some(Admission {
+                round: 8,
+                token: None
+            })
+        );
     }
 }

@@ -8,7 +8,7 @@ use crate::paxos::replicated_log::{new_value, ReplicatedLog};
 use crate::paxos::tables;
 use crate::store::{self, Group};
 use paxos_model::conninfo;
-use paxos_model::membership::{admission_label, admitted_token, CHANGE_DELAY};
+use paxos_model::membership::{self, admission_label, admitted_token, Admission, CHANGE_DELAY};
 use paxos_model::names::check_name;
 use paxos_model::value::ValueKind;
 
@@ -91,24 +91,39 @@ pub fn create(group_id: &str, founder: &str) -> Result<()> {
 /// Adds `member` through the log (idempotent) and returns the round its membership was chosen in.
 /// `token` names the joining node's copy of pg_paxos (see [`node_identity`]): the addition records
 /// it, and a member admitted as another copy is refused (a node that lost its data must not count
-/// as the voter it was; see `PaxosError::MemberReplaced`).
+/// as the voter it was; see `PaxosError::MemberReplaced`). A member added while nothing answered
+/// at its address (`paxos_add_host`) has no copy recorded: the first join claims it.
 pub fn admit(group_id: &str, member: &str, token: Option<&str>) -> Result<u64> {
     validate_conninfo(member)?;
     let log = ReplicatedLog::open(group_id)?;
     let next = store::highest_learned(group_id)? + 1;
     log.learn_through(next - 1)?;
-    if let Some(round) = admission_round(group_id, member, next)? {
-        if let (Some(joining), Some(recorded)) = (token, recorded_token(group_id, round)?) {
-            if joining != recorded {
-                return Err(PaxosError::MemberReplaced {
-                    group: group_id.to_string(),
-                    member: conninfo::redact(member),
-                });
+    let replaced = || PaxosError::MemberReplaced {
+        group: group_id.to_string(),
+        member: conninfo::redact(member),
+    };
+    if let Some(admission) = current_admission(group_id, member, next)? {
+        match (token, admission.token.as_deref()) {
+            (Some(joining), Some(recorded)) if joining != recorded => return Err(replaced()),
+            (Some(joining), None) => {
+                // Claimed by another addition of the same member (no change of membership), before
+                // this node may vote: the first copy whose claim is chosen keeps the membership.
+                let claimed = log.append(new_value(
+                    &admission_label("admit", joining),
+                    ValueKind::AddHost,
+                    Some(member.to_string()),
+                ))?;
+                log.learn_through(claimed)?;
+                let bound = current_admission(group_id, member, claimed + 1)?.and_then(|a| a.token);
+                if bound.as_deref() != Some(joining) {
+                    return Err(replaced());
+                }
             }
+            _ => {}
         }
         // Admitted before (a retried join): make sure its window is closed and learned here too.
-        log.close_change_window(round)?;
-        return Ok(round);
+        log.close_change_window(admission.round)?;
+        return Ok(admission.round);
     }
     let label = token.map_or_else(|| "admit".to_string(), |t| admission_label("admit", t));
     let round = log.append(new_value(
@@ -120,43 +135,33 @@ pub fn admit(group_id: &str, member: &str, token: Option<&str>) -> Result<u64> {
     Ok(round)
 }
 
-/// The token of the copy of pg_paxos that `member`'s current admission recorded (see [`admit`]),
+/// The token of the copy of pg_paxos that `member`'s current admission is bound to (see [`admit`]),
 /// once this node learned every round a majority knows of: `None` when `member` is no member, or
-/// its admission recorded no token (it was added with `paxos_add_host`). A node that does not hold
-/// the group while the token of its admission is not its own lost its data.
+/// no copy claimed its admission yet (added with `paxos_add_host` while nothing answered). A node
+/// that does not hold the group while the token of its admission is not its own lost its data.
 pub fn admitted_copy(group_id: &str, member: &str) -> Result<Option<String>> {
     let log = ReplicatedLog::open(group_id)?;
     log.learn_through(log.max_group_round(false)?)?;
     let next = store::highest_learned(group_id)? + 1;
-    match admission_round(group_id, member, next)? {
-        Some(round) => recorded_token(group_id, round),
-        None => Ok(None),
+    Ok(current_admission(group_id, member, next)?.and_then(|a| a.token))
+}
+
+/// `member`'s current admission as recorded in the log before round `before` (see
+/// `paxos_model::membership::current_admission`).
+fn current_admission(group_id: &str, member: &str, before: u64) -> Result<Option<Admission>> {
+    let mut changes = Vec::new();
+    for (round, kind, _) in store::membership_changes(group_id, before)?
+        .into_iter()
+        .filter(|(_, _, m)| m == member)
+    {
+        let token = match kind {
+            ValueKind::AddHost => store::learned(group_id, round)?
+                .and_then(|v| admitted_token(&v.origin).map(str::to_string)),
+            _ => None,
+        };
+        changes.push((round, kind, token));
     }
-}
-
-/// The token the admission chosen in `round` recorded.
-fn recorded_token(group_id: &str, round: u64) -> Result<Option<String>> {
-    Ok(
-        store::learned(group_id, round)?
-            .and_then(|v| admitted_token(&v.origin).map(str::to_string)),
-    )
-}
-
-/// The round in which `member` was last added, if it is a member before round `before`.
-fn admission_round(group_id: &str, member: &str, before: u64) -> Result<Option<u64>> {
-    let changes = store::membership_changes(group_id, before)?;
-    let is_member = paxos_model::membership::members_at(&changes, u64::MAX)
-        .iter()
-        .any(|m| m == member);
-    Ok(is_member
-        .then(|| {
-            changes
-                .iter()
-                .rev()
-                .find(|(_, kind, m)| *kind == ValueKind::AddHost && m == member)
-                .map(|(round, _, _)| *round)
-        })
-        .flatten())
+    Ok(membership::current_admission(changes))
 }
 
 /// Whether `seed` recorded another copy of pg_paxos than this node's as the admission of `own`.
@@ -434,7 +439,7 @@ fn removal_recorded_by_members(group_id: &str, me: &str) -> Result<Option<u64>> 
 pub fn add(group_id: &str, member: &str) -> Result<u64> {
     store::require_group(group_id)?;
     let next = store::highest_learned(group_id)? + 1;
-    if admission_round(group_id, member, next)?.is_some() {
+    if current_admission(group_id, member, next)?.is_some() {
         return Err(PaxosError::AlreadyMember {
             group: group_id.to_string(),
             member: conninfo::redact(member),

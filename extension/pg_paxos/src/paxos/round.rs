@@ -143,6 +143,9 @@ async fn drive_unbounded(
     let mut phase_deadline = Instant::now() + timing.phase_timeout;
     let wave = led.then(|| first_wave(links, self_index, &skip));
     let mut held_back: Vec<(usize, Request<LogValue>)> = Vec::new();
+    // Requests to members that failed a moment ago: sent after all once the others cannot be a
+    // majority without them (another member fails meanwhile, or all answered without a decision).
+    let mut held_down: Vec<(usize, Request<LogValue>)> = Vec::new();
     let mut hedge_at: Option<Instant> = None;
     let send = |to: usize, request: Request<LogValue>| ask(group, links, to, request);
     loop {
@@ -159,7 +162,7 @@ async fn drive_unbounded(
                             learns.push((to, request));
                         }
                     } else if skip.contains(&to) {
-                        failed.insert(to, "skipped: unreachable a moment ago".into());
+                        held_down.push((to, request));
                     } else if first_accept && wave.as_ref().is_some_and(|w| !w.contains(&to)) {
                         held_back.push((to, request));
                         hedge_at.get_or_insert_with(|| Instant::now() + hedge_delay(&timing));
@@ -184,6 +187,9 @@ async fn drive_unbounded(
                 leader_refused: led && proposer.attempts() > 1,
             });
         }
+        if !held_down.is_empty() && failed.len() + held_down.len() > tolerated {
+            inflight.extend(held_down.drain(..).map(|(to, r)| send(to, r)));
+        }
         if failed.len() > tolerated {
             return Err(RoundFailure::NoMajority {
                 reachable: total - failed.len(),
@@ -205,14 +211,20 @@ async fn drive_unbounded(
             skip = skipped(links, &a_majority_of(links));
             // Later attempts ask every member at once.
             held_back.clear();
+            held_down.clear();
             hedge_at = None;
             actions = proposer.start();
             phase_deadline = (Instant::now() + timing.phase_timeout).min(deadline);
             continue;
         }
         if inflight.is_empty() {
-            if !held_back.is_empty() {
-                inflight.extend(held_back.drain(..).map(|(to, r)| send(to, r)));
+            if !held_back.is_empty() || !held_down.is_empty() {
+                inflight.extend(
+                    held_back
+                        .drain(..)
+                        .chain(held_down.drain(..))
+                        .map(|(to, r)| send(to, r)),
+                );
                 continue;
             }
             // Every request of this phase was answered or failed, without a decision.
@@ -254,6 +266,8 @@ async fn drive_unbounded(
                 release = true;
             }
             _ = tokio::time::sleep_until(phase_deadline) => {
+                // The next phase sends its own requests: the held ones are stale.
+                held_down.clear();
                 actions = proposer.timeout();
             }
         }
