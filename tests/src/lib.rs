@@ -12,4 +12,4 @@ pub use cluster::{count, Cluster};
 pub use errors::{bounded, execute_retrying, message, sqlstate};
 pub use fake_kube::FakeKube;
 pub use links::{LinkProxy, Rule};
-pub use wait::wait_until;
+pub use wait::{wait_until, wait_until_running};

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pg_paxos_tests::{bounded, message, sqlstate, wait_until, Cluster, LinkProxy};
+use pg_paxos_tests::{
+    bounded, message, sqlstate, wait_until, wait_until_running, Cluster, LinkProxy,
+};
 use tokio_postgres::{Client, Error};
 
 async fn append(c: &Client, proposer: &str, group: &str, value: &str) -> Result<i64, Error> {
@@ -845,7 +847,7 @@ async fn statement_timeout_and_cancel_stop_a_waiting_call() {
         let c2 = cluster.client(1).await;
         let started = Instant::now();
         let waiting = tokio::spawn(async move { append(&c1, "p", "g", "never").await });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_until_running(&c2, pid, "paxos_append").await;
         wait_until("the cancel to be delivered", Duration::from_secs(10), || {
             let c2 = &c2;
             async move {
@@ -894,8 +896,10 @@ async fn a_call_waiting_on_members_ends_when_its_postmaster_dies() {
             .unwrap()
             .get(0);
         let (postmaster, _) = process_parent_and_state(pid).expect("the backend runs");
+        let observer = cluster.client(1).await;
         let waiting = tokio::spawn(async move { append(&c1, "p", "g", "never").await });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_until_running(&observer, pid, "paxos_append").await;
+        drop(observer);
         assert!(!waiting.is_finished(), "the call did not wait");
 
         // Only the postmaster dies, as in a crash of it alone; its backends must notice.
