@@ -473,3 +473,63 @@ async fn a_table_copy_reports_the_round_its_rows_are_at() {
     })
     .await;
 }
+
+/// The table keeps taking writes and strong reads with two of five members down, the leader among
+/// them, and the two catch up to the same rows when they return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_five_members_down_with_the_leader_the_table_goes_on() {
+    bounded(async {
+        let ddl = "CREATE TABLE coordinates (x int PRIMARY KEY, y int)";
+        let cluster =
+            Cluster::with_replicated_table("tables_minority5", 5, "mokka", "coordinates", ddl)
+                .await;
+        let c1 = cluster.client(1).await;
+        for x in 1..=3 {
+            c1.execute("INSERT INTO coordinates VALUES ($1, 0)", &[&x])
+                .await
+                .unwrap();
+        }
+        drop(c1);
+        // Node 1 led every write so far.
+        cluster.stop(1);
+        cluster.stop(2);
+
+        let c3 = cluster.client(3).await;
+        let transaction = "BEGIN;
+            INSERT INTO coordinates VALUES (4, 0);
+            UPDATE coordinates SET y = x * 10 WHERE x >= 2;
+            DELETE FROM coordinates WHERE x = 3;
+            COMMIT";
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match c3.batch_execute(transaction).await {
+                Ok(()) => break,
+                // Taking the leadership over may lose one race; nothing was written then.
+                Err(e) if sqlstate(&e) == "40001" && attempt < 5 => {
+                    c3.batch_execute("ROLLBACK").await.unwrap();
+                }
+                Err(e) => panic!("the write failed with 3 of 5 members up: {e:?}"),
+            }
+        }
+        let expected = vec![(1, 0), (2, 20), (4, 40)];
+        let rows = |c: Client| async move {
+            c.query("SELECT x, y FROM coordinates ORDER BY x", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get::<_, i32>(0), r.get::<_, i32>(1)))
+                .collect::<Vec<_>>()
+        };
+        // A strong read on another member that is up sees the transaction.
+        assert_eq!(rows(cluster.client(5).await).await, expected);
+
+        cluster.start(1);
+        cluster.start(2);
+        for n in [1, 2] {
+            assert_eq!(rows(cluster.client(n).await).await, expected, "node {n}");
+        }
+        assert_tables_agree(&cluster).await;
+    })
+    .await;
+}
