@@ -21,6 +21,44 @@ async fn append(c: &Client, proposer: &str, group: &str, value: &str) -> Result<
     Ok(row.get(0))
 }
 
+/// Drops and creates the extension again on `c`'s node: it loses its log, votes, promises and
+/// token, as on a new volume.
+async fn lose_its_data(c: &Client) {
+    c.batch_execute("DROP EXTENSION pg_paxos CASCADE; CREATE EXTENSION pg_paxos")
+        .await
+        .unwrap();
+}
+
+/// The token of the copy of pg_paxos that `c`'s node is.
+async fn node_identity(c: &Client) -> String {
+    c.query_one("SELECT paxos.node_identity()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The token that `member`'s admission to group `g` is bound to, as `c`'s node knows it.
+async fn admitted_token(c: &Client, member: &str) -> Option<String> {
+    c.query_one("SELECT paxos.admitted_token('g', $1)", &[&member])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// `node` (client `c`) cannot join `g` through node 1 as the member its connection string stands
+/// for: it lost its data.
+async fn join_is_refused_as_replaced(cluster: &Cluster, c: &Client, node: usize) {
+    let err = c
+        .query_one(
+            "SELECT paxos_join_group('g', $1, $2)",
+            &[&cluster.conninfo(1), &cluster.conninfo(node)],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "55000", "{err:?}");
+    assert!(message(&err).contains("lost its data"), "{err:?}");
+}
+
 /// Brings `node` up to the group's highest round and returns its log of user values by round.
 async fn caught_up_log(c: &Client, group: &str) -> BTreeMap<i64, String> {
     c.execute(
@@ -201,9 +239,7 @@ async fn a_node_that_lost_its_data_cannot_rejoin_as_the_member_it_was() {
 
         // Node 3 loses everything pg_paxos kept: its log, its votes and promises, its token.
         let c3 = cluster.client(3).await;
-        c3.batch_execute("DROP EXTENSION pg_paxos CASCADE; CREATE EXTENSION pg_paxos")
-            .await
-            .unwrap();
+        lose_its_data(&c3).await;
         let join = "SELECT paxos_join_group('g', $1, $2)";
         let args = [cluster.conninfo(1), cluster.conninfo(3)];
         let err = c3.query_one(join, &[&args[0], &args[1]]).await.unwrap_err();
@@ -283,7 +319,6 @@ async fn a_host_added_by_another_member_is_recorded_as_the_copy_that_answered() 
         cluster.join("g", 2, 1).await;
         let c1 = cluster.client(1).await;
         let c3 = cluster.client(3).await;
-        let recorded = "SELECT paxos.admitted_token('g', $1)";
         // An address where nobody answers is added without a token, as before.
         let nobody = format!(
             "host=127.0.0.1 port={} dbname=postgres",
@@ -292,8 +327,7 @@ async fn a_host_added_by_another_member_is_recorded_as_the_copy_that_answered() 
         c1.execute("SELECT paxos_add_host('g', $1)", &[&nobody])
             .await
             .unwrap();
-        let admitted: Option<String> = c1.query_one(recorded, &[&nobody]).await.unwrap().get(0);
-        assert_eq!(admitted, None);
+        assert_eq!(admitted_token(&c1, &nobody).await, None);
         c1.execute("SELECT paxos_remove_host('g', $1)", &[&nobody])
             .await
             .unwrap();
@@ -301,16 +335,8 @@ async fn a_host_added_by_another_member_is_recorded_as_the_copy_that_answered() 
         c1.execute("SELECT paxos_add_host('g', $1)", &[&cluster.conninfo(3)])
             .await
             .unwrap();
-        let admitted: Option<String> = c1
-            .query_one(recorded, &[&cluster.conninfo(3)])
-            .await
-            .unwrap()
-            .get(0);
-        let token: String = c3
-            .query_one("SELECT paxos.node_identity()", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let admitted = admitted_token(&c1, &cluster.conninfo(3)).await;
+        let token = node_identity(&c3).await;
         assert_eq!(admitted.as_deref(), Some(token.as_str()));
         // Node 3 joins as the copy that was added, and votes.
         cluster.join("g", 3, 1).await;
@@ -319,18 +345,8 @@ async fn a_host_added_by_another_member_is_recorded_as_the_copy_that_answered() 
         cluster.start(2);
 
         // Wiped, it cannot join again as that member.
-        c3.batch_execute("DROP EXTENSION pg_paxos CASCADE; CREATE EXTENSION pg_paxos")
-            .await
-            .unwrap();
-        let err = c3
-            .query_one(
-                "SELECT paxos_join_group('g', $1, $2)",
-                &[&cluster.conninfo(1), &cluster.conninfo(3)],
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(sqlstate(&err), "55000", "{err:?}");
-        assert!(message(&err).contains("lost its data"), "{err:?}");
+        lose_its_data(&c3).await;
+        join_is_refused_as_replaced(&cluster, &c3, 3).await;
     })
     .await;
 }
@@ -350,33 +366,20 @@ async fn a_host_added_while_nothing_answered_is_bound_to_the_first_copy_that_joi
         c1.batch_execute("SET pg_paxos.member_retry_interval = '1h'")
             .await
             .unwrap();
-        let recorded = "SELECT paxos.admitted_token('g', $1)";
         let additions = "SELECT count(*) FROM paxos.log
                          WHERE group_id = 'g' AND value_kind = 'add_host' AND value_body = $1";
         cluster.stop(3);
         c1.execute("SELECT paxos_add_host('g', $1)", &[&cluster.conninfo(3)])
             .await
             .unwrap();
-        let admitted: Option<String> = c1
-            .query_one(recorded, &[&cluster.conninfo(3)])
-            .await
-            .unwrap()
-            .get(0);
+        let admitted = admitted_token(&c1, &cluster.conninfo(3)).await;
         assert_eq!(admitted, None);
 
         cluster.start(3);
         let c3 = cluster.client(3).await;
-        let token: String = c3
-            .query_one("SELECT paxos.node_identity()", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let token = node_identity(&c3).await;
         cluster.join("g", 3, 1).await;
-        let admitted: Option<String> = c1
-            .query_one(recorded, &[&cluster.conninfo(3)])
-            .await
-            .unwrap()
-            .get(0);
+        let admitted = admitted_token(&c1, &cluster.conninfo(3)).await;
         assert_eq!(admitted.as_deref(), Some(token.as_str()));
         // One addition and one claim; joining again claims nothing more.
         cluster.join("g", 3, 1).await;
@@ -393,18 +396,8 @@ async fn a_host_added_while_nothing_answered_is_bound_to_the_first_copy_that_joi
 
         // Wiped, it is refused as the copy that claimed the membership, and is left without the
         // group and without the right to vote.
-        c3.batch_execute("DROP EXTENSION pg_paxos CASCADE; CREATE EXTENSION pg_paxos")
-            .await
-            .unwrap();
-        let err = c3
-            .query_one(
-                "SELECT paxos_join_group('g', $1, $2)",
-                &[&cluster.conninfo(1), &cluster.conninfo(3)],
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(sqlstate(&err), "55000", "{err:?}");
-        assert!(message(&err).contains("lost its data"), "{err:?}");
+        lose_its_data(&c3).await;
+        join_is_refused_as_replaced(&cluster, &c3, 3).await;
         let left: i64 = c3
             .query_one(
                 "SELECT (SELECT count(*) FROM paxos.groups) + (SELECT count(*) FROM paxos.acceptor_groups)",
@@ -483,9 +476,7 @@ async fn a_node_that_lost_its_data_votes_no_more() {
         let round = append(&c1, "p1", "g", "chosen").await.unwrap();
         drop(c1);
         let c3 = cluster.client(3).await;
-        c3.batch_execute("DROP EXTENSION pg_paxos CASCADE; CREATE EXTENSION pg_paxos")
-            .await
-            .unwrap();
+        lose_its_data(&c3).await;
 
         // Every request that would count node 3's votes or promises is refused, with the reason.
         let requests = [
