@@ -125,6 +125,15 @@ impl Cluster {
         self.run(&["start", &node.to_string()]);
     }
 
+    /// Freezes node `node` (SIGSTOP): its connections stay open and answer nothing.
+    pub fn pause(&self, node: usize) {
+        self.run(&["pause", &node.to_string()]);
+    }
+
+    pub fn resume(&self, node: usize) {
+        self.run(&["resume", &node.to_string()]);
+    }
+
     pub fn kill(&self, node: usize) {
         self.run(&["kill", &node.to_string()]);
     }

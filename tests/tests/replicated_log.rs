@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pg_paxos_tests::{
-    bounded, message, sqlstate, wait_until, wait_until_running, Cluster, LinkProxy,
+    bounded, message, sqlstate, wait_until, wait_until_running, Cluster, LinkProxy, Rule,
 };
 use tokio_postgres::{Client, Error};
 
@@ -458,6 +458,47 @@ async fn a_member_skipped_as_down_is_asked_after_all_when_another_fails() {
             .unwrap()
             .get(0);
         assert_eq!(value.as_deref(), Some("node 2 down"));
+    })
+    .await;
+}
+
+/// A read index asks only as many members as it needs, the fastest first; when the one it asked
+/// freezes (its connection open, answering nothing), the read asks another after a short hedge
+/// instead of waiting out its timeout, and later reads ask the other first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_first_member_freezes_asks_another() {
+    bounded(async {
+        let cluster = Cluster::new("read_hedge", 3);
+        // Node 3 answers node 1 a few milliseconds late, so node 1's reads ask node 2 first.
+        let slow = LinkProxy::start(cluster.port(3));
+        slow.set("node1", Rule::Delay(Duration::from_millis(5)));
+        cluster.create_group("g", &cluster.conninfo(1)).await;
+        cluster.join("g", 2, 1).await;
+        cluster.join_known_as("g", 3, 1, &slow.conninfo()).await;
+        let c1 = cluster.client(1).await;
+        c1.batch_execute("SET pg_paxos.round_timeout = '20s'")
+            .await
+            .unwrap();
+        let max_round = "SELECT paxos_max_group_round('g')";
+        for i in 0..5 {
+            append(&c1, "p1", "g", &format!("v{i}")).await.unwrap();
+            let _: i64 = c1.query_one(max_round, &[]).await.unwrap().get(0);
+        }
+        let round = append(&c1, "p1", "g", "last").await.unwrap();
+
+        cluster.pause(2);
+        for i in 0..10 {
+            let started = Instant::now();
+            let seen: i64 = c1.query_one(max_round, &[]).await.unwrap().get(0);
+            assert!(seen >= round, "read {i} saw round {seen}, before {round}");
+            // Without the hedge, a read that asked node 2 would wait out its 20 s.
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "read {i} took {:?}",
+                started.elapsed()
+            );
+        }
+        cluster.resume(2);
     })
     .await;
 }

@@ -65,7 +65,7 @@ fn group_status(group_id: &str) -> Result<Vec<StatusRow>> {
         &links,
         rpc::STATUS,
         vec![Param::Text(Some(group_id.to_string()))],
-        false,
+        round::Ask::Everyone,
         &|_| false,
         wait,
     ));

@@ -92,7 +92,7 @@ fn ask_every_member(
         links,
         sql,
         params,
-        false,
+        round::Ask::Everyone,
         &|answered| answered.len() == everyone,
         log.round_timeout(),
     ));

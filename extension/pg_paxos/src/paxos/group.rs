@@ -414,7 +414,7 @@ fn removal_recorded_by_members(group_id: &str, me: &str) -> Result<Option<u64>> 
             Param::Text(Some(group_id.to_string())),
             Param::Text(Some(me.to_string())),
         ],
-        true,
+        crate::paxos::round::Ask::SkippingDown,
         &|answered| answered.len() == everyone,
         log.round_timeout(),
     ));

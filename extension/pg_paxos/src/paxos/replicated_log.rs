@@ -614,7 +614,10 @@ impl ReplicatedLog {
                 &links,
                 sql,
                 params,
-                true,
+                // Reads ask often: one member more than needed would double their cost.
+                round::Ask::Fastest {
+                    hedge: round::hedge_delay(&self.timing),
+                },
                 &with_own,
                 self.timing.round_timeout,
             ));

@@ -79,8 +79,9 @@ pub struct Decided {
 
 /// A leader's first accept goes to a majority only: this node first, then the members that answered
 /// fastest lately. The others get it when one of those fails or refuses, or after this long. (Every
-/// vote costs a member a flushed commit, and members often share machines and disks.)
-fn hedge_delay(timing: &Timing) -> Duration {
+/// vote costs a member a flushed commit, and members often share machines and disks.) Reads wait
+/// as long before they ask more members than they need (see [`Ask::Fastest`]).
+pub(crate) fn hedge_delay(timing: &Timing) -> Duration {
     (timing.phase_timeout / 20).clamp(Duration::from_millis(2), Duration::from_millis(20))
 }
 
@@ -354,40 +355,74 @@ async fn send_learns(group: &str, links: &[Link], learns: Vec<(usize, Request<Lo
 /// Answers of members to one query: each member's index and its result.
 pub type Answers = Vec<(usize, Result<Vec<tokio_postgres::Row>, LinkError>)>;
 
-/// Sends one query to every member and returns the answers once `enough` holds for the set of
-/// members that answered successfully, or every member answered, or `deadline` passed. With
-/// `skip_down`, members that failed a moment ago are asked only if the others cannot be enough
-/// (then at once) or turn out not to be (then after them).
+/// Whom a gathered query goes to, and when.
+#[derive(Clone, Copy, Debug)]
+pub enum Ask {
+    /// Every member at once.
+    Everyone,
+    /// Every member at once, except those that failed a moment ago: they are asked only if the
+    /// others cannot be enough (then at once) or turn out not to be (then after them).
+    SkippingDown,
+    /// As [`Ask::SkippingDown`], but at first only as many of the others as can be enough, those
+    /// that answered fastest lately; the rest when one of those fails, when those answered
+    /// without being enough, or after `hedge` (those not answered by then count as slow). For
+    /// frequent small queries such as reads, where every extra request costs a member a
+    /// statement and this node a send.
+    Fastest { hedge: Duration },
+}
+
+/// Sends one query to the members (see [`Ask`]) and returns the answers once `enough` holds for
+/// the set of members that answered successfully, or every member asked answered, or `deadline`
+/// passed.
 pub async fn gather(
     links: &[Link],
     sql: &'static str,
     params: Vec<crate::net::pool::Param>,
-    skip_down: bool,
+    asking: Ask,
     enough: &dyn Fn(&BTreeSet<usize>) -> bool,
     deadline: Duration,
 ) -> Answers {
-    gather_hoping(links, sql, params, skip_down, enough, &|_| true, deadline).await
+    gather_hoping(links, sql, params, asking, enough, &|_| true, deadline).await
 }
 
 /// [`gather`], except that once `enough` holds it goes on waiting for `hoped` (a stronger
 /// condition on the answers so far) about as long again as it took to get there, and returns as
-/// soon as `hoped` holds, every member answered, that time ran out, or `deadline` passed.
+/// soon as `hoped` holds, every member asked answered, that time ran out, or `deadline` passed.
 pub async fn gather_hoping(
     links: &[Link],
     sql: &'static str,
     params: Vec<crate::net::pool::Param>,
-    skip_down: bool,
+    asking: Ask,
     enough: &dyn Fn(&BTreeSet<usize>) -> bool,
     hoped: &dyn Fn(&Answers) -> bool,
     deadline: Duration,
 ) -> Answers {
     // Members that failed a moment ago are asked only if the others cannot be enough, or turn out
     // not to be.
-    let mut held: Vec<usize> = if skip_down {
-        skipped(links, enough).into_iter().collect()
-    } else {
-        Vec::new()
+    let mut held_down: Vec<usize> = match asking {
+        Ask::Everyone => Vec::new(),
+        Ask::SkippingDown | Ask::Fastest { .. } => skipped(links, enough).into_iter().collect(),
     };
+    // With `Fastest`, the slower ones wait for a reason to be asked.
+    let mut held_slow: Vec<usize> = Vec::new();
+    let mut hedge_at = None;
+    let mut hedge_wait = Duration::ZERO;
+    if let Ask::Fastest { hedge } = asking {
+        hedge_wait = hedge;
+        let mut order: Vec<usize> = (0..links.len())
+            .filter(|i| !held_down.contains(i))
+            .collect();
+        order.sort_by_key(|&i| links[i].recent_latency());
+        let mut first = BTreeSet::new();
+        for i in order {
+            if enough(&first) {
+                held_slow.push(i);
+            } else {
+                first.insert(i);
+            }
+        }
+        hedge_at = Some(Instant::now() + hedge);
+    }
     let ask = |i: usize| {
         let link = links[i].clone();
         let params = params.clone();
@@ -398,33 +433,55 @@ pub async fn gather_hoping(
             (i, reply)
         }
     };
-    let mut inflight: FuturesUnordered<_> = (0..links.len())
-        .filter(|i| !held.contains(i))
-        .map(ask)
+    let asked_first: Vec<usize> = (0..links.len())
+        .filter(|i| !held_down.contains(i) && !held_slow.contains(i))
         .collect();
+    let mut inflight: FuturesUnordered<_> = asked_first.iter().copied().map(ask).collect();
     let mut out = Vec::new();
     let mut answered = BTreeSet::new();
     let started = tokio::time::Instant::now();
     let collect = async {
-        let mut hope_until = None;
+        let mut hope_until: Option<Instant> = None;
         loop {
-            let next = match hope_until {
-                None => inflight.next().await,
-                Some(until) => tokio::time::timeout_at(until, inflight.next())
-                    .await
-                    .ok()
-                    .flatten(),
-            };
-            let Some((i, result)) = next else {
-                if enough(&answered) || held.is_empty() {
+            let hedge = hedge_at.filter(|_| !held_slow.is_empty());
+            let far = Instant::now() + deadline;
+            let next = tokio::select! {
+                next = inflight.next() => next,
+                _ = tokio::time::sleep_until(hope_until.unwrap_or(far)), if hope_until.is_some() => {
                     break;
                 }
-                // Those asked were not enough: the members skipped as down are asked after all.
-                inflight.extend(held.drain(..).map(ask));
+                _ = tokio::time::sleep_until(hedge.unwrap_or(far)), if hedge.is_some() => {
+                    // Those asked first are slow: whoever of them has not answered counts as slow
+                    // from now on, and the others are asked too.
+                    for &i in &asked_first {
+                        if !out.iter().any(|(j, _)| *j == i) {
+                            links[i].note_slow(hedge_wait * 4);
+                        }
+                    }
+                    inflight.extend(held_slow.drain(..).map(ask));
+                    continue;
+                }
+            };
+            let Some((i, result)) = next else {
+                if enough(&answered) {
+                    break;
+                }
+                // Those asked were not enough: the slower members are asked, then those skipped
+                // as down.
+                if !held_slow.is_empty() {
+                    inflight.extend(held_slow.drain(..).map(ask));
+                } else if !held_down.is_empty() {
+                    inflight.extend(held_down.drain(..).map(ask));
+                } else {
+                    break;
+                }
                 continue;
             };
             if result.is_ok() {
                 answered.insert(i);
+            } else {
+                // One asked first failed: do not wait for the hedge to ask the others.
+                inflight.extend(held_slow.drain(..).map(ask));
             }
             out.push((i, result));
             if enough(&answered) {
@@ -437,7 +494,7 @@ pub async fn gather_hoping(
         }
     };
     let _ = tokio::time::timeout(deadline, collect).await;
-    for i in held {
+    for i in held_down {
         out.push((
             i,
             Err(LinkError::Unreachable(

@@ -69,7 +69,7 @@ fn register_on_members(log: &ReplicatedLog, round: u64) -> Result<()> {
             Param::Text(Some(log.id().to_string())),
             Param::Int(round as i64),
         ],
-        true,
+        round::Ask::SkippingDown,
         &|_| false,
         log.round_timeout(),
     ));
@@ -97,7 +97,7 @@ fn check_members_have(log: &ReplicatedLog, name: &str, columns: &str) -> Result<
         &links,
         rpc::TABLE_COLUMNS,
         vec![Param::Text(Some(name.to_string()))],
-        true,
+        round::Ask::SkippingDown,
         &|_| false,
         wait,
     ));

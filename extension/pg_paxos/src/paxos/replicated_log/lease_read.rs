@@ -168,7 +168,7 @@ impl ReplicatedLog {
             &links,
             rpc::REQUEST_LEASE,
             params,
-            true,
+            round::Ask::SkippingDown,
             &|answered| quorum.enough(answered),
             &granted_by_enough,
             deadline,
