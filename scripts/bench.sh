@@ -3,8 +3,8 @@
 # of one node of the same machine in the same run, as ratios:
 #   1. the replicated log: paxos_append at 1, 4 and 8 clients;
 #   2. replicated tables: single-row INSERT at 1, 4, 8 and 16 clients (and at 16 with group commit
-#      off); single-row SELECT under the strong and the optimistic consistency model, and strong
-#      with leader leases on (pg_paxos.lease_duration = 2s; off by default); strong SELECT on the
+#      off); single-row SELECT under the strong (1 and 8 clients) and the optimistic consistency
+#      model, and strong with leader leases on (pg_paxos.lease_duration = 2s; off by default); strong SELECT on the
 #      leader while 8 clients insert there ("busy"; plain: beside 8 clients inserting into the plain
 #      table), with and without a lease;
 #   3. inserts from every member at once (4 clients on each node), sent to the leader
@@ -122,6 +122,7 @@ row "INSERT, 16, pipelined" insert_local.sql insert_rep.sql 16 "-c pg_paxos.batc
 # The same without group commit: every transaction takes a round of its own, in turn.
 row "INSERT, 16, unbatched" insert_local.sql insert_rep.sql 16 "-c pg_paxos.batch_writes=off"
 row "SELECT strong, 1" select_local.sql select_rep.sql 1
+row "SELECT strong, 8" select_local.sql select_rep.sql 8
 row "SELECT optimistic, 1" select_local.sql select_rep.sql 1 "-c pg_paxos.consistency_model=optimistic"
 row_busy "SELECT strong, busy"
 
