@@ -439,7 +439,7 @@ pub async fn gather_hoping(
     let mut inflight: FuturesUnordered<_> = asked_first.iter().copied().map(ask).collect();
     let mut out = Vec::new();
     let mut answered = BTreeSet::new();
-    let started = tokio::time::Instant::now();
+    let started = Instant::now();
     let collect = async {
         let mut hope_until: Option<Instant> = None;
         loop {
@@ -488,7 +488,7 @@ pub async fn gather_hoping(
                 if hoped(&out) {
                     break;
                 }
-                let now = tokio::time::Instant::now();
+                let now = Instant::now();
                 hope_until.get_or_insert(now + (now - started).max(Duration::from_millis(1)));
             }
         }
