@@ -108,17 +108,7 @@ fn check_members_have(log: &ReplicatedLog, name: &str, columns: &str) -> Result<
         let Ok(rows) = answer else { continue };
         answered += 1;
         let theirs: Option<String> = rows.first().and_then(|r| r.try_get(0).ok()).flatten();
-        let problem = match theirs {
-            None => "does not exist",
-            Some(c) if c != columns => "has other columns",
-            Some(_) => continue,
-        };
-        return Err(PaxosError::TableMismatch {
-            node: format!("member {}", links[i].label),
-            table: name.to_string(),
-            problem: problem.to_string(),
-            missing: problem == "does not exist",
-        });
+        compare_table(&format!("member {}", links[i].label), name, columns, theirs)?;
     }
     if answered < paxos_core::proposer::majority(total) {
         return Err(PaxosError::NoMajority {
@@ -235,27 +225,35 @@ pub fn snapshot(group_id: &str, through: u64) -> Result<(u64, Vec<TableCopy>)> {
     })
 }
 
-/// For a joining member: registers the tables of a snapshot and replaces their rows. A table that
-/// is missing or different here fails the join.
+/// Checks that table `name` on `node` (as the error names it) has the group's `columns`, given
+/// the columns `found` there (`None`: no such table).
+fn compare_table(node: &str, name: &str, columns: &str, found: Option<String>) -> Result<()> {
+    let problem = match found {
+        Some(found) if found == columns => return Ok(()),
+        Some(_) => "has other columns",
+        None => "does not exist",
+    };
+    Err(PaxosError::TableMismatch {
+        node: node.to_string(),
+        table: name.to_string(),
+        problem: problem.to_string(),
+        missing: problem == "does not exist",
+    })
+}
+
 /// Checks that a table the group replicates exists on this node, which joins the group, with the
 /// group's `columns`.
 pub fn check_local_table(name: &str, columns: &str) -> Result<()> {
-    match store::table_columns(name)? {
-        Some(found) if found == columns => Ok(()),
-        found => Err(PaxosError::TableMismatch {
-            node: "this node, which joins the group".into(),
-            table: name.to_string(),
-            problem: if found.is_some() {
-                "has other columns"
-            } else {
-                "does not exist"
-            }
-            .into(),
-            missing: found.is_none(),
-        }),
-    }
+    compare_table(
+        "this node, which joins the group",
+        name,
+        columns,
+        store::table_columns(name)?,
+    )
 }
 
+/// For a joining member: registers the tables of a snapshot and replaces their rows. A table that
+/// is missing or different here fails the join.
 pub fn install_snapshot(group_id: &str, round: u64, copies: &[TableCopy]) -> Result<()> {
     crate::intercept::bypassing(|| {
         for copy in copies {
