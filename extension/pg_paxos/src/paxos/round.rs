@@ -85,15 +85,25 @@ pub(crate) fn hedge_delay(timing: &Timing) -> Duration {
     (timing.phase_timeout / 20).clamp(Duration::from_millis(2), Duration::from_millis(20))
 }
 
-/// The members a leader's first accept goes to (see [`hedge_delay`]).
-fn first_wave(
+/// The members to ask first (see [`hedge_delay`]): as few of those not in `skip` as make
+/// `enough`, `preferred` (this node, which answers without a round trip) first, then those that
+/// answered fastest lately.
+fn fastest_enough(
     links: &[Link],
-    self_index: Option<usize>,
+    preferred: Option<usize>,
     skip: &BTreeSet<usize>,
+    enough: &dyn Fn(&BTreeSet<usize>) -> bool,
 ) -> BTreeSet<usize> {
     let mut order: Vec<usize> = (0..links.len()).filter(|i| !skip.contains(i)).collect();
-    order.sort_by_key(|&i| (Some(i) != self_index, links[i].recent_latency()));
-    order.into_iter().take(majority(links.len())).collect()
+    order.sort_by_key(|&i| (Some(i) != preferred, links[i].recent_latency()));
+    let mut first = BTreeSet::new();
+    for i in order {
+        if enough(&first) {
+            break;
+        }
+        first.insert(i);
+    }
+    first
 }
 
 /// Runs `proposer` until its round has a chosen value, within the round timeout (plus one phase)
@@ -142,7 +152,7 @@ async fn drive_unbounded(
         None => proposer.start(),
     };
     let mut phase_deadline = Instant::now() + timing.phase_timeout;
-    let wave = led.then(|| first_wave(links, self_index, &skip));
+    let wave = led.then(|| fastest_enough(links, self_index, &skip, &a_majority_of(links)));
     let mut held_back: Vec<(usize, Request<LogValue>)> = Vec::new();
     // Requests to members that failed a moment ago: sent after all once the others cannot be a
     // majority without them (another member fails meanwhile, or all answered without a decision).
@@ -399,30 +409,28 @@ pub async fn gather_hoping(
 ) -> Answers {
     // Members that failed a moment ago are asked only if the others cannot be enough, or turn out
     // not to be.
-    let mut held_down: Vec<usize> = match asking {
-        Ask::Everyone => Vec::new(),
-        Ask::SkippingDown | Ask::Fastest { .. } => skipped(links, enough).into_iter().collect(),
+    let down = match asking {
+        Ask::Everyone => BTreeSet::new(),
+        Ask::SkippingDown | Ask::Fastest { .. } => skipped(links, enough),
     };
-    // With `Fastest`, the slower ones wait for a reason to be asked.
-    let mut held_slow: Vec<usize> = Vec::new();
-    let mut hedge_at = None;
-    let mut hedge_wait = Duration::ZERO;
-    if let Ask::Fastest { hedge } = asking {
-        hedge_wait = hedge;
-        let mut order: Vec<usize> = (0..links.len())
-            .filter(|i| !held_down.contains(i))
-            .collect();
-        order.sort_by_key(|&i| links[i].recent_latency());
-        let mut first = BTreeSet::new();
-        for i in order {
-            if enough(&first) {
-                held_slow.push(i);
-            } else {
-                first.insert(i);
-            }
+    let asked_first: Vec<usize> = match asking {
+        Ask::Fastest { .. } => fastest_enough(links, None, &down, enough)
+            .into_iter()
+            .collect(),
+        Ask::Everyone | Ask::SkippingDown => {
+            (0..links.len()).filter(|i| !down.contains(i)).collect()
         }
-        hedge_at = Some(Instant::now() + hedge);
-    }
+    };
+    // With `Fastest`, the slower ones wait for a reason to be asked (at the latest the hedge).
+    let mut held_slow: Vec<usize> = (0..links.len())
+        .filter(|i| !down.contains(i) && !asked_first.contains(i))
+        .collect();
+    let mut held_down: Vec<usize> = down.into_iter().collect();
+    let hedge = match asking {
+        Ask::Fastest { hedge } => hedge,
+        Ask::Everyone | Ask::SkippingDown => Duration::ZERO,
+    };
+    let hedge_at = Instant::now() + hedge;
     let ask = |i: usize| {
         let link = links[i].clone();
         let params = params.clone();
@@ -433,9 +441,6 @@ pub async fn gather_hoping(
             (i, reply)
         }
     };
-    let asked_first: Vec<usize> = (0..links.len())
-        .filter(|i| !held_down.contains(i) && !held_slow.contains(i))
-        .collect();
     let mut inflight: FuturesUnordered<_> = asked_first.iter().copied().map(ask).collect();
     let mut out = Vec::new();
     let mut answered = BTreeSet::new();
@@ -443,19 +448,19 @@ pub async fn gather_hoping(
     let collect = async {
         let mut hope_until: Option<Instant> = None;
         loop {
-            let hedge = hedge_at.filter(|_| !held_slow.is_empty());
+            let hedging = !held_slow.is_empty();
             let far = Instant::now() + deadline;
             let next = tokio::select! {
                 next = inflight.next() => next,
                 _ = tokio::time::sleep_until(hope_until.unwrap_or(far)), if hope_until.is_some() => {
                     break;
                 }
-                _ = tokio::time::sleep_until(hedge.unwrap_or(far)), if hedge.is_some() => {
+                _ = tokio::time::sleep_until(hedge_at), if hedging => {
                     // Those asked first are slow: whoever of them has not answered counts as slow
                     // from now on, and the others are asked too.
                     for &i in &asked_first {
                         if !out.iter().any(|(j, _)| *j == i) {
-                            links[i].note_slow(hedge_wait * 4);
+                            links[i].note_slow(hedge * 4);
                         }
                     }
                     inflight.extend(held_slow.drain(..).map(ask));
