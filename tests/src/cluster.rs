@@ -206,6 +206,16 @@ pub async fn count(client: &Client, sql: &str) -> i64 {
         .get(0)
 }
 
+/// How many groups `client`'s node holds plus how many it records as an acceptor of: 0 for a node
+/// that a refused join left as it was.
+pub async fn groups_and_acceptor_records(client: &Client) -> i64 {
+    count(
+        client,
+        "SELECT (SELECT count(*) FROM paxos.groups) + (SELECT count(*) FROM paxos.acceptor_groups)",
+    )
+    .await
+}
+
 impl Cluster {
     /// A fresh cluster of `size` nodes, each with table `table` created by `ddl`, all in group
     /// `group`, with the table replicated in it.

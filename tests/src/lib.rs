@@ -8,7 +8,7 @@ pub mod faults;
 pub mod links;
 pub mod wait;
 
-pub use cluster::{count, Cluster};
+pub use cluster::{count, groups_and_acceptor_records, Cluster};
 pub use errors::{bounded, execute_retrying, message, sqlstate};
 pub use fake_kube::FakeKube;
 pub use links::{LinkProxy, Rule};

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pg_paxos_tests::{
-    bounded, message, sqlstate, wait_until, wait_until_running, Cluster, LinkProxy, Rule,
+    bounded, groups_and_acceptor_records, message, sqlstate, wait_until, wait_until_running,
+    Cluster, LinkProxy, Rule,
 };
 use tokio_postgres::{Client, Error};
 
@@ -398,15 +399,7 @@ async fn a_host_added_while_nothing_answered_is_bound_to_the_first_copy_that_joi
         // group and without the right to vote.
         lose_its_data(&c3).await;
         join_is_refused_as_replaced(&cluster, &c3, 3).await;
-        let left: i64 = c3
-            .query_one(
-                "SELECT (SELECT count(*) FROM paxos.groups) + (SELECT count(*) FROM paxos.acceptor_groups)",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(left, 0);
+        assert_eq!(groups_and_acceptor_records(&c3).await, 0);
         let count: i64 = c1
             .query_one(additions, &[&cluster.conninfo(3)])
             .await

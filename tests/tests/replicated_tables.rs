@@ -3,7 +3,9 @@
 //! a node that stops loudly when an entry fails there, and one that only fails the statement when
 //! its own resources ran out.
 
-use pg_paxos_tests::{bounded, count, message, sqlstate, wait_until, Cluster};
+use pg_paxos_tests::{
+    bounded, count, groups_and_acceptor_records, message, sqlstate, wait_until, Cluster,
+};
 use std::time::Duration;
 use tokio_postgres::{Client, Error};
 
@@ -221,15 +223,7 @@ async fn a_node_without_the_groups_tables_is_refused_before_it_is_added() {
                     .unwrap()
                     .get(0);
                 assert_eq!(added, 0, "{ddl}");
-                let held: i64 = c2
-                    .query_one(
-                        "SELECT (SELECT count(*) FROM paxos.groups) + (SELECT count(*) FROM paxos.acceptor_groups)",
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .get(0);
-                assert_eq!(held, 0, "{ddl}");
+                assert_eq!(groups_and_acceptor_records(c2).await, 0, "{ddl}");
             }
         };
         refused("SELECT 1", "42P01").await;
